@@ -1,0 +1,605 @@
+"""The ModelDeployment API: pydantic models for spec and status.
+
+This module is the one schema source: the CRD in ``crds/`` is generated from these classes by
+:mod:`mlcanary.crd`, so every field's description here is what ``kubectl explain`` shows. Rules the
+OpenAPI schema cannot express (strictly increasing steps, exactly one router, ...) are validators
+here; the operator runs them and reports the failing field in a condition.
+
+Pure: imports nothing that performs I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from mlcanary.durations import DURATION_PATTERN
+
+API_GROUP = "mlcanary.io"
+API_VERSION = "v1alpha1"
+KIND = "ModelDeployment"
+PLURAL = "modeldeployments"
+SINGULAR = "modeldeployment"
+SHORT_NAMES = ["mdep"]
+CATEGORIES = ["mlcanary", "all"]
+
+Duration = Annotated[str, Field(pattern=DURATION_PATTERN)]
+
+PLACEHOLDERS = ("name", "namespace", "version", "stableVersion", "interval")
+_PLACEHOLDER = re.compile(r"\{\{\s*([^}]*?)\s*\}\}")
+
+
+class ApiModel(BaseModel):
+    """Base for API objects: camelCase on the wire, unknown fields refused (like a structural schema)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_enum_values=False,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The object as Kubernetes stores it: camelCase keys, no unset optional fields."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+# --------------------------------------------------------------------------------------------- spec
+
+
+class ModelRef(ApiModel):
+    """Which model to serve."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$",
+        description="Model name, as the serving pods report it in the model_name metric label.",
+    )
+    version: str = Field(
+        min_length=1,
+        max_length=63,
+        pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.+]*[A-Za-z0-9])?$",
+        description="Model version. Changing it starts a canary rollout of the new version.",
+    )
+    uri: str = Field(
+        min_length=1,
+        pattern=r"^(file|https?|s3)://.+",
+        description="Where the model bundle lives: file://, http(s):// or s3:// URI of a bundle "
+        "directory or archive.",
+    )
+    sha256: str | None = Field(
+        default=None,
+        pattern=r"^[a-f0-9]{64}$",
+        description="Expected sha256 of the bundle's manifest. When set, serving pods refuse a bundle "
+        "whose manifest does not match and stay unready.",
+    )
+
+
+class EnvVar(ApiModel):
+    """An environment variable for the serving container."""
+
+    name: str = Field(min_length=1, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", description="Variable name.")
+    value: str = Field(default="", description="Variable value.")
+
+
+class Resources(ApiModel):
+    """Compute resources of the serving container (Kubernetes quantities)."""
+
+    requests: dict[str, str] | None = Field(default=None, description="Minimum resources, e.g. cpu: 500m.")
+    limits: dict[str, str] | None = Field(default=None, description="Maximum resources, e.g. memory: 1Gi.")
+
+
+class Serving(ApiModel):
+    """How each revision's serving pods run."""
+
+    image: str = Field(
+        default="mlcanary/serving:0.1.0",
+        min_length=1,
+        description="Serving image; it runs `python -m mlcanary_serving --bundle URI`.",
+    )
+    replicas: int = Field(
+        default=1,
+        ge=1,
+        le=1000,
+        description="Replicas of the stable revision. With the replicas router this is the total "
+        "shared by stable and canary.",
+    )
+    port: int = Field(default=8080, ge=1, le=65535, description="Container port the server listens on.")
+    resources: Resources | None = Field(default=None, description="Container resources.")
+    env: list[EnvVar] | None = Field(default=None, description="Extra environment for the container.")
+    service_account_name: str | None = Field(
+        default=None, description="Service account the serving pods run as."
+    )
+
+
+class Rollout(ApiModel):
+    """How traffic moves to a new version."""
+
+    steps: list[int] = Field(
+        default_factory=lambda: [5, 20, 50, 100],
+        min_length=1,
+        max_length=20,
+        description="Canary traffic weights in percent, strictly increasing, each 1-100. A final 100 "
+        "is implied when the list stops short. Each step below 100 is judged by the analysis; "
+        "reaching 100 promotes the canary.",
+    )
+    step_duration: Duration = Field(
+        default="5m", description="Minimum time at each step before it may advance (e.g. 5m)."
+    )
+    progress_deadline: Duration = Field(
+        default="10m",
+        description="How long a canary may take to become ready before the rollout is rolled back.",
+    )
+    scale_down_delay: Duration = Field(
+        default="30s",
+        description="How long a revision that no longer receives traffic keeps running before it is "
+        "removed, so clients with open connections drain.",
+    )
+    paused: bool = Field(
+        default=False, description="Hold the rollout where it is: no step advances while true."
+    )
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_valid(cls, steps: list[int]) -> list[int]:
+        for weight in steps:
+            if not 1 <= weight <= 100:
+                raise ValueError(f"step weight {weight} is outside 1-100")
+        for previous, current in zip(steps, steps[1:], strict=False):
+            if current <= previous:
+                raise ValueError(f"steps must be strictly increasing ({previous} then {current})")
+        return steps
+
+    def effective_steps(self) -> list[int]:
+        """The steps with the implied final 100 added."""
+        return self.steps if self.steps[-1] == 100 else [*self.steps, 100]
+
+
+class BuiltinMetric(enum.StrEnum):
+    """Metrics the operator knows how to query from the serving pods' own metrics."""
+
+    ERROR_RATE = "errorRate"
+    LATENCY_P99 = "latencyP99"
+    INPUT_DRIFT = "inputDrift"
+    PREDICTION_DRIFT = "predictionDrift"
+    ACCURACY = "accuracy"
+
+
+class Metric(ApiModel):
+    """One check run at every analysis round of a step."""
+
+    name: str = Field(min_length=1, max_length=63, description="Name shown in status and reports.")
+    builtin: BuiltinMetric | None = Field(
+        default=None,
+        description="A built-in metric: errorRate, latencyP99, inputDrift, predictionDrift, accuracy. "
+        "Exactly one of builtin and query.",
+    )
+    query: str | None = Field(
+        default=None,
+        min_length=1,
+        description="A PromQL query returning one number. Placeholders: {{name}}, {{namespace}}, "
+        "{{version}}, {{stableVersion}}, {{interval}}; values are escaped as PromQL strings.",
+    )
+    min: float | None = Field(default=None, description="The check fails when the value is below this.")
+    max: float | None = Field(default=None, description="The check fails when the value is above this.")
+    compare_to: Literal["stable"] | None = Field(
+        default=None,
+        description="Compare the canary with the stable revision instead of (or as well as) fixed "
+        "bounds: the canary fails when it is worse than stable by more than the tolerance.",
+    )
+    tolerance: float | None = Field(
+        default=None,
+        ge=0,
+        description="With compareTo: allowed absolute difference from stable (default 0).",
+    )
+    relative_tolerance: float | None = Field(
+        default=None,
+        ge=0,
+        description="With compareTo: allowed difference as a fraction of the stable value (0.1 = 10%).",
+    )
+    quantile: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="For latencyP99: the quantile to measure (default 0.99).",
+    )
+    confidence: float | None = Field(
+        default=None,
+        gt=0.5,
+        lt=1,
+        description="For errorRate with compareTo: confidence level of the two-proportion test "
+        "(default 0.95).",
+    )
+    min_requests: int | None = Field(
+        default=None,
+        ge=0,
+        description="Fewer canary requests than this in the window make the check Inconclusive.",
+    )
+    dry_run: bool = Field(
+        default=False, description="Measure and record this check but never act on its verdict."
+    )
+
+    @model_validator(mode="after")
+    def _one_source_and_a_bound(self) -> Metric:
+        if (self.builtin is None) == (self.query is None):
+            raise ValueError("give exactly one of builtin and query")
+        if self.min is None and self.max is None and self.compare_to is None:
+            raise ValueError("give min, max or compareTo: a metric with no bound can never fail")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is greater than max {self.max}")
+        if self.query is not None:
+            for placeholder in _PLACEHOLDER.findall(self.query):
+                if placeholder not in PLACEHOLDERS:
+                    raise ValueError(
+                        f"unknown placeholder {{{{{placeholder}}}}} in query; known: "
+                        + ", ".join("{{" + p + "}}" for p in PLACEHOLDERS)
+                    )
+        return self
+
+
+class InconclusivePolicy(enum.StrEnum):
+    """What to do when analysis cannot decide."""
+
+    HOLD = "Hold"
+    ROLLBACK = "Rollback"
+
+
+class SecretKeyRef(ApiModel):
+    """A key of a Secret in the ModelDeployment's namespace."""
+
+    name: str = Field(min_length=1, description="Secret name.")
+    key: str = Field(min_length=1, description="Key within the Secret.")
+
+
+class PrometheusSource(ApiModel):
+    """Where analysis queries go, when not the operator's default Prometheus."""
+
+    address: str = Field(pattern=r"^https?://.+", description="Prometheus base URL.")
+    bearer_token_secret: SecretKeyRef | None = Field(
+        default=None, description="Secret key holding a bearer token."
+    )
+    basic_auth_secret: str | None = Field(
+        default=None, description="Name of a Secret with `username` and `password` keys."
+    )
+    insecure_skip_verify: bool = Field(
+        default=False, description="Skip TLS certificate verification (not recommended)."
+    )
+    timeout: Duration = Field(default="10s", description="Query timeout.")
+
+
+class Analysis(ApiModel):
+    """How each step is judged."""
+
+    interval: Duration = Field(
+        default="1m", description="Time between analysis rounds, and the window each query covers."
+    )
+    failure_limit: int = Field(
+        default=1,
+        ge=1,
+        description="Failed rounds in one rollout that trigger a rollback (1 = the first failure).",
+    )
+    inconclusive_limit: int = Field(
+        default=3,
+        ge=1,
+        description="Inconclusive rounds in a row after which onInconclusive applies.",
+    )
+    consecutive_error_limit: int = Field(
+        default=4,
+        ge=1,
+        description="Rounds in a row whose queries errored (metrics backend down) after which they "
+        "count as inconclusive. Errors alone never fail a canary.",
+    )
+    on_inconclusive: InconclusivePolicy = Field(
+        default=InconclusivePolicy.HOLD,
+        description="Hold (wait for data, never advance on missing data) or Rollback once "
+        "inconclusiveLimit is reached.",
+    )
+    prometheus: PrometheusSource | None = Field(
+        default=None, description="Prometheus to query; defaults to the operator's setting."
+    )
+    metrics: list[Metric] = Field(
+        default_factory=list, max_length=32, description="Checks run at every round."
+    )
+
+    @field_validator("metrics")
+    @classmethod
+    def _unique_names(cls, metrics: list[Metric]) -> list[Metric]:
+        seen: set[str] = set()
+        for metric in metrics:
+            if metric.name in seen:
+                raise ValueError(f"metric name {metric.name!r} appears twice")
+            seen.add(metric.name)
+        return metrics
+
+
+class ParentRef(ApiModel):
+    """A Gateway API parent: a Gateway, or a Service in mesh (GAMMA) mode."""
+
+    name: str = Field(min_length=1, description="Parent name.")
+    namespace: str | None = Field(default=None, description="Parent namespace (default: the route's).")
+    group: str | None = Field(default=None, description="Parent group (default gateway.networking.k8s.io).")
+    kind: str | None = Field(default=None, description="Parent kind (default Gateway; Service for GAMMA).")
+    section_name: str | None = Field(default=None, description="Listener or port name on the parent.")
+    port: int | None = Field(default=None, ge=1, le=65535, description="Port on the parent.")
+
+
+class RouteTimeouts(ApiModel):
+    """HTTPRoute rule timeouts."""
+
+    request: Duration | None = Field(default=None, description="Timeout for the whole client request.")
+    backend_request: Duration | None = Field(default=None, description="Timeout for one backend try.")
+
+
+class GatewayAPIRouter(ApiModel):
+    """Split traffic with a Gateway API HTTPRoute owned by the operator."""
+
+    parent_refs: list[ParentRef] = Field(min_length=1, description="Gateways (or Services) to attach to.")
+    hostnames: list[str] | None = Field(default=None, description="Hostnames the route matches.")
+    path_prefix: str = Field(default="/", pattern=r"^/", description="Path prefix the route matches.")
+    port: int | None = Field(
+        default=None, ge=1, le=65535, description="Service port to send to (default serving.port)."
+    )
+    timeouts: RouteTimeouts | None = Field(default=None, description="Rule timeouts.")
+    extra_rules: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="Additional HTTPRoute rules kept as given (e.g. a header match pinning testers to "
+        "the canary); weight changes never touch them.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
+class IstioRouter(ApiModel):
+    """Split traffic with an Istio VirtualService owned by the operator."""
+
+    hosts: list[str] = Field(min_length=1, description="Hosts the VirtualService applies to.")
+    gateways: list[str] | None = Field(default=None, description="Istio gateways (omit for mesh only).")
+    port: int | None = Field(
+        default=None, ge=1, le=65535, description="Service port to send to (default serving.port)."
+    )
+
+
+class ReplicaRouter(ApiModel):
+    """No mesh: traffic follows the ratio of ready replicas behind one shared Service."""
+
+
+class Traffic(ApiModel):
+    """How traffic is split between stable and canary. Exactly one of gatewayAPI, istio, replicas."""
+
+    gateway_api: GatewayAPIRouter | None = Field(
+        default=None, alias="gatewayAPI", description="Gateway API HTTPRoute router."
+    )
+    istio: IstioRouter | None = Field(default=None, description="Istio VirtualService router.")
+    replicas: ReplicaRouter | None = Field(
+        default=None, description="Replica-ratio router (no mesh): weight follows replica counts."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Traffic:
+        chosen = [n for n in ("gatewayAPI", "istio", "replicas") if self.router_config(n) is not None]
+        if len(chosen) != 1:
+            raise ValueError(
+                "give exactly one router of gatewayAPI, istio, replicas"
+                + (f" (got {', '.join(chosen)})" if chosen else "")
+            )
+        return self
+
+    def router_config(self, kind: str) -> BaseModel | None:
+        return {"gatewayAPI": self.gateway_api, "istio": self.istio, "replicas": self.replicas}[kind]
+
+    @property
+    def router_kind(self) -> str:
+        for kind in ("gatewayAPI", "istio", "replicas"):
+            if self.router_config(kind) is not None:
+                return kind
+        raise AssertionError("validated: one router is set")
+
+
+class ModelDeploymentSpec(ApiModel):
+    """Desired state: which model version serves, and how a new version is rolled out and judged."""
+
+    model: ModelRef = Field(description="The model and version to serve.")
+    serving: Serving = Field(default_factory=Serving, description="How serving pods run.")
+    rollout: Rollout = Field(default_factory=Rollout, description="How traffic moves to a new version.")
+    analysis: Analysis = Field(default_factory=Analysis, description="How each step is judged.")
+    traffic: Traffic = Field(
+        default_factory=lambda: Traffic(replicas=ReplicaRouter()),
+        description="How traffic is split (default: replica ratio).",
+    )
+
+    def revision_template(self) -> RevisionTemplate:
+        """What defines a revision: the model and how it is served (replica count excluded)."""
+        return RevisionTemplate(
+            model=self.model, serving=self.serving.model_copy(update={"replicas": 1})
+        )
+
+
+class RevisionTemplate(ApiModel):
+    """Everything that makes a revision: changing any of it starts a canary."""
+
+    model: ModelRef = Field(description="Model of this revision.")
+    serving: Serving = Field(description="Serving settings of this revision (replicas not significant).")
+
+    def revision_hash(self) -> str:
+        canonical = json.dumps(self.to_wire(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:8]
+
+
+def revision_name(resource_name: str, template: RevisionTemplate) -> str:
+    """Deterministic child name for a revision: ``<resource>-<version>-<hash>``, a DNS-1035 label.
+
+    >>> revision_name("fraud", RevisionTemplate(model=ModelRef(name="f", version="2.1.0",
+    ...     uri="file:///m"), serving=Serving()))[:14]
+    'fraud-v2-1-0-f'
+    """
+    version = re.sub(r"[^a-z0-9]+", "-", template.model.version.lower()).strip("-")
+    suffix = f"-v{version}-{template.revision_hash()}" if version else f"-{template.revision_hash()}"
+    base = resource_name[: 63 - len(suffix)].rstrip("-")
+    name = f"{base}{suffix}"
+    if len(name) > 63:  # a very long version: keep the hash, drop the version text
+        name = f"{resource_name[:54].rstrip('-')}-{template.revision_hash()}"
+    if not name[0].isalpha():
+        name = "r" + name[:62]
+    return name
+
+
+# ------------------------------------------------------------------------------------------- status
+
+
+class Phase(enum.StrEnum):
+    """Where a ModelDeployment is. Every transition is in :mod:`mlcanary.engine`."""
+
+    INITIALIZING = "Initializing"  # first version: waiting for the stable revision to be ready
+    HEALTHY = "Healthy"  # stable serves all traffic, nothing in flight
+    PREPARING = "Preparing"  # canary created, waiting for it to be ready (weight 0)
+    PROGRESSING = "Progressing"  # canary receives the current step's weight and is being judged
+    PAUSED = "Paused"  # spec.rollout.paused: nothing advances
+    PROMOTING = "Promoting"  # all traffic moving to the canary, then it becomes stable
+    ROLLING_BACK = "RollingBack"  # traffic moving back to stable; canary removed after the delay
+    ROLLED_BACK = "RolledBack"  # stable serves all traffic; the new version was rejected
+
+
+class Verdict(enum.StrEnum):
+    """Outcome of one metric check or one analysis round."""
+
+    SUCCESSFUL = "Successful"
+    FAILED = "Failed"
+    INCONCLUSIVE = "Inconclusive"
+    ERROR = "Error"
+
+
+class Measurement(ApiModel):
+    """One metric check of one analysis round."""
+
+    metric: str = Field(description="Metric name.")
+    verdict: Verdict = Field(description="Successful, Failed, Inconclusive or Error.")
+    value: float | None = Field(default=None, description="Canary value (absent when there was none).")
+    stable_value: float | None = Field(default=None, description="Stable value, for comparisons.")
+    threshold: str | None = Field(default=None, description="The bound applied, as text.")
+    sample_size: int | None = Field(default=None, description="Canary requests in the window.")
+    message: str | None = Field(default=None, description="Why this verdict.")
+    dry_run: bool | None = Field(default=None, description="Recorded only, not acted on.")
+    time: datetime = Field(description="When it was measured.")
+
+
+class StepReport(ApiModel):
+    """The last analysis round of one step, for the canary report."""
+
+    step: int = Field(description="Step index, from 1.")
+    weight: int = Field(description="Canary weight during the step.")
+    verdict: Verdict | None = Field(default=None, description="Verdict of the step's last round.")
+    rounds: int = Field(default=0, description="Analysis rounds run during the step.")
+    measurements: list[Measurement] = Field(default_factory=list, description="Its measurements.")
+
+
+class RolloutOutcome(enum.StrEnum):
+    PROMOTED = "Promoted"
+    ROLLED_BACK = "RolledBack"
+    SUPERSEDED = "Superseded"
+
+
+class RolloutRecord(ApiModel):
+    """A finished rollout."""
+
+    version: str = Field(description="Version that was rolled out.")
+    from_version: str | None = Field(default=None, description="Stable version it started from.")
+    outcome: RolloutOutcome = Field(description="Promoted, RolledBack or Superseded.")
+    reason: str = Field(description="Why it ended so.")
+    started_at: datetime | None = Field(default=None, description="When the canary was created.")
+    finished_at: datetime = Field(description="When it ended.")
+    steps: list[StepReport] = Field(default_factory=list, description="Per-step report.")
+
+
+class Condition(ApiModel):
+    """A Kubernetes-style condition."""
+
+    type: str = Field(description="Condition type: Ready, Progressing, SpecValid.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description="CamelCase reason.")
+    message: str = Field(default="", description="Human-readable detail.")
+    last_transition_time: datetime = Field(description="When status last changed.")
+    observed_generation: int | None = Field(default=None, description="Generation this reflects.")
+
+
+class RetiringRevision(ApiModel):
+    """A revision that no longer gets traffic and is removed once scaleDownDelay has passed."""
+
+    revision: str = Field(description="Revision (child object) name.")
+    since: datetime = Field(description="When it stopped receiving traffic.")
+
+
+class RevisionState(ApiModel):
+    """A running revision: name and what it serves."""
+
+    revision: str = Field(description="Revision (child object) name.")
+    template: RevisionTemplate = Field(description="Model and serving settings of this revision.")
+
+
+class AnalysisCounters(ApiModel):
+    """Counters of the running rollout's analysis."""
+
+    failures: int = Field(default=0, description="Failed rounds in this rollout.")
+    consecutive_inconclusive: int = Field(default=0, description="Inconclusive rounds in a row.")
+    consecutive_errors: int = Field(default=0, description="Errored rounds in a row.")
+    step_successes: int = Field(default=0, description="Successful rounds in the current step.")
+    step_rounds: int = Field(default=0, description="Rounds run in the current step.")
+    last_round_at: datetime | None = Field(default=None, description="When the last round ran.")
+    last_verdict: Verdict | None = Field(default=None, description="Verdict of the last round.")
+
+
+class ModelDeploymentStatus(ApiModel):
+    """Observed state, written only by the operator."""
+
+    observed_generation: int | None = Field(default=None, description="Last generation acted upon.")
+    phase: Phase | None = Field(default=None, description="Where the rollout is.")
+    message: str | None = Field(default=None, description="What is happening, in a sentence.")
+    stable_version: str | None = Field(default=None, description="Version serving as stable.")
+    canary_version: str | None = Field(default=None, description="Version under test, if any.")
+    canary_weight: int = Field(default=0, description="Percent of traffic the canary should receive.")
+    current_step: int | None = Field(default=None, description="Step index during a rollout, from 1.")
+    step_started_at: datetime | None = Field(default=None, description="When the current step began.")
+    canary_started_at: datetime | None = Field(default=None, description="When the canary was created.")
+    phase_since: datetime | None = Field(default=None, description="When the phase was entered.")
+    stable: RevisionState | None = Field(default=None, description="The stable revision.")
+    canary: RevisionState | None = Field(default=None, description="The canary revision.")
+    retiring: list[RetiringRevision] = Field(
+        default_factory=list, description="Revisions waiting to be removed."
+    )
+    analysis: AnalysisCounters = Field(
+        default_factory=AnalysisCounters, description="Counters of the running rollout's analysis."
+    )
+    last_measurements: list[Measurement] = Field(
+        default_factory=list, description="Measurements of the last analysis round."
+    )
+    steps: list[StepReport] = Field(
+        default_factory=list, description="Report of the running rollout, one entry per step."
+    )
+    history: list[RolloutRecord] = Field(default_factory=list, description="The last finished rollouts.")
+    rejected_versions: list[str] = Field(
+        default_factory=list,
+        description="Versions rolled back: not started again until the retry annotation is set.",
+    )
+    handled_requests: dict[str, str] = Field(
+        default_factory=dict,
+        description="Value of each mlcanary.io/{promote,abort,retry} annotation already acted on.",
+    )
+    conditions: list[Condition] = Field(default_factory=list, description="Ready, Progressing, SpecValid.")
+
+
+class ModelDeployment(ApiModel):
+    """Top-level object (used for schema generation and for parsing whole objects)."""
+
+    model_config = ConfigDict(extra="ignore", alias_generator=to_camel, populate_by_name=True)
+
+    api_version: str = Field(default=f"{API_GROUP}/{API_VERSION}", description="API version.")
+    kind: str = Field(default=KIND, description="Kind.")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Standard object metadata.")
+    spec: ModelDeploymentSpec = Field(description="Desired state.")
+    status: ModelDeploymentStatus | None = Field(default=None, description="Observed state.")
