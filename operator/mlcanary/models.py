@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import itertools
 import json
 import re
 from datetime import datetime
@@ -153,7 +154,7 @@ class Rollout(ApiModel):
         for weight in steps:
             if not 1 <= weight <= 100:
                 raise ValueError(f"step weight {weight} is outside 1-100")
-        for previous, current in zip(steps, steps[1:], strict=False):
+        for previous, current in itertools.pairwise(steps):
             if current <= previous:
                 raise ValueError(f"steps must be strictly increasing ({previous} then {current})")
         return steps
@@ -352,7 +353,6 @@ class GatewayAPIRouter(ApiModel):
         default=None,
         description="Additional HTTPRoute rules kept as given (e.g. a header match pinning testers to "
         "the canary); weight changes never touch them.",
-        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
 
 
@@ -416,9 +416,7 @@ class ModelDeploymentSpec(ApiModel):
 
     def revision_template(self) -> RevisionTemplate:
         """What defines a revision: the model and how it is served (replica count excluded)."""
-        return RevisionTemplate(
-            model=self.model, serving=self.serving.model_copy(update={"replicas": 1})
-        )
+        return RevisionTemplate(model=self.model, serving=self.serving.model_copy(update={"replicas": 1}))
 
 
 class RevisionTemplate(ApiModel):
@@ -505,6 +503,13 @@ class RolloutOutcome(enum.StrEnum):
     SUPERSEDED = "Superseded"
 
 
+class RolloutEnding(ApiModel):
+    """How a rollout that is ending will be recorded once the router confirms the traffic move."""
+
+    outcome: RolloutOutcome = Field(description="Promoted, RolledBack or Superseded.")
+    reason: str = Field(description="Why.")
+
+
 class RolloutRecord(ApiModel):
     """A finished rollout."""
 
@@ -567,6 +572,9 @@ class ModelDeploymentStatus(ApiModel):
     step_started_at: datetime | None = Field(default=None, description="When the current step began.")
     canary_started_at: datetime | None = Field(default=None, description="When the canary was created.")
     phase_since: datetime | None = Field(default=None, description="When the phase was entered.")
+    ending: RolloutEnding | None = Field(
+        default=None, description="How the running rollout is ending (while Promoting or RollingBack)."
+    )
     stable: RevisionState | None = Field(default=None, description="The stable revision.")
     canary: RevisionState | None = Field(default=None, description="The canary revision.")
     retiring: list[RetiringRevision] = Field(

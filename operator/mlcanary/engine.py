@@ -1,0 +1,728 @@
+"""The rollout engine: a pure function from (spec, status, observations, now) to (status, actions).
+
+Nothing here performs I/O (import-linter enforces it). The operator's timer observes the cluster,
+calls :func:`decide`, writes the returned status and applies the returned actions, all of which are
+idempotent "ensure" steps derived from the new status. Because every wait is computed from timestamps
+in the status, a restarted operator carries on exactly where the last one stopped.
+
+Phase transitions (every one is in :func:`_transition`)::
+
+    (none) ─► Initializing ─► Healthy ─► Preparing ─► Progressing ⇄ Paused
+                                 ▲           │   ▲         │
+                                 │           ▼   └─────────┤ (canary unavailable)
+                                 │      RollingBack ◄──────┤ (failed analysis, deadline, abort, new version)
+                                 │           │             ▼
+                                 │           ▼         Promoting ─► Healthy (canary is the new stable)
+                                 └──── RolledBack / Healthy (superseded)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal, assert_never
+
+from mlcanary import conditions as cond
+from mlcanary.durations import parse_duration
+from mlcanary.models import (
+    AnalysisCounters,
+    InconclusivePolicy,
+    Measurement,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    Phase,
+    RetiringRevision,
+    RevisionState,
+    RolloutEnding,
+    RolloutOutcome,
+    RolloutRecord,
+    StepReport,
+    Verdict,
+    revision_name,
+)
+from mlcanary.weights import replica_split, step_weight
+
+HISTORY_LIMIT = 10
+ANNOTATION_PREFIX = "mlcanary.io/"
+PROMOTE, ABORT, RETRY = "promote", "abort", "retry"
+REQUESTS = (PROMOTE, ABORT, RETRY)
+
+# --------------------------------------------------------------------------------------- observations
+
+
+@dataclass(frozen=True)
+class RevisionObservation:
+    """What the cluster shows for one revision's Deployment."""
+
+    name: str
+    desired_replicas: int
+    ready_replicas: int
+
+    @property
+    def available(self) -> bool:
+        return self.ready_replicas >= max(1, self.desired_replicas)
+
+
+@dataclass(frozen=True)
+class TrafficObservation:
+    """What the router reads back for the traffic target of the previous tick.
+
+    ``in_sync``: the router's objects realise the target (stable, canary, weight) it was last given.
+    ``verified``: the data plane confirms it (e.g. HTTPRoute Accepted for the current generation).
+    """
+
+    in_sync: bool
+    verified: bool
+    actual_weight: int | None = None
+    message: str = ""
+
+    @property
+    def confirmed(self) -> bool:
+        return self.in_sync and self.verified
+
+
+@dataclass(frozen=True)
+class AnalysisRound:
+    """One analysis round: every metric measured once."""
+
+    measurements: list[Measurement]
+
+    @property
+    def verdict(self) -> Verdict:
+        return round_verdict(self.measurements)
+
+
+@dataclass(frozen=True)
+class Observations:
+    """Everything :func:`decide` may know about the world, gathered by the shell."""
+
+    name: str
+    generation: int
+    revisions: Mapping[str, RevisionObservation] = field(default_factory=dict)
+    traffic: TrafficObservation = field(default_factory=lambda: TrafficObservation(False, False))
+    analysis: AnalysisRound | None = None
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    router_kind: str = "replicas"
+
+
+# -------------------------------------------------------------------------------------------- actions
+
+Role = Literal["stable", "canary"]
+
+
+@dataclass(frozen=True)
+class EnsureRevision:
+    """Create or update one revision's Deployment and Service."""
+
+    revision: RevisionState
+    role: Role
+    replicas: int
+
+
+@dataclass(frozen=True)
+class SetTraffic:
+    """Point the router at stable (and canary) with the canary's weight in percent."""
+
+    stable: str
+    canary: str | None
+    canary_weight: int
+
+
+@dataclass(frozen=True)
+class RemoveRevision:
+    """Delete a revision's Deployment and Service (it carries no traffic any more)."""
+
+    revision: str
+
+
+@dataclass(frozen=True)
+class EmitEvent:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+Action = EnsureRevision | SetTraffic | RemoveRevision | EmitEvent
+
+
+# ------------------------------------------------------------------------------------------ analysis
+
+
+def round_verdict(measurements: list[Measurement]) -> Verdict:
+    """Combine metric verdicts: any Failed fails; else any Error errs; else any Inconclusive; else pass.
+    Dry-run metrics are recorded but never count."""
+    counted = [m.verdict for m in measurements if not m.dry_run]
+    for verdict in (Verdict.FAILED, Verdict.ERROR, Verdict.INCONCLUSIVE):
+        if verdict in counted:
+            return verdict
+    return Verdict.SUCCESSFUL
+
+
+def analysis_due(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: datetime) -> bool:
+    """Whether the shell should run an analysis round before calling :func:`decide`.
+
+    A round is due an ``interval`` after the step began (so its window sees the new weight) and an
+    ``interval`` after the previous round."""
+    if status.phase != Phase.PROGRESSING or not spec.analysis.metrics or status.step_started_at is None:
+        return False
+    interval = parse_duration(spec.analysis.interval)
+    since = status.step_started_at
+    if status.analysis.last_round_at is not None and status.analysis.last_round_at > since:
+        since = status.analysis.last_round_at
+    return now - since >= interval
+
+
+# --------------------------------------------------------------------------------------------- decide
+
+
+@dataclass
+class _Tick:
+    """Mutable working state of one decide() call."""
+
+    spec: ModelDeploymentSpec
+    status: ModelDeploymentStatus
+    obs: Observations
+    now: datetime
+    events: list[EmitEvent] = field(default_factory=list)
+    requests: dict[str, bool] = field(default_factory=dict)
+
+    def event(self, reason: str, message: str, warning: bool = False) -> None:
+        self.events.append(EmitEvent("Warning" if warning else "Normal", reason, message))
+
+    def enter(self, phase: Phase, message: str) -> None:
+        if self.status.phase != phase:
+            self.status.phase_since = self.now
+        self.status.phase = phase
+        self.status.message = message
+
+    @property
+    def steps(self) -> list[int]:
+        return self.spec.rollout.effective_steps()
+
+
+def decide(
+    spec: ModelDeploymentSpec,
+    status: ModelDeploymentStatus,
+    observations: Observations,
+    now: datetime,
+) -> tuple[ModelDeploymentStatus, list[Action]]:
+    """One reconciliation step. Pure: same inputs, same outputs."""
+    tick = _Tick(spec=spec, status=status.model_copy(deep=True), obs=observations, now=now)
+    _read_requests(tick)
+    _transition(tick)
+    _sync_summary(tick)
+    _set_conditions(tick)
+    actions: list[Action] = [*_ensure_actions(tick), *tick.events]
+    return tick.status, actions
+
+
+def _read_requests(tick: _Tick) -> None:
+    """Manual requests are annotations whose value differs from the last value acted on."""
+    for request in REQUESTS:
+        value = tick.obs.annotations.get(ANNOTATION_PREFIX + request)
+        if value is not None and tick.status.handled_requests.get(request) != value:
+            tick.requests[request] = True
+            tick.status.handled_requests[request] = value
+
+
+def _desired(tick: _Tick) -> RevisionState:
+    template = tick.spec.revision_template()
+    return RevisionState(revision=revision_name(tick.obs.name, template), template=template)
+
+
+def _transition(tick: _Tick) -> None:
+    status = tick.status
+    phase = status.phase
+    if phase is None or status.stable is None:
+        _start_first_deploy(tick)
+        return
+    match phase:
+        case Phase.INITIALIZING:
+            _initializing(tick)
+        case Phase.HEALTHY | Phase.ROLLED_BACK:
+            _steady(tick)
+        case Phase.PREPARING:
+            _preparing(tick)
+        case Phase.PROGRESSING:
+            _progressing(tick)
+        case Phase.PAUSED:
+            _paused(tick)
+        case Phase.PROMOTING:
+            _promoting(tick)
+        case Phase.ROLLING_BACK:
+            _rolling_back(tick)
+        case _:
+            assert_never(phase)
+
+
+# --- first deploy
+
+
+def _start_first_deploy(tick: _Tick) -> None:
+    desired = _desired(tick)
+    tick.status.stable = desired
+    tick.status.canary = None
+    tick.status.canary_weight = 0
+    tick.enter(Phase.INITIALIZING, f"deploying {desired.template.model.version}")
+    tick.event("Deploying", f"first version {desired.template.model.version} ({desired.revision})")
+
+
+def _initializing(tick: _Tick) -> None:
+    status = tick.status
+    assert status.stable is not None
+    desired = _desired(tick)
+    if desired.revision != status.stable.revision:
+        # Nothing has served yet, so there is nothing to protect: replace the stable revision directly.
+        _retire(tick, status.stable.revision)
+        status.stable = desired
+        tick.enter(Phase.INITIALIZING, f"deploying {desired.template.model.version}")
+        tick.event("Deploying", f"version changed before first deploy finished: {desired.revision}")
+        return
+    observed = tick.obs.revisions.get(status.stable.revision)
+    if observed is not None and observed.available and tick.obs.traffic.confirmed:
+        tick.enter(Phase.HEALTHY, f"serving {status.stable.template.model.version}")
+        tick.event("Ready", f"version {status.stable.template.model.version} is serving")
+
+
+# --- steady states
+
+
+def _steady(tick: _Tick) -> None:
+    status = tick.status
+    assert status.stable is not None
+    desired = _desired(tick)
+    version = desired.template.model.version
+    if tick.requests.get(RETRY) and version in status.rejected_versions:
+        status.rejected_versions.remove(version)
+        tick.event("Retry", f"retrying rejected version {version}")
+    for request in (PROMOTE, ABORT):
+        if tick.requests.get(request):
+            tick.event("RequestIgnored", f"{request} requested but no rollout is running")
+    if desired.revision == status.stable.revision:
+        if status.phase == Phase.ROLLED_BACK:
+            tick.enter(Phase.HEALTHY, f"serving {version}; spec matches the stable version again")
+        else:
+            status.stable = desired  # adopt cosmetic template changes that share the revision name
+        return
+    if version in status.rejected_versions:
+        if status.phase != Phase.ROLLED_BACK:
+            tick.enter(
+                Phase.ROLLED_BACK, f"version {version} was rolled back; set mlcanary.io/retry to try again"
+            )
+        return
+    if tick.spec.rollout.paused:
+        status.message = f"version {version} waits: rollout is paused"
+        return
+    _start_canary(tick, desired)
+
+
+def _start_canary(tick: _Tick, desired: RevisionState) -> None:
+    status = tick.status
+    assert status.stable is not None
+    status.canary = desired
+    status.canary_weight = 0
+    status.current_step = None
+    status.step_started_at = None
+    status.canary_started_at = tick.now
+    status.analysis = AnalysisCounters()
+    status.last_measurements = []
+    status.steps = []
+    status.ending = None
+    tick.enter(Phase.PREPARING, f"waiting for canary {desired.template.model.version} to become ready")
+    tick.event(
+        "CanaryStarted",
+        f"canary {desired.template.model.version} ({desired.revision}) against stable "
+        f"{status.stable.template.model.version}",
+    )
+
+
+# --- rollout in flight
+
+
+def _interrupted(tick: _Tick) -> bool:
+    """Checks shared by every in-flight phase: a newer version or an abort starts unwinding."""
+    status = tick.status
+    assert status.canary is not None and status.stable is not None
+    desired = _desired(tick)
+    if desired.revision != status.canary.revision:
+        if desired.revision == status.stable.revision:
+            reason = "spec returned to the stable version"
+        else:
+            reason = f"superseded by version {desired.template.model.version}"
+        _begin_rollback(tick, RolloutOutcome.SUPERSEDED, reason)
+        return True
+    if tick.requests.get(ABORT):
+        _begin_rollback(tick, RolloutOutcome.ROLLED_BACK, "aborted by the mlcanary.io/abort annotation")
+        return True
+    if tick.requests.get(RETRY):
+        tick.event("RequestIgnored", "retry requested but a rollout is already running")
+    return False
+
+
+def _canary_available(tick: _Tick) -> bool:
+    assert tick.status.canary is not None
+    observed = tick.obs.revisions.get(tick.status.canary.revision)
+    return observed is not None and observed.available
+
+
+def _preparing(tick: _Tick) -> None:
+    status = tick.status
+    if _interrupted(tick):
+        return
+    assert status.canary is not None
+    deadline = parse_duration(tick.spec.rollout.progress_deadline)
+    if not _canary_available(tick):
+        waited_since = status.phase_since or tick.now
+        if tick.now - waited_since > deadline:
+            _begin_rollback(
+                tick,
+                RolloutOutcome.ROLLED_BACK,
+                f"canary not ready within progressDeadline {tick.spec.rollout.progress_deadline}",
+            )
+        return
+    if tick.spec.rollout.paused:
+        status.message = "canary ready; rollout is paused"
+        return
+    if tick.requests.get(PROMOTE):
+        _begin_promotion(tick, "promoted by the mlcanary.io/promote annotation")
+        return
+    _start_step(tick, status.current_step or 1)
+
+
+def _start_step(tick: _Tick, step: int) -> None:
+    status = tick.status
+    assert status.canary is not None
+    weight = step_weight(tick.steps, step)
+    if weight == 100:
+        _begin_promotion(tick, "every step passed")
+        return
+    status.current_step = step
+    status.canary_weight = weight
+    status.step_started_at = tick.now
+    status.analysis.step_successes = 0
+    status.analysis.step_rounds = 0
+    status.steps = [s for s in status.steps if s.step != step]
+    status.steps.append(StepReport(step=step, weight=weight))
+    tick.enter(Phase.PROGRESSING, f"step {step}/{len(tick.steps)}: canary at {weight}%")
+    tick.event("StepStarted", f"step {step}: {status.canary.template.model.version} at {weight}%")
+
+
+def _progressing(tick: _Tick) -> None:
+    status = tick.status
+    if _interrupted(tick):
+        return
+    if tick.requests.get(PROMOTE):
+        _begin_promotion(tick, "promoted by the mlcanary.io/promote annotation")
+        return
+    if not _canary_available(tick):
+        status.canary_weight = 0
+        tick.enter(Phase.PREPARING, "canary became unavailable: traffic back to stable until it is ready")
+        tick.event("CanaryUnavailable", "canary lost readiness; its weight is 0 until it recovers", True)
+        return
+    if tick.spec.rollout.paused:
+        tick.enter(Phase.PAUSED, f"paused at step {status.current_step} ({status.canary_weight}%)")
+        tick.event("Paused", f"rollout paused at step {status.current_step}")
+        return
+    if tick.obs.analysis is not None and _judge_round(tick, tick.obs.analysis):
+        return
+    _maybe_advance(tick)
+
+
+def _judge_round(tick: _Tick, round_: AnalysisRound) -> bool:
+    """Record one round; return True when it ended the rollout."""
+    status = tick.status
+    spec = tick.spec.analysis
+    counters = status.analysis
+    verdict = round_.verdict
+    counters.last_round_at = tick.now
+    counters.last_verdict = verdict
+    counters.step_rounds += 1
+    status.last_measurements = list(round_.measurements)
+    for report in status.steps:
+        if report.step == status.current_step:
+            report.verdict = verdict
+            report.rounds += 1
+            report.measurements = list(round_.measurements)
+    if verdict == Verdict.SUCCESSFUL:
+        counters.step_successes += 1
+        counters.consecutive_inconclusive = 0
+        counters.consecutive_errors = 0
+        return False
+    if verdict == Verdict.FAILED:
+        counters.failures += 1
+        counters.consecutive_inconclusive = 0
+        counters.consecutive_errors = 0
+        failed = ", ".join(
+            _describe(m) for m in round_.measurements if m.verdict == Verdict.FAILED and not m.dry_run
+        )
+        tick.event("AnalysisFailed", f"step {status.current_step}: {failed}", warning=True)
+        if counters.failures >= spec.failure_limit:
+            _begin_rollback(tick, RolloutOutcome.ROLLED_BACK, f"analysis failed: {failed}")
+            return True
+        return False
+    if verdict == Verdict.ERROR:
+        counters.consecutive_errors += 1
+        if counters.consecutive_errors < spec.consecutive_error_limit:
+            tick.event("AnalysisError", "metrics could not be read; holding", warning=True)
+            return False
+    counters.consecutive_inconclusive += 1
+    detail = "metrics backend erroring" if verdict == Verdict.ERROR else "not enough data"
+    if (
+        spec.on_inconclusive == InconclusivePolicy.ROLLBACK
+        and counters.consecutive_inconclusive >= spec.inconclusive_limit
+    ):
+        _begin_rollback(
+            tick,
+            RolloutOutcome.ROLLED_BACK,
+            f"analysis inconclusive {counters.consecutive_inconclusive} times in a row ({detail})",
+        )
+        return True
+    tick.event("AnalysisInconclusive", f"step {status.current_step}: {detail}; holding", warning=True)
+    return False
+
+
+def _describe(measurement: Measurement) -> str:
+    text = f"{measurement.metric}={measurement.value if measurement.value is not None else 'n/a'}"
+    if measurement.threshold:
+        text += f" (want {measurement.threshold})"
+    return text
+
+
+def _maybe_advance(tick: _Tick) -> None:
+    status = tick.status
+    assert status.current_step is not None and status.step_started_at is not None
+    if not tick.obs.traffic.confirmed:
+        status.message = (
+            f"step {status.current_step}: waiting for the router to confirm {status.canary_weight}%"
+        )
+        return
+    if tick.now - status.step_started_at < parse_duration(tick.spec.rollout.step_duration):
+        return
+    if tick.spec.analysis.metrics and not (
+        status.analysis.step_successes > 0 and status.analysis.last_verdict == Verdict.SUCCESSFUL
+    ):
+        status.message = f"step {status.current_step}: waiting for a successful analysis round"
+        return
+    _start_step(tick, status.current_step + 1)
+
+
+def _paused(tick: _Tick) -> None:
+    if _interrupted(tick):
+        return
+    if tick.requests.get(PROMOTE):
+        _begin_promotion(tick, "promoted by the mlcanary.io/promote annotation")
+        return
+    if not tick.spec.rollout.paused:
+        assert tick.status.current_step is not None
+        tick.event("Resumed", f"rollout resumed at step {tick.status.current_step}")
+        # The step's timer and analysis restart: a paused step is judged afresh.
+        _start_step(tick, tick.status.current_step)
+
+
+def _begin_promotion(tick: _Tick, reason: str) -> None:
+    status = tick.status
+    assert status.canary is not None
+    status.canary_weight = 100
+    status.current_step = len(tick.steps)
+    status.step_started_at = tick.now
+    status.ending = RolloutEnding(outcome=RolloutOutcome.PROMOTED, reason=reason)
+    tick.enter(Phase.PROMOTING, f"moving all traffic to {status.canary.template.model.version}: {reason}")
+    tick.event("Promoting", f"{status.canary.template.model.version}: {reason}")
+
+
+def _promoting(tick: _Tick) -> None:
+    status = tick.status
+    if _interrupted(tick):
+        return
+    assert status.canary is not None and status.stable is not None
+    if not _canary_available(tick):
+        # Never weight an unready backend: back to stable until the canary is ready again.
+        status.canary_weight = 0
+        tick.enter(Phase.PREPARING, "canary became unavailable during promotion")
+        tick.event("CanaryUnavailable", "canary lost readiness during promotion", True)
+        return
+    if not tick.obs.traffic.confirmed:
+        return
+    old, new = status.stable, status.canary
+    _retire(tick, old.revision)
+    _finish(tick, RolloutOutcome.PROMOTED, status.ending.reason if status.ending else "every step passed")
+    status.stable = new
+    tick.enter(Phase.HEALTHY, f"serving {new.template.model.version}")
+    tick.event("Promoted", f"{new.template.model.version} is stable; {old.template.model.version} retires")
+
+
+def _begin_rollback(tick: _Tick, outcome: RolloutOutcome, reason: str) -> None:
+    status = tick.status
+    assert status.canary is not None
+    status.canary_weight = 0
+    status.ending = RolloutEnding(outcome=outcome, reason=reason)
+    tick.enter(Phase.ROLLING_BACK, f"traffic back to stable: {reason}")
+    tick.event(
+        "RollingBack",
+        f"{status.canary.template.model.version}: {reason}",
+        warning=outcome == RolloutOutcome.ROLLED_BACK,
+    )
+
+
+def _rolling_back(tick: _Tick) -> None:
+    status = tick.status
+    assert status.canary is not None and status.stable is not None
+    if tick.requests.get(PROMOTE):
+        tick.event("RequestIgnored", "promote requested while rolling back")
+    if not tick.obs.traffic.confirmed:
+        return
+    ending = status.ending or RolloutEnding(outcome=RolloutOutcome.ROLLED_BACK, reason="rolled back")
+    canary = status.canary
+    _retire(tick, canary.revision)
+    _finish(tick, ending.outcome, ending.reason)
+    version = canary.template.model.version
+    if ending.outcome == RolloutOutcome.ROLLED_BACK:
+        if version not in status.rejected_versions:
+            status.rejected_versions.append(version)
+        tick.enter(Phase.ROLLED_BACK, f"{version} rolled back: {ending.reason}")
+        tick.event("RolledBack", f"{version} rolled back: {ending.reason}", warning=True)
+    else:
+        tick.enter(Phase.HEALTHY, f"serving {status.stable.template.model.version}; {ending.reason}")
+        tick.event("Superseded", f"{version}: {ending.reason}")
+
+
+def _finish(tick: _Tick, outcome: RolloutOutcome, reason: str) -> None:
+    """Close the running rollout: record it in history and clear the in-flight fields."""
+    status = tick.status
+    assert status.canary is not None and status.stable is not None
+    record = RolloutRecord(
+        version=status.canary.template.model.version,
+        from_version=status.stable.template.model.version,
+        outcome=outcome,
+        reason=reason,
+        started_at=status.canary_started_at,
+        finished_at=tick.now,
+        steps=list(status.steps),
+    )
+    status.history = [*status.history, record][-HISTORY_LIMIT:]
+    status.canary = None
+    status.canary_weight = 0
+    status.current_step = None
+    status.step_started_at = None
+    status.canary_started_at = None
+    status.ending = None
+
+
+def _retire(tick: _Tick, revision: str) -> None:
+    if all(r.revision != revision for r in tick.status.retiring):
+        tick.status.retiring.append(RetiringRevision(revision=revision, since=tick.now))
+
+
+# ---------------------------------------------------------------------------------- derived status
+
+
+def _sync_summary(tick: _Tick) -> None:
+    status = tick.status
+    status.observed_generation = tick.obs.generation
+    status.stable_version = status.stable.template.model.version if status.stable else None
+    status.canary_version = status.canary.template.model.version if status.canary else None
+    # Retiring revisions that are gone from the cluster need no more bookkeeping.
+    live = {r.revision for r in (status.stable, status.canary) if r is not None}
+    status.retiring = [
+        r for r in status.retiring if r.revision in tick.obs.revisions and r.revision not in live
+    ]
+
+
+def _set_conditions(tick: _Tick) -> None:
+    status = tick.status
+    generation = tick.obs.generation
+    phase = status.phase
+    message = status.message or ""
+    ready: tuple[cond.Status, str]
+    progressing: tuple[cond.Status, str]
+    match phase:
+        case Phase.HEALTHY:
+            ready, progressing = ("True", cond.REASON_HEALTHY), ("False", cond.REASON_ROLLOUT_COMPLETE)
+        case Phase.ROLLED_BACK:
+            ready, progressing = ("False", cond.REASON_ROLLED_BACK), ("False", cond.REASON_ROLLED_BACK)
+        case Phase.PAUSED:
+            ready, progressing = ("False", cond.REASON_PAUSED), ("Unknown", cond.REASON_PAUSED)
+        case Phase.INITIALIZING:
+            ready, progressing = ("False", cond.REASON_INITIALIZING), ("True", cond.REASON_INITIALIZING)
+        case Phase.PREPARING | Phase.PROGRESSING | Phase.PROMOTING | Phase.ROLLING_BACK:
+            ready, progressing = ("False", str(phase)), ("True", cond.REASON_CANARY_RUNNING)
+        case None:
+            ready, progressing = ("Unknown", "Unknown"), ("Unknown", "Unknown")
+        case _:
+            assert_never(phase)
+    conditions = status.conditions
+    conditions = cond.set_condition(conditions, cond.READY, ready[0], ready[1], message, tick.now, generation)
+    conditions = cond.set_condition(
+        conditions, cond.PROGRESSING, progressing[0], progressing[1], message, tick.now, generation
+    )
+    conditions = cond.set_condition(
+        conditions, cond.SPEC_VALID, "True", cond.REASON_VALID, "", tick.now, generation
+    )
+    status.conditions = conditions
+
+
+def invalid_spec(
+    status: ModelDeploymentStatus, error: str, generation: int, now: datetime
+) -> ModelDeploymentStatus:
+    """Status for a spec that failed validation: name the field, change nothing that is running.
+
+    observedGeneration is not advanced: the operator has not acted on this generation."""
+    new = status.model_copy(deep=True)
+    new.conditions = cond.set_condition(
+        new.conditions, cond.SPEC_VALID, "False", cond.REASON_INVALID_SPEC, error, now, generation
+    )
+    new.conditions = cond.set_condition(
+        new.conditions, cond.READY, "False", cond.REASON_INVALID_SPEC, error, now, generation
+    )
+    return new
+
+
+# ---------------------------------------------------------------------------------- derived actions
+
+
+def _ensure_actions(tick: _Tick) -> list[Action]:
+    """Idempotent steps that make the cluster match the new status (emitted every tick)."""
+    status = tick.status
+    if status.stable is None:
+        return []
+    actions: list[Action] = []
+    total = tick.spec.serving.replicas
+    stable_obs = tick.obs.revisions.get(status.stable.revision)
+    canary_obs = tick.obs.revisions.get(status.canary.revision) if status.canary else None
+    if tick.obs.router_kind == "replicas" and status.canary is not None:
+        weight = status.canary_weight
+        if status.phase == Phase.PREPARING:
+            # With one shared Service every ready pod takes traffic, so a canary cannot be ready at
+            # weight 0: it is sized for the step it will start (unready pods get no traffic).
+            weight = step_weight(tick.steps, status.current_step or 1)
+        split = replica_split(
+            total,
+            weight,
+            stable_ready=stable_obs.ready_replicas if stable_obs else 0,
+            canary_ready=canary_obs.ready_replicas if canary_obs else 0,
+        )
+        stable_replicas, canary_replicas = split.stable, split.canary
+    else:
+        stable_replicas, canary_replicas = total, total
+    actions.append(EnsureRevision(status.stable, "stable", stable_replicas))
+    if status.canary is not None:
+        actions.append(EnsureRevision(status.canary, "canary", canary_replicas))
+    canary_name = status.canary.revision if status.canary else None
+    actions.append(SetTraffic(status.stable.revision, canary_name, status.canary_weight))
+    keep = {status.stable.revision} | ({canary_name} if canary_name else set())
+    for retiring in status.retiring:
+        keep.add(retiring.revision)
+        if tick.now - retiring.since >= parse_duration(tick.spec.rollout.scale_down_delay):
+            actions.append(RemoveRevision(retiring.revision))
+    for name in sorted(tick.obs.revisions):
+        if name not in keep:
+            actions.append(RemoveRevision(name))  # orphan, e.g. left by a crash between two writes
+    return actions
+
+
+def next_wakeup(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: datetime) -> timedelta | None:
+    """How long until something time-based can happen (for logging and tests)."""
+    if status.phase == Phase.PROGRESSING and status.step_started_at is not None:
+        return max(timedelta(0), status.step_started_at + parse_duration(spec.rollout.step_duration) - now)
+    return None
