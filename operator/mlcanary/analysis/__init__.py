@@ -1,0 +1,1 @@
+"""Canary analysis: query rendering and judging (pure) and metric providers (I/O)."""

@@ -1,0 +1,199 @@
+"""Pure builders for the children of a ModelDeployment: one Deployment and one Service per revision,
+plus the entry Service that addresses the model as a whole.
+
+The role (stable/canary) is a label on the Deployment object only, never on its pod template:
+promotion flips the label and the pointer in status, and no pod restarts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mlcanary.models import API_GROUP, API_VERSION, KIND, ModelDeploymentSpec, RevisionState
+
+LABEL_MDEP = "mlcanary.io/model-deployment"
+LABEL_REVISION = "mlcanary.io/revision"
+LABEL_ROLE = "mlcanary.io/role"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "mlcanary"
+HTTP_PORT_NAME = "http"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The ModelDeployment that owns the children."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    def reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": f"{API_GROUP}/{API_VERSION}",
+            "kind": KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+    def metadata(
+        self, name: str, labels: dict[str, str], annotations: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "name": name,
+            "namespace": self.namespace,
+            "labels": labels,
+            "ownerReferences": [self.reference()],
+        }
+        if annotations:
+            meta["annotations"] = annotations
+        return meta
+
+
+def selector_for(owner_name: str) -> str:
+    """Label selector of every child of one ModelDeployment."""
+    return f"{LABEL_MDEP}={owner_name},{LABEL_MANAGED_BY}={MANAGED_BY}"
+
+
+def pod_labels(owner: Owner, revision: RevisionState) -> dict[str, str]:
+    model = revision.template.model
+    return {
+        "app.kubernetes.io/name": model.name,
+        "app.kubernetes.io/instance": owner.name,
+        "app.kubernetes.io/version": _label_value(model.version),
+        "app.kubernetes.io/component": "model-server",
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_MDEP: owner.name,
+        LABEL_REVISION: revision.revision,
+    }
+
+
+def _label_value(text: str) -> str:
+    """Label values allow [A-Za-z0-9-_.] up to 63 characters; versions like 1.0+build are mapped."""
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:63]
+    return cleaned.strip("-_.") or "unknown"
+
+
+def deployment(
+    owner: Owner,
+    spec: ModelDeploymentSpec,
+    revision: RevisionState,
+    role: str,
+    replicas: int,
+    image_pull_policy: str = "IfNotPresent",
+) -> dict[str, Any]:
+    """The Deployment running one revision's serving pods (restricted pod security)."""
+    template = revision.template
+    serving, model = template.serving, template.model
+    labels = pod_labels(owner, revision)
+    env = [
+        {"name": "MLCANARY_BUNDLE_URI", "value": model.uri},
+        {"name": "MLCANARY_MODEL_NAME", "value": model.name},
+        {"name": "MLCANARY_MODEL_VERSION", "value": model.version},
+        {"name": "PORT", "value": str(serving.port)},
+    ]
+    if model.sha256:
+        env.append({"name": "MLCANARY_BUNDLE_SHA256", "value": model.sha256})
+    env.extend({"name": e.name, "value": e.value} for e in serving.env or [])
+    container: dict[str, Any] = {
+        "name": "server",
+        "image": serving.image,
+        "imagePullPolicy": image_pull_policy,
+        "args": ["--host", "0.0.0.0", "--port", str(serving.port)],
+        "env": env,
+        "ports": [{"name": HTTP_PORT_NAME, "containerPort": serving.port, "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": HTTP_PORT_NAME},
+            "periodSeconds": 5,
+            "failureThreshold": 2,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": HTTP_PORT_NAME},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108 - the pod's own emptyDir
+    }
+    if serving.resources is not None:
+        container["resources"] = serving.resources.to_wire()
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 10001,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumes": [{"name": "tmp", "emptyDir": {}}],
+        "automountServiceAccountToken": False,
+    }
+    if serving.service_account_name:
+        pod_spec["serviceAccountName"] = serving.service_account_name
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": owner.metadata(revision.revision, {**labels, LABEL_ROLE: role}),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {LABEL_MDEP: owner.name, LABEL_REVISION: revision.revision}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(serving.port),
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def revision_service(
+    owner: Owner, spec: ModelDeploymentSpec, revision: RevisionState, role: str
+) -> dict[str, Any]:
+    """The Service of one revision: what mesh routers weight."""
+    labels = {**pod_labels(owner, revision), LABEL_ROLE: role}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": owner.metadata(revision.revision, labels),
+        "spec": {
+            "selector": {LABEL_MDEP: owner.name, LABEL_REVISION: revision.revision},
+            "ports": [
+                {"name": HTTP_PORT_NAME, "port": revision.template.serving.port, "targetPort": HTTP_PORT_NAME}
+            ],
+        },
+    }
+
+
+def entry_service(owner: Owner, spec: ModelDeploymentSpec) -> dict[str, Any]:
+    """The Service named after the ModelDeployment, selecting the pods of every revision.
+
+    With the replicas router it *is* the traffic split; with a mesh it is the model's stable address
+    (a GAMMA parentRef or an Istio host)."""
+    labels = {
+        "app.kubernetes.io/name": spec.model.name,
+        "app.kubernetes.io/instance": owner.name,
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_MDEP: owner.name,
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": owner.metadata(owner.name, labels),
+        "spec": {
+            "selector": {LABEL_MDEP: owner.name},
+            "ports": [{"name": HTTP_PORT_NAME, "port": spec.serving.port, "targetPort": HTTP_PORT_NAME}],
+        },
+    }
