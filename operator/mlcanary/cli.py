@@ -1,0 +1,135 @@
+"""The ``mlcanary`` command line. Each subcommand is a thin wrapper over a Python API."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    """Start the operator: `kopf run` of our handlers with our settings."""
+    if args.tick_seconds is not None:
+        os.environ["MLCANARY_TICK_SECONDS"] = str(args.tick_seconds)
+    if args.metrics_port is not None:
+        os.environ["MLCANARY_METRICS_PORT"] = str(args.metrics_port)
+    if args.metrics_source is not None:
+        os.environ["MLCANARY_METRICS_SOURCE"] = args.metrics_source
+    if args.prometheus_url is not None:
+        os.environ["MLCANARY_PROMETHEUS_URL"] = args.prometheus_url
+    namespaces = args.namespace or [
+        n.strip() for n in os.environ.get("MLCANARY_NAMESPACES", "").split(",") if n.strip()
+    ]
+    log_format = os.environ.get("MLCANARY_LOG_FORMAT", "plain")
+    argv = [
+        sys.executable,
+        "-m",
+        "kopf",
+        "run",
+        "--standalone",
+        "-m",
+        "mlcanary.handlers",
+        f"--log-format={'json' if log_format == 'json' else 'plain'}",
+    ]
+    argv += [f"--namespace={n}" for n in namespaces] if namespaces else ["--all-namespaces"]
+    if args.liveness:
+        argv.append(f"--liveness={args.liveness}")
+    if args.verbose:
+        argv.append("--verbose")
+    os.execv(sys.executable, argv)  # noqa: S606 - replaces this process with the operator
+    return 0  # pragma: no cover
+
+
+def _cmd_crd(args: argparse.Namespace) -> int:
+    from mlcanary import crd
+
+    return crd.main(["--check"] if args.check else (["--write"] if args.write else []))
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    from mlcanary.render import render_objects
+
+    manifest = yaml.safe_load(Path(args.file).read_text() if args.file != "-" else sys.stdin.read())
+    objects = render_objects(
+        manifest, stable_version=args.stable_version, step=args.step, canary_weight=args.canary_weight
+    )
+    sys.stdout.write(yaml.safe_dump_all(objects, sort_keys=False))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from mlcanary.analysis import report
+
+    return report.main(args.rest)
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from mlcanary.analysis import dryrun
+
+    return dryrun.main(args.rest)
+
+
+def _cmd_bundle(args: argparse.Namespace) -> int:
+    try:
+        from mlcanary_serving.cli import main as serving_main
+    except ImportError:
+        print(
+            "mlcanary bundle needs the serving extra: pip install 'mlcanary[serving,bundle]'", file=sys.stderr
+        )
+        return 2
+    return serving_main(["bundle", *args.rest])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlcanary", description="Canary rollouts for ML models on Kubernetes."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the operator (kopf run with mlcanary's handlers)")
+    run.add_argument("-n", "--namespace", action="append", help="watch only these namespaces (repeatable)")
+    run.add_argument("--tick-seconds", type=float, help="reconcile interval (MLCANARY_TICK_SECONDS)")
+    run.add_argument("--metrics-port", type=int, help="operator /metrics port, 0 disables")
+    run.add_argument("--metrics-source", help="prometheus (default) or file:/path.json")
+    run.add_argument("--prometheus-url", help="default Prometheus for analysis")
+    run.add_argument("--liveness", help="Kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
+    run.add_argument("-v", "--verbose", action="store_true")
+    run.set_defaults(func=_cmd_run)
+
+    crd = sub.add_parser("crd", help="print the CRD generated from the models; --check / --write")
+    group = crd.add_mutually_exclusive_group()
+    group.add_argument("--check", action="store_true", help="fail when crds/ differs from the models")
+    group.add_argument("--write", action="store_true", help="rewrite crds/")
+    crd.set_defaults(func=_cmd_crd)
+
+    render = sub.add_parser("render", help="print the objects the operator would create")
+    render.add_argument("-f", "--file", required=True, help="ModelDeployment manifest ('-' for stdin)")
+    render.add_argument("--stable-version", help="render a rollout from this stable version")
+    where = render.add_mutually_exclusive_group()
+    where.add_argument("--step", type=int, help="rollout step (1-based)")
+    where.add_argument("--canary-weight", type=int, help="canary weight in percent")
+    render.set_defaults(func=_cmd_render)
+
+    for name, func, text in (
+        ("report", _cmd_report, "print the canary report of a ModelDeployment"),
+        ("analyze", _cmd_analyze, "run one analysis round of a manifest against a Prometheus"),
+        ("bundle", _cmd_bundle, "build or verify a model bundle"),
+    ):
+        command = sub.add_parser(name, help=text, add_help=False)
+        command.add_argument("rest", nargs=argparse.REMAINDER)
+        command.set_defaults(func=func)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

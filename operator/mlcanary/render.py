@@ -1,0 +1,78 @@
+"""``mlcanary render``: every child object the operator would create for a manifest at a point of a
+rollout, for reviews and GitOps diffs (like ``helm template``). Pure apart from reading the file."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlcanary import resources
+from mlcanary.engine import RevisionObservation, SetTraffic
+from mlcanary.models import ModelDeploymentSpec, ModelRef, RevisionState, revision_name
+from mlcanary.routers import get_router
+from mlcanary.routers.base import RouteContext
+from mlcanary.weights import replica_split, step_weight
+
+PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"
+
+
+def render_objects(
+    manifest: dict[str, Any],
+    stable_version: str | None = None,
+    step: int | None = None,
+    canary_weight: int | None = None,
+    image_pull_policy: str = "IfNotPresent",
+) -> list[dict[str, Any]]:
+    """Objects for ``manifest``: at rest (no stable version given, or it equals the spec's), or as a
+    canary of the spec's version against ``stable_version`` at ``step`` (1-based) or ``canary_weight``.
+
+    The stable revision's model URI is the spec's with the version text replaced, which matches the
+    usual ``.../<name>/<version>/`` layout; review it if your layout differs."""
+    meta = manifest.get("metadata") or {}
+    spec = ModelDeploymentSpec.model_validate(manifest.get("spec") or {})
+    owner = resources.Owner(
+        name=meta.get("name", "model"),
+        namespace=meta.get("namespace", "default"),
+        uid=meta.get("uid", PLACEHOLDER_UID),
+    )
+    desired_template = spec.revision_template()
+    desired = RevisionState(revision=revision_name(owner.name, desired_template), template=desired_template)
+    total = spec.serving.replicas
+    objects: list[dict[str, Any]] = [resources.entry_service(owner, spec)]
+    router = get_router(spec.traffic.router_kind)
+    if stable_version is None or stable_version == spec.model.version:
+        objects += [
+            resources.deployment(owner, spec, desired, "stable", total, image_pull_policy),
+            resources.revision_service(owner, spec, desired, "stable"),
+        ]
+        revisions = {desired.revision: RevisionObservation(desired.revision, total, total)}
+        target = SetTraffic(desired.revision, None, 0)
+    else:
+        model = spec.model
+        stable_model = ModelRef(
+            name=model.name,
+            version=stable_version,
+            uri=model.uri.replace(model.version, stable_version),
+            sha256=None,
+        )
+        stable_template = desired_template.model_copy(update={"model": stable_model})
+        stable = RevisionState(revision=revision_name(owner.name, stable_template), template=stable_template)
+        if canary_weight is None:
+            canary_weight = step_weight(spec.rollout.effective_steps(), step or 1)
+        if spec.traffic.router_kind == "replicas":
+            split = replica_split(total, canary_weight, stable_ready=total, canary_ready=total)
+            stable_replicas, canary_replicas = split.stable, split.canary
+        else:
+            stable_replicas, canary_replicas = total, total
+        objects += [
+            resources.deployment(owner, spec, stable, "stable", stable_replicas, image_pull_policy),
+            resources.revision_service(owner, spec, stable, "stable"),
+            resources.deployment(owner, spec, desired, "canary", canary_replicas, image_pull_policy),
+            resources.revision_service(owner, spec, desired, "canary"),
+        ]
+        revisions = {
+            stable.revision: RevisionObservation(stable.revision, stable_replicas, stable_replicas),
+            desired.revision: RevisionObservation(desired.revision, canary_replicas, canary_replicas),
+        }
+        target = SetTraffic(stable.revision, desired.revision, canary_weight)
+    objects += router.desired_objects(RouteContext(owner=owner, spec=spec, revisions=revisions), target)
+    return objects
