@@ -1,0 +1,44 @@
+# One entry point for newcomers and CI. `make test` and `make demo` install what they need first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test lint typecheck crd-check layers unit demo clean
+
+$(STAMP): pyproject.toml
+	bash scripts/install-system-deps.sh
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[serving,bundle,demo,dev]'
+	PYTHON=$(PY) bash scripts/install-tools.sh $(VENV)/bin
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+crd-check: setup
+	$(PY) -m mlcanary.crd --check
+
+layers: setup
+	$(VENV)/bin/lint-imports
+
+unit: setup
+	$(PY) -m pytest tests/unit -q
+
+# The test command README.md gives and .ci/run calls: static checks, the CRD drift check, then every
+# test (unit, emulator, serving, analysis on a real Prometheus, integration with the real operator).
+test: lint typecheck crd-check layers
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -q -p no:cacheprovider
+
+demo: setup
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/mlcanary demo
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
