@@ -124,7 +124,7 @@ class Serving(ApiModel):
 class Rollout(ApiModel):
     """How traffic moves to a new version."""
 
-    steps: list[int] = Field(
+    steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
         default_factory=lambda: [5, 20, 50, 100],
         min_length=1,
         max_length=20,
@@ -176,6 +176,23 @@ class BuiltinMetric(enum.StrEnum):
 
 class Metric(ApiModel):
     """One check run at every analysis round of a step."""
+
+    # Mirrors of the validators below as CEL rules, so a real API server refuses these at apply time.
+    model_config = ConfigDict(
+        **ApiModel.model_config,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.builtin) != has(self.query)",
+                    "message": "give exactly one of builtin and query",
+                },
+                {
+                    "rule": "has(self.min) || has(self.max) || has(self.compareTo)",
+                    "message": "give min, max or compareTo: a metric with no bound can never fail",
+                },
+            ]
+        },
+    )
 
     name: str = Field(min_length=1, max_length=63, description="Name shown in status and reports.")
     builtin: BuiltinMetric | None = Field(
@@ -372,6 +389,19 @@ class ReplicaRouter(ApiModel):
 
 class Traffic(ApiModel):
     """How traffic is split between stable and canary. Exactly one of gatewayAPI, istio, replicas."""
+
+    model_config = ConfigDict(
+        **ApiModel.model_config,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "[has(self.gatewayAPI), has(self.istio), has(self.replicas)]"
+                    ".filter(x, x).size() == 1",
+                    "message": "give exactly one router of gatewayAPI, istio, replicas",
+                }
+            ]
+        },
+    )
 
     gateway_api: GatewayAPIRouter | None = Field(
         default=None, alias="gatewayAPI", description="Gateway API HTTPRoute router."
