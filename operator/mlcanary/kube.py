@@ -139,7 +139,7 @@ class Kube:
                 return None
             raise
 
-    async def list(self, resource: Resource, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+    async def list_objects(self, resource: Resource, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         result = await self._call("GET", resource.path(namespace), query=[("labelSelector", label_selector)])
         items: list[dict[str, Any]] = result.get("items") or []
         return items

@@ -102,11 +102,18 @@ def observe_revisions(deployments: list[dict[str, Any]], owner_uid: str) -> dict
 
 
 async def reconcile(obj: dict[str, Any], ctx: OperatorContext) -> TickResult:
-    """Run one tick for ``obj``; on a write conflict re-read and run it again."""
+    """Run one tick for ``obj``; on a write conflict re-read and run it again.
+
+    The object is always re-read first: the body Kopf hands over can predate our own last status
+    write, and acting on an older status (with no write to fail on) could move traffic backwards."""
     started = time.perf_counter()
     conflicts = 0
     meta = obj["metadata"]
     try:
+        fresh = await ctx.kube.get(MODEL_DEPLOYMENTS, meta["namespace"], meta["name"])
+        if fresh is None:
+            return TickResult(None, [], conflicts)
+        obj = fresh
         while True:
             try:
                 result = await _tick(obj, ctx)
@@ -145,7 +152,7 @@ async def _tick(obj: dict[str, Any], ctx: OperatorContext) -> TickResult:
         logger.warning("%s/%s: invalid spec: %s", namespace, name, text)
         return TickResult(new_status, [])
 
-    deployments = await ctx.kube.list(DEPLOYMENTS, namespace, resources.selector_for(name))
+    deployments = await ctx.kube.list_objects(DEPLOYMENTS, namespace, resources.selector_for(name))
     revisions = observe_revisions(deployments, owner.uid)
     route_ctx = RouteContext(owner=owner, spec=spec, revisions=revisions)
     traffic = TrafficObservation(in_sync=False, verified=False)
