@@ -85,6 +85,22 @@ def content_hash(obj: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
+def replacing_patch(live: Any, desired: Any) -> Any:
+    """A JSON merge patch (RFC 7386) that turns ``live`` into exactly ``desired``.
+
+    Unlike sending ``desired`` as the patch, keys that only ``live`` has are set to null (removed).
+
+    >>> replacing_patch({"a": 1, "b": {"c": 2, "d": 3}}, {"b": {"c": 2}})
+    {'a': None, 'b': {'d': None, 'c': 2}}
+    """
+    if not isinstance(live, dict) or not isinstance(desired, dict):
+        return desired
+    patch: dict[str, Any] = {key: None for key in live if key not in desired}
+    for key, value in desired.items():
+        patch[key] = replacing_patch(live[key], value) if key in live else value
+    return patch
+
+
 class Kube:
     """Async facade over ``kubernetes.client.ApiClient``."""
 
@@ -139,13 +155,24 @@ class Kube:
                 return None
             raise
 
-    async def list_objects(self, resource: Resource, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        result = await self._call("GET", resource.path(namespace), query=[("labelSelector", label_selector)])
+    async def list_objects(
+        self, resource: Resource, namespace: str | None, label_selector: str = ""
+    ) -> list[dict[str, Any]]:
+        """Objects in ``namespace`` (every namespace when None) matching ``label_selector``."""
+        query = [("labelSelector", label_selector)] if label_selector else []
+        result = await self._call("GET", resource.path(namespace), query=query)
         items: list[dict[str, Any]] = result.get("items") or []
         return items
 
-    async def ensure(self, desired: dict[str, Any]) -> dict[str, Any]:
-        """Create ``desired`` or bring the live object in line with it; write only on a change."""
+    async def ensure(self, desired: dict[str, Any], force: bool = False) -> dict[str, Any]:
+        """Create ``desired`` or bring the live object in line with it; write only on a change.
+
+        A change is seen through the hash of the desired content recorded on the object, so an edit
+        made by someone else to the live object goes unnoticed. A caller that compares the live
+        object itself (the routers re-assert their weights every tick) passes ``force=True`` when it
+        found a difference: the object is then written even though the hash matches, and its
+        ``spec`` is made exactly the desired one (fields the desired spec lacks are removed, which a
+        plain merge patch would keep)."""
         resource = resource_for(desired)
         meta = desired["metadata"]
         digest = content_hash(desired)
@@ -160,10 +187,13 @@ class Kube:
                 current = await self.get(resource, meta["namespace"], meta["name"])
                 if current is None:
                     raise
-        if (current["metadata"].get("annotations") or {}).get(HASH_ANNOTATION) == digest:
+        if not force and (current["metadata"].get("annotations") or {}).get(HASH_ANNOTATION) == digest:
             return current
+        body = stamped
+        if force and "spec" in stamped:
+            body = {**stamped, "spec": replacing_patch(current.get("spec"), stamped["spec"])}
         patched: dict[str, Any] = await self._call(
-            "PATCH", resource.path(meta["namespace"], meta["name"]), stamped, content_type=MERGE_PATCH
+            "PATCH", resource.path(meta["namespace"], meta["name"]), body, content_type=MERGE_PATCH
         )
         return patched
 
