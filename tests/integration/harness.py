@@ -28,7 +28,16 @@ CRD_PATH = REPO / "crds" / "modeldeployments.mlcanary.io.yaml"
 class OperatorProcess:
     """The real operator in a subprocess; logs go to a file that failing tests print."""
 
-    def __init__(self, kubeconfig: Path, workdir: Path, env: dict[str, str] | None = None) -> None:
+    KOPF_RUN = ("-m", "kopf", "run", "--standalone", "--all-namespaces", "-m", "mlcanary.handlers")
+
+    def __init__(
+        self,
+        kubeconfig: Path,
+        workdir: Path,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = KOPF_RUN,
+    ) -> None:
+        self.args = args
         self.kubeconfig = kubeconfig
         self.workdir = workdir
         self.env = env or {}
