@@ -1,0 +1,91 @@
+"""Input and prediction drift: PSI of a sliding window of recent rows against reference bins.
+
+Per batch, every row's bin index per feature is computed in one vectorised comparison and the
+window's per-bin counts are updated incrementally (add the new rows, subtract the rows they push
+out of the ring buffer), so the request path pays a few microseconds; PSI itself is computed only
+when Prometheus scrapes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+EPS = 1e-4  # floor for empty bins so PSI stays finite
+
+
+def psi(expected: npt.NDArray[np.float64], actual: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Population stability index along the last axis: sum((a - e) * ln(a / e))."""
+    e = np.clip(expected, EPS, None)
+    a = np.clip(actual, EPS, None)
+    e = e / e.sum(axis=-1, keepdims=True)
+    a = a / a.sum(axis=-1, keepdims=True)
+    return np.asarray(np.sum((a - e) * np.log(a / e), axis=-1), dtype=np.float64)
+
+
+class WindowDrift:
+    """Sliding-window bin counts for ``k`` columns with per-column inner edges."""
+
+    def __init__(self, edges: Sequence[Sequence[float]], proportions: Sequence[Sequence[float]], window: int):
+        if window < 1:
+            raise ValueError("window must be >= 1")
+        self.k = len(edges)
+        self.window = window
+        self.n_bins = max((len(e) + 1 for e in edges), default=1)
+        # (k, n_bins-1) edge matrix padded with +inf: a value is never > inf, so padding adds 0
+        self._edges = np.full((self.k, max(self.n_bins - 1, 1)), np.inf)
+        self._ref = np.zeros((self.k, self.n_bins))
+        self._valid = np.zeros((self.k, self.n_bins), dtype=bool)
+        for i, (e, p) in enumerate(zip(edges, proportions, strict=True)):
+            self._edges[i, : len(e)] = e
+            self._ref[i, : len(p)] = p
+            self._valid[i, : len(p)] = True
+        self._offsets = (np.arange(self.k) * self.n_bins)[None, :]
+        self._ring = np.zeros((window, self.k), dtype=np.int32)  # flat bin index per row/column
+        self._counts = np.zeros(self.k * self.n_bins, dtype=np.int64)
+        self._filled = np.zeros(window, dtype=bool)
+        self._pos = 0
+        self._rows = 0
+        self._lock = threading.Lock()
+
+    @property
+    def rows(self) -> int:
+        return self._rows
+
+    def update(self, X: npt.NDArray[np.float64]) -> None:
+        """Add rows (shape (n, k)); the oldest rows leave the window."""
+        if X.shape[0] == 0:
+            return
+        if X.shape[0] > self.window:
+            X = X[-self.window :]
+        idx = (X[:, :, None] > self._edges[None, :, :]).sum(axis=2) + self._offsets  # (n, k) flat idx
+        n = idx.shape[0]
+        with self._lock:
+            end = self._pos + n
+            if end <= self.window:
+                slots: slice | npt.NDArray[np.intp] = slice(self._pos, end)
+            else:
+                slots = np.arange(self._pos, end) % self.window
+            filled = self._filled[slots]
+            if filled.any():
+                self._counts -= np.bincount(self._ring[slots][filled].ravel(), minlength=self._counts.size)
+            self._filled[slots] = True
+            self._ring[slots] = idx
+            self._counts += np.bincount(idx.ravel(), minlength=self._counts.size)
+            self._pos = end % self.window
+            self._rows = min(self.window, self._rows + n)
+
+    def psi(self) -> npt.NDArray[np.float64]:
+        """PSI per column over the current window (zeros when the window is empty)."""
+        with self._lock:
+            counts = self._counts.reshape(self.k, self.n_bins).astype(np.float64)
+        out = np.zeros(self.k)
+        if self._rows == 0:
+            return out
+        for i in range(self.k):
+            v = self._valid[i]
+            out[i] = psi(self._ref[i, v], counts[i, v] / self._rows)
+        return out

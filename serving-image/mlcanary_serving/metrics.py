@@ -1,0 +1,182 @@
+"""Prometheus collectors of the serving image, built on an injectable ``CollectorRegistry``.
+
+Names and help texts come from ``metric_names`` (re-exported here, so ``from
+mlcanary_serving.metrics import REQUESTS_TOTAL`` works too). Label children are bound once per
+model, so the request path does a dictionary-free ``inc``/``observe``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from . import metric_names as mn
+from .drift import WindowDrift, psi
+from .metric_names import *  # noqa: F403  (the constants are part of this module's API)
+from .metric_names import METRIC_HELP, METRIC_NAMES, METRICS
+
+__all__ = ["METRICS", "METRIC_HELP", "METRIC_NAMES", "DriftCollector", "ServingMetrics", "new_registry"]
+
+try:  # no *_created series: they double the series count and nothing here queries them
+    from prometheus_client import disable_created_metrics
+
+    disable_created_metrics()  # type: ignore[no-untyped-call,unused-ignore]
+except ImportError:  # pragma: no cover - old prometheus_client
+    pass
+
+
+def new_registry() -> CollectorRegistry:
+    return CollectorRegistry(auto_describe=True)
+
+
+def _base(name: str) -> str:
+    return name.removesuffix("_total")
+
+
+class DriftCollector(Collector):
+    """Computes PSI gauges at scrape time from the sliding windows."""
+
+    def __init__(
+        self,
+        labels: tuple[str, str],
+        features: Sequence[str],
+        inputs: WindowDrift,
+        scores: WindowDrift | None,
+        min_rows: int,
+    ) -> None:
+        self.labels = labels
+        self.features = list(features)
+        self.inputs = inputs
+        self.scores = scores
+        self.min_rows = min_rows
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        lv = list(self.labels)
+        rows = GaugeMetricFamily(
+            mn.INPUT_DRIFT_WINDOW_ROWS, METRIC_HELP[mn.INPUT_DRIFT_WINDOW_ROWS], labels=list(mn.MODEL_LABELS)
+        )
+        rows.add_metric(lv, float(self.inputs.rows))
+        yield rows
+        if self.inputs.rows < self.min_rows:
+            return
+        values = self.inputs.psi()
+        per = GaugeMetricFamily(
+            mn.INPUT_DRIFT_PSI, METRIC_HELP[mn.INPUT_DRIFT_PSI], labels=[*mn.MODEL_LABELS, mn.LABEL_FEATURE]
+        )
+        for f, v in zip(self.features, values, strict=True):
+            per.add_metric([*lv, f], float(v))
+        yield per
+        mx = GaugeMetricFamily(
+            mn.INPUT_DRIFT_PSI_MAX, METRIC_HELP[mn.INPUT_DRIFT_PSI_MAX], labels=list(mn.MODEL_LABELS)
+        )
+        mx.add_metric(lv, float(values.max()) if len(values) else 0.0)
+        yield mx
+        if self.scores is not None and self.scores.rows >= self.min_rows:
+            sp = GaugeMetricFamily(
+                mn.PREDICTION_DRIFT_PSI, METRIC_HELP[mn.PREDICTION_DRIFT_PSI], labels=list(mn.MODEL_LABELS)
+            )
+            sp.add_metric(lv, float(self.scores.psi()[0]))
+            yield sp
+
+
+class ServingMetrics:
+    """All series of one served model version."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        model_name: str,
+        model_version: str,
+        *,
+        fmt: str | None = None,
+        classes: Sequence[Any] = (),
+        features: Sequence[str] = (),
+        score_buckets: Sequence[float] = mn.PROBABILITY_SCORE_BUCKETS,
+    ) -> None:
+        self.registry = registry
+        labels = (model_name, model_version)
+        self.labels = labels
+        requests = Counter(
+            _base(mn.REQUESTS_TOTAL),
+            METRIC_HELP[mn.REQUESTS_TOTAL],
+            [*mn.MODEL_LABELS, mn.LABEL_OUTCOME],
+            registry=registry,
+        )
+        self.req = {o: requests.labels(*labels, o) for o in mn.OUTCOMES}
+        self.duration = Histogram(
+            mn.REQUEST_DURATION_SECONDS,
+            METRIC_HELP[mn.REQUEST_DURATION_SECONDS],
+            list(mn.MODEL_LABELS),
+            buckets=mn.LATENCY_BUCKETS,
+            registry=registry,
+        ).labels(*labels)
+        self._predictions = Counter(
+            _base(mn.PREDICTIONS_TOTAL),
+            METRIC_HELP[mn.PREDICTIONS_TOTAL],
+            [*mn.MODEL_LABELS, mn.LABEL_CLASS],
+            registry=registry,
+        )
+        self.per_class = {c: self._predictions.labels(*labels, str(c)) for c in classes}
+        buckets = sorted({float(b) for b in score_buckets})
+        self.score = Histogram(
+            mn.PREDICTION_SCORE,
+            METRIC_HELP[mn.PREDICTION_SCORE],
+            list(mn.MODEL_LABELS),
+            buckets=buckets,
+            registry=registry,
+        ).labels(*labels)
+        oor = Counter(
+            _base(mn.INPUT_OUT_OF_RANGE_TOTAL),
+            METRIC_HELP[mn.INPUT_OUT_OF_RANGE_TOTAL],
+            [*mn.MODEL_LABELS, mn.LABEL_FEATURE],
+            registry=registry,
+        )
+        self.out_of_range = [oor.labels(*labels, f) for f in features]
+        fb = Counter(
+            _base(mn.FEEDBACK_TOTAL),
+            METRIC_HELP[mn.FEEDBACK_TOTAL],
+            [*mn.MODEL_LABELS, mn.LABEL_CORRECT],
+            registry=registry,
+        )
+        self.feedback = {
+            True: fb.labels(*labels, mn.CORRECT_TRUE),
+            False: fb.labels(*labels, mn.CORRECT_FALSE),
+        }
+        info = Gauge(
+            mn.MODEL_INFO, METRIC_HELP[mn.MODEL_INFO], [*mn.MODEL_LABELS, mn.LABEL_FORMAT], registry=registry
+        )
+        if fmt is not None:
+            info.labels(*labels, fmt).set(1)
+
+    def request(self, outcome: str, seconds: float) -> None:
+        self.req[outcome].inc()
+        self.duration.observe(seconds)
+
+    def predictions(self, labels: Sequence[Any], scores: npt.NDArray[np.float64]) -> None:
+        if self.per_class:
+            if len(labels) == 1:
+                child = self.per_class.get(labels[0])
+                (child or self._predictions.labels(*self.labels, str(labels[0]))).inc()
+            else:
+                values, counts = np.unique(np.asarray(labels, dtype=object).astype(str), return_counts=True)
+                by_str = {str(c): ch for c, ch in self.per_class.items()}
+                for v, n in zip(values, counts, strict=True):
+                    (by_str.get(v) or self._predictions.labels(*self.labels, v)).inc(int(n))
+        for s in scores.tolist():
+            self.score.observe(s)
+
+    def out_of_range_counts(self, counts: npt.NDArray[np.int64]) -> None:
+        for i in np.flatnonzero(counts):
+            self.out_of_range[i].inc(int(counts[i]))
+
+
+__all__ += ["psi"]

@@ -1,0 +1,142 @@
+"""Model runtimes: turn a float matrix into labels and scores. No HTTP, no metrics here.
+
+``OnnxRuntime`` (preferred: loading runs no code) and ``SklearnRuntime`` (joblib, unpickled only
+after its sha256 matched the verified manifest). Both return a ``Prediction`` with one entry per
+row; classification labels are the bundle's class values.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from .bundle import Bundle, load_joblib_verified
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    labels: list[Any]  # class value per row (classification) or float (regression)
+    scores: npt.NDArray[np.float64]  # score per row: P(positive) / P(predicted class) / y_hat
+    probabilities: npt.NDArray[np.float64] | None  # (rows, classes) or None for regression
+
+
+class Runtime(Protocol):
+    format: str
+
+    def predict(self, X: npt.NDArray[np.float64]) -> Prediction: ...
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: affinity mask, capped by the cgroup v2/v1 CPU quota."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        n = min(n, max(1, math.ceil(quota)))
+    return max(1, n)
+
+
+def _cgroup_cpu_quota() -> float | None:
+    try:
+        text = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if text and text[0] != "max":
+            return int(text[0]) / int(text[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        q = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        p = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        if q > 0 and p > 0:
+            return q / p
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _from_proba(
+    proba: npt.NDArray[np.float64], classes: list[Any], labels: list[Any] | None = None
+) -> Prediction:
+    if labels is None:
+        idx = proba.argmax(axis=1)
+        labels = [classes[i] for i in idx]
+    scores = proba[:, 1] if proba.shape[1] == 2 else proba.max(axis=1)
+    return Prediction(labels, np.ascontiguousarray(scores, dtype=np.float64), proba)
+
+
+class OnnxRuntime:
+    format = "onnx"
+
+    def __init__(self, bundle: Bundle, threads: int) -> None:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        # ORT sizes its pools from the machine's cores, not from the CPUs this process was given;
+        # a spinning worker then fights the event loop for the core (see docs/serving.md).
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.log_severity_level = 3
+        self.session = ort.InferenceSession(
+            bundle.artifact_path.read_bytes(), sess_options=so, providers=["CPUExecutionProvider"]
+        )
+        inp = self.session.get_inputs()[0]
+        self.input_name: str = inp.name
+        self.input_dtype = np.float64 if "double" in inp.type else np.float32
+        self.classes = bundle.manifest.classes
+        self.classification = bundle.manifest.task == "classification"
+        self._class_index = {c: i for i, c in enumerate(self.classes)}
+
+    def predict(self, X: npt.NDArray[np.float64]) -> Prediction:
+        x = X if X.dtype == self.input_dtype else X.astype(self.input_dtype)
+        outs = self.session.run(None, {self.input_name: x})
+        if self.classification:
+            proba = np.asarray(outs[1], dtype=np.float64)
+            labels = [v.item() if isinstance(v, np.generic) else v for v in np.asarray(outs[0]).reshape(-1)]
+            return _from_proba(proba, self.classes, labels)
+        y = np.asarray(outs[0], dtype=np.float64).reshape(len(X), -1)[:, 0]
+        return Prediction([float(v) for v in y], y, None)
+
+
+class SklearnRuntime:
+    format = "joblib"
+    input_dtype = np.float64
+
+    def __init__(self, bundle: Bundle) -> None:
+        self.model = load_joblib_verified(bundle)
+        self.classes = bundle.manifest.classes
+        self.has_proba = hasattr(self.model, "predict_proba") and bundle.manifest.task == "classification"
+
+    def predict(self, X: npt.NDArray[np.float64]) -> Prediction:
+        if self.has_proba:
+            # one model call: labels from argmax of the probabilities (what predict() does)
+            proba = np.asarray(self.model.predict_proba(X), dtype=np.float64)
+            return _from_proba(proba, self.classes)
+        y = np.asarray(self.model.predict(X))
+        if self.classes:
+            labels = [v.item() if isinstance(v, np.generic) else v for v in y]
+            scores = np.asarray(
+                [float(self.classes.index(v)) if v in self.classes else 0.0 for v in labels], dtype=np.float64
+            )
+            return Prediction(labels, scores, None)
+        yf = y.astype(np.float64).reshape(-1)
+        return Prediction([float(v) for v in yf], yf, None)
+
+
+def load_runtime(bundle: Bundle, threads: int | None = None) -> Runtime:
+    """Load the bundle's model with the runtime its format needs (the bundle is already verified)."""
+    n = threads or available_cpus()
+    if bundle.manifest.format == "onnx":
+        return OnnxRuntime(bundle, n)
+    return SklearnRuntime(bundle)

@@ -1,0 +1,286 @@
+"""Data plane: the loaded model with its validation, batching, metrics, drift and feedback.
+
+Protocol adapters (``app.py``) turn HTTP into calls on ``ModelService``; the service never sees
+HTTP. It starts in state ``loading``; ``load()`` fetches and verifies the bundle, loads the
+runtime and becomes ``ready``, or ``failed`` with a reason (the process keeps running, unready).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from prometheus_client import CollectorRegistry
+
+from . import metric_names as mn
+from .batching import MicroBatcher
+from .bundle import Bundle, BundleError
+from .drift import WindowDrift
+from .faults import FaultInjector
+from .fetch import fetch_bundle
+from .metrics import DriftCollector, ServingMetrics, new_registry
+from .protocol import InputError, Validator
+from .runtime import Runtime, load_runtime
+from .settings import Settings
+
+log = logging.getLogger("mlcanary_serving")
+
+Row = tuple[Any, float, list[float] | None]  # label, score, probabilities
+
+
+class NotReady(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Loaded:
+    bundle: Bundle
+    runtime: Runtime
+    name: str
+    version: str
+    validator: Validator
+    metrics: ServingMetrics
+    inputs: WindowDrift
+    scores: WindowDrift
+    batcher: MicroBatcher[Row] | None
+    constant: Row | None  # degenerate-fault answer
+
+
+class ModelService:
+    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.registry = registry if registry is not None else new_registry()
+        self.state = "loading"
+        self.reason = "bundle not loaded yet"
+        self.model: Loaded | None = None
+        self.faults = FaultInjector(settings.faults)
+        self._executor: ThreadPoolExecutor | None = None
+        self._feedback: OrderedDict[str, list[Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ identity for responses
+    @property
+    def name(self) -> str:
+        if self.model:
+            return self.model.name
+        return self.settings.model_name or "unknown"
+
+    @property
+    def version(self) -> str:
+        if self.model:
+            return self.model.version
+        return self.settings.model_version or "unknown"
+
+    @property
+    def ready(self) -> bool:
+        return self.model is not None
+
+    # ------------------------------------------------------------------------------- loading
+    def load(self) -> None:
+        """Fetch, verify and load the bundle; on any failure stay unready with a clear log line."""
+        s = self.settings
+        if not s.bundle_uri:
+            self._fail("no bundle given: set --bundle or MLCANARY_BUNDLE_URI")
+            return
+        try:
+            bundle = fetch_bundle(
+                s.bundle_uri,
+                s.cache_dir,
+                expected_sha256=s.expected_sha256,
+                timeout=s.fetch_timeout_s,
+                retries=s.fetch_retries,
+            )
+            man = bundle.manifest
+            if s.model_version and s.model_version != man.version:
+                raise BundleError(
+                    f"bundle version {man.version} does not match MLCANARY_MODEL_VERSION={s.model_version}"
+                )
+            runtime = load_runtime(bundle, s.threads)
+            self.model = self._assemble(bundle, runtime)
+        except Exception as exc:  # every failure keeps the pod unready, none crashes it
+            self._fail(f"{type(exc).__name__}: {exc}")
+            return
+        self.state, self.reason = "ready", ""
+        # the model and bundle live for the whole process: keep them out of the GC's scans
+        gc.collect()
+        gc.freeze()
+        m = self.model
+        log.info(
+            "READY: serving model %s version %s (format %s, %d features, sha256(manifest.json)=%s) from %s",
+            m.name,
+            m.version,
+            m.bundle.manifest.format,
+            len(m.validator.names),
+            m.bundle.manifest_sha256,
+            s.bundle_uri,
+        )
+
+    def _fail(self, reason: str) -> None:
+        self.state, self.reason = "failed", reason
+        log.error(
+            "NOT READY: bundle %s could not be loaded, serving no predictions: %s",
+            self.settings.bundle_uri,
+            reason,
+        )
+
+    def _assemble(self, bundle: Bundle, runtime: Runtime) -> Loaded:
+        s = self.settings
+        man, ref = bundle.manifest, bundle.reference
+        name = s.model_name or man.name
+        version = man.version
+        names = bundle.schema.names
+        score_buckets = (
+            mn.PROBABILITY_SCORE_BUCKETS
+            if ref.score_kind == "probability"
+            else (*ref.score_edges, float("inf"))
+        )
+        metrics = ServingMetrics(
+            self.registry,
+            name,
+            version,
+            fmt=man.format,
+            classes=man.classes,
+            features=names,
+            score_buckets=score_buckets,
+        )
+        inputs = WindowDrift(ref.feature_edges, ref.feature_proportions, s.drift_window)
+        scores = WindowDrift([ref.score_edges], [ref.score_proportions], s.drift_window)
+        self.registry.register(DriftCollector((name, version), names, inputs, scores, s.drift_min_rows))
+        validator = Validator(bundle.schema, s.max_rows, reject_out_of_range=s.out_of_range == "reject")
+        blocking = runtime.format != "onnx"
+        if blocking:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        constant = self._constant(man.classes, man.task) if s.faults.degenerate else None
+        loaded = Loaded(bundle, runtime, name, version, validator, metrics, inputs, scores, None, constant)
+        if s.microbatch:
+            batcher: MicroBatcher[Row] = MicroBatcher(
+                lambda X: self._run_batch(loaded, X),
+                max_batch_rows=s.microbatch_max_rows,
+                max_wait_s=s.microbatch_max_wait_ms / 1000.0,
+                executor=self._executor,
+            )
+            loaded = Loaded(
+                bundle, runtime, name, version, validator, metrics, inputs, scores, batcher, constant
+            )
+        return loaded
+
+    def _constant(self, classes: Sequence[Any], task: str) -> Row:
+        raw = self.settings.faults.degenerate_value
+        if task != "classification" or not classes:
+            return (float(raw) if raw else 0.0, float(raw) if raw else 0.0, None)
+        label = classes[0]
+        if raw is not None:
+            matches = [c for c in classes if str(c) == raw]
+            label = matches[0] if matches else label
+        proba = [1.0 if c == label else 0.0 for c in classes]
+        score = proba[1] if len(classes) == 2 else 1.0
+        return (label, score, proba)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # ---------------------------------------------------------------------------- predicting
+    def require(self) -> Loaded:
+        if self.model is None:
+            raise NotReady(self.reason)
+        return self.model
+
+    def _run_batch(self, m: Loaded, X: npt.NDArray[np.float64]) -> list[Row]:
+        """One model call for a (micro-)batch, plus every per-row metric."""
+        if m.constant is not None:
+            rows = [m.constant] * X.shape[0]
+            scores = np.full(X.shape[0], m.constant[1])
+            labels: list[Any] = [m.constant[0]] * X.shape[0]
+        else:
+            pred = m.runtime.predict(X)
+            scores, labels = pred.scores, pred.labels
+            proba = pred.probabilities.tolist() if pred.probabilities is not None else None
+            sc = scores.tolist()
+            rows = [(labels[i], sc[i], proba[i] if proba is not None else None) for i in range(len(labels))]
+        m.metrics.predictions(labels, scores)
+        m.inputs.update(X)
+        m.scores.update(scores.reshape(-1, 1))
+        if not m.validator.reject_out_of_range:
+            m.metrics.out_of_range_counts(m.validator.out_of_range_counts(X))
+        return rows
+
+    async def predict(self, X: npt.NDArray[np.float64]) -> list[Row]:
+        m = self.require()
+        if m.batcher is not None:
+            return await m.batcher.submit(X)
+        if self._executor is not None:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, self._run_batch, m, X)
+        return self._run_batch(m, X)
+
+    # ------------------------------------------------------------------------------ feedback
+    def remember(self, request_id: str, labels: list[Any]) -> None:
+        cap = self.settings.feedback_cache
+        if cap <= 0:
+            return
+        fb = self._feedback
+        fb[request_id] = labels
+        if len(fb) > cap:
+            fb.popitem(last=False)
+
+    def feedback_for(self, request_id: str, truth: list[Any]) -> list[bool]:
+        m = self.require()
+        if m.bundle.manifest.task != "classification":
+            raise InputError(422, "feedback accuracy is only defined for classifiers", "label", "unsupported")
+        served = self._feedback.get(request_id)
+        if served is None:
+            raise InputError(
+                404,
+                f"request_id {request_id!r} is unknown or already has feedback (the server keeps the last "
+                f"{self.settings.feedback_cache} predictions)",
+                "request_id",
+                "unknown_request_id",
+            )
+        if len(truth) != len(served):
+            field = "labels" if len(served) > 1 else "label"
+            raise InputError(
+                422,
+                f"{field}: request {request_id} predicted {len(served)} rows, got {len(truth)} labels",
+                field,
+                "wrong_count",
+            )
+        result = self.score_feedback(served, truth)
+        self._feedback.pop(request_id, None)
+        return result
+
+    def score_feedback(self, served: Sequence[Any], truth: Sequence[Any]) -> list[bool]:
+        m = self.require()
+        classes = m.bundle.manifest.classes
+        out = []
+        for i, (p, t) in enumerate(zip(served, truth, strict=True)):
+            if not any(_same(t, c) for c in classes):
+                f = "label" if len(truth) == 1 else f"labels[{i}]"
+                raise InputError(
+                    422, f"{f}: {t!r} is not one of the model's classes {classes}", f, "unknown_class"
+                )
+            out.append(_same(p, t))
+        for ok in out:
+            m.metrics.feedback[ok].inc()
+        return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    if type(a) is bool or type(b) is bool:
+        return a is b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return float(a) == float(b)
+    return str(a) == str(b)
+
+
+def new_request_id() -> str:
+    return os.urandom(8).hex()
