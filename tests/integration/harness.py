@@ -59,16 +59,7 @@ class OperatorProcess:
         log.write(f"\n===== operator start #{self.starts} =====\n".encode())
         log.flush()
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kopf",
-                "run",
-                "--standalone",
-                "--all-namespaces",
-                "-m",
-                "mlcanary.handlers",
-            ],
+            [sys.executable, *self.args],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
