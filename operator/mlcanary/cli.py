@@ -83,6 +83,18 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
     return serving_main(["bundle", *args.rest])
 
 
+def _cmd_local(args: argparse.Namespace) -> int:
+    from mlcanary.local import stack
+
+    return stack.main(args.rest)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from mlcanary.local import demo
+
+    return demo.main(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mlcanary", description="Canary rollouts for ML models on Kubernetes."
@@ -117,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("report", _cmd_report, "print the canary report of a ModelDeployment"),
         ("analyze", _cmd_analyze, "run one analysis round of a manifest against a Prometheus"),
         ("bundle", _cmd_bundle, "build or verify a model bundle"),
+        ("local", _cmd_local, "the local stack, no cluster: local up|down|status"),
+        ("demo", _cmd_demo, "a complete canary story on this machine (--quick, --out DIR, --router)"),
     ):
         command = sub.add_parser(name, help=text, add_help=False)
         command.add_argument("rest", nargs=argparse.REMAINDER)
@@ -124,7 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Subcommands that take their whole argument list as is (argparse's REMAINDER drops a leading --option).
+PASSTHROUGH = {"local": _cmd_local, "demo": _cmd_demo}
+
+
 def main(argv: list[str] | None = None) -> int:
+    args_list = sys.argv[1:] if argv is None else argv
+    if args_list and args_list[0] in PASSTHROUGH:
+        return PASSTHROUGH[args_list[0]](argparse.Namespace(rest=args_list[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
     result: int = args.func(args)
