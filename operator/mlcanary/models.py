@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from mlcanary.durations import DURATION_PATTERN
+from mlcanary.durations import DURATION_PATTERN, parse_duration
 
 API_GROUP = "mlcanary.io"
 API_VERSION = "v1alpha1"
@@ -338,49 +338,312 @@ class Analysis(ApiModel):
         return metrics
 
 
+# Gateway API value formats (mirrored from the upstream v1.6.1 CRD so a bad value is reported on the
+# ModelDeployment's SpecValid condition instead of as an API error on every tick).
+GATEWAY_DURATION_PATTERN = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+HOSTNAME_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+HTTP_NAME_PATTERN = r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$"
+_PATH_CHARS = re.compile(r"^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|%[0-9a-fA-F]{2})+$")
+WEIGHTED_RULE = "weighted"
+
+GatewayDuration = Annotated[str, Field(pattern=GATEWAY_DURATION_PATTERN)]
+
+
 class ParentRef(ApiModel):
     """A Gateway API parent: a Gateway, or a Service in mesh (GAMMA) mode."""
 
-    name: str = Field(min_length=1, description="Parent name.")
-    namespace: str | None = Field(default=None, description="Parent namespace (default: the route's).")
-    group: str | None = Field(default=None, description="Parent group (default gateway.networking.k8s.io).")
-    kind: str | None = Field(default=None, description="Parent kind (default Gateway; Service for GAMMA).")
-    section_name: str | None = Field(default=None, description="Listener or port name on the parent.")
-    port: int | None = Field(default=None, ge=1, le=65535, description="Port on the parent.")
+    name: str = Field(min_length=1, max_length=253, description="Parent name.")
+    namespace: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=DNS_LABEL_PATTERN,
+        description="Parent namespace (default: the route's).",
+    )
+    group: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=r"^$|" + DNS_SUBDOMAIN_PATTERN,
+        description='Parent group (default gateway.networking.k8s.io for a Gateway, "" for a Service).',
+    )
+    kind: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$",
+        description="Parent kind (default Gateway; Service for mesh/GAMMA mode).",
+    )
+    section_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="Listener name on a Gateway, or port name on a Service.",
+    )
+    port: int | None = Field(default=None, ge=1, le=65535, description="Port (listener) on the parent.")
+
+    def effective_kind(self) -> str:
+        return self.kind or "Gateway"
+
+    def effective_group(self) -> str:
+        """A Service parent (GAMMA) lives in the core group: default it to "" rather than to the
+        Gateway API group, which the API server would fill in and which no mesh accepts."""
+        if self.group is not None:
+            return self.group
+        return "" if self.effective_kind() == "Service" else "gateway.networking.k8s.io"
 
 
 class RouteTimeouts(ApiModel):
-    """HTTPRoute rule timeouts."""
+    """HTTPRoute rule timeouts (Gateway API durations: 1h, 30s, 500ms, 1m30s; 0s disables)."""
 
-    request: Duration | None = Field(default=None, description="Timeout for the whole client request.")
-    backend_request: Duration | None = Field(default=None, description="Timeout for one backend try.")
+    # CEL mirrors of the validators below, so a real API server refuses these at apply time.
+    model_config = ConfigDict(
+        **ApiModel.model_config,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!(has(self.request) && has(self.backendRequest) && duration(self.request) != "
+                    "duration('0s') && duration(self.backendRequest) > duration(self.request))",
+                    "message": "backendRequest cannot be longer than request",
+                }
+            ]
+        },
+    )
+
+    request: GatewayDuration | None = Field(default=None, description="Timeout for the whole client request.")
+    backend_request: GatewayDuration | None = Field(
+        default=None, description="Timeout for one request from the gateway to a backend."
+    )
+
+    @model_validator(mode="after")
+    def _backend_within_request(self) -> RouteTimeouts:
+        if self.request is None or self.backend_request is None:
+            return self
+        request = parse_duration(self.request)
+        if request.total_seconds() != 0 and parse_duration(self.backend_request) > request:
+            raise ValueError(
+                f"backendRequest {self.backend_request} cannot be longer than request {self.request}"
+            )
+        return self
+
+
+class PathMatch(ApiModel):
+    """An HTTP path match."""
+
+    # CEL mirrors of the validators below, so a real API server refuses these at apply time.
+    model_config = ConfigDict(
+        **ApiModel.model_config,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "(has(self.type) && self.type == 'RegularExpression') || !has(self.value) || "
+                    "self.value.startsWith('/')",
+                    "message": "an Exact or PathPrefix path must start with '/'",
+                }
+            ]
+        },
+    )
+
+    type: Literal["PathPrefix", "Exact", "RegularExpression"] = Field(
+        default="PathPrefix", description="PathPrefix, Exact or RegularExpression (implementation dialect)."
+    )
+    value: str = Field(default="/", min_length=1, max_length=1024, description="Path or expression.")
+
+    @model_validator(mode="after")
+    def _valid_path(self) -> PathMatch:
+        if self.type == "RegularExpression":
+            return self
+        value = self.value
+        if not value.startswith("/"):
+            raise ValueError(f"path {value!r} must start with '/'")
+        for bad in ("//", "/./", "/../", "%2f", "%2F", "#"):
+            if bad in value:
+                raise ValueError(f"path {value!r} must not contain {bad!r}")
+        if value.endswith(("/..", "/.")):
+            raise ValueError(f"path {value!r} must not end with '/.' or '/..'")
+        if not _PATH_CHARS.match(value):
+            raise ValueError(f"path {value!r} contains characters that are not allowed in a URL path")
+        return self
+
+
+class HeaderMatch(ApiModel):
+    """Match one request header."""
+
+    name: str = Field(min_length=1, max_length=256, pattern=HTTP_NAME_PATTERN, description="Header name.")
+    value: str = Field(min_length=1, max_length=4096, description="Value (or expression).")
+    type: Literal["Exact", "RegularExpression"] = Field(
+        default="Exact", description="Exact or RegularExpression."
+    )
+
+
+class QueryParamMatch(ApiModel):
+    """Match one query parameter."""
+
+    name: str = Field(min_length=1, max_length=256, pattern=HTTP_NAME_PATTERN, description="Parameter name.")
+    value: str = Field(min_length=1, max_length=1024, description="Value (or expression).")
+    type: Literal["Exact", "RegularExpression"] = Field(
+        default="Exact", description="Exact or RegularExpression."
+    )
+
+
+class RouteMatch(ApiModel):
+    """Conditions a request must all meet (path, headers, query parameters, method)."""
+
+    path: PathMatch | None = Field(
+        default=None, description="Path match (default: the router's own path match)."
+    )
+    headers: list[HeaderMatch] | None = Field(default=None, max_length=16, description="Header matches.")
+    query_params: list[QueryParamMatch] | None = Field(
+        default=None, max_length=16, description="Query parameter matches."
+    )
+    method: Literal["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"] | None = (
+        Field(default=None, description="HTTP method.")
+    )
+
+
+class RouteRule(ApiModel):
+    """An extra rule sending matching requests to one revision, whatever the canary's weight: for
+    example a header match that pins testers to the canary. Weight changes never touch it."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=63,
+        pattern=DNS_LABEL_PATTERN,
+        description="Rule name (unique; used as the Istio route name and in messages).",
+    )
+    matches: list[RouteMatch] = Field(
+        min_length=1, max_length=8, description="The rule applies when any one of these matches."
+    )
+    backend: Literal["canary", "stable"] = Field(
+        default="canary",
+        description="Where matching requests go. `canary` goes to the stable revision while no canary "
+        "is running or while the canary is not available.",
+    )
+
+
+def _unique_rule_names(rules: list[RouteRule] | None) -> list[RouteRule] | None:
+    seen = {WEIGHTED_RULE}
+    for rule in rules or []:
+        if rule.name in seen:
+            raise ValueError(
+                f"rule name {rule.name!r} is used twice"
+                if rule.name != WEIGHTED_RULE
+                else f"rule name {WEIGHTED_RULE!r} is reserved for the weighted rule"
+            )
+        seen.add(rule.name)
+    return rules
 
 
 class GatewayAPIRouter(ApiModel):
     """Split traffic with a Gateway API HTTPRoute owned by the operator."""
 
-    parent_refs: list[ParentRef] = Field(min_length=1, description="Gateways (or Services) to attach to.")
-    hostnames: list[str] | None = Field(default=None, description="Hostnames the route matches.")
-    path_prefix: str = Field(default="/", pattern=r"^/", description="Path prefix the route matches.")
-    port: int | None = Field(
-        default=None, ge=1, le=65535, description="Service port to send to (default serving.port)."
+    # CEL mirrors of the validators below, so a real API server refuses these at apply time.
+    model_config = ConfigDict(
+        **ApiModel.model_config,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.extraRules) || self.extraRules.all(r, r.name != 'weighted' && "
+                    "self.extraRules.exists_one(o, o.name == r.name))",
+                    "message": "extraRules names must be unique and not 'weighted'",
+                }
+            ]
+        },
     )
-    timeouts: RouteTimeouts | None = Field(default=None, description="Rule timeouts.")
-    extra_rules: list[dict[str, Any]] | None = Field(
+
+    parent_refs: list[ParentRef] = Field(
+        min_length=1,
+        max_length=32,
+        description="Gateways (or, in mesh/GAMMA mode, the model's entry Service) to attach to.",
+    )
+    hostnames: list[Annotated[str, Field(max_length=253, pattern=HOSTNAME_PATTERN)]] | None = Field(
+        default=None, max_length=16, description="Hostnames the route matches (default: the parent's)."
+    )
+    path: PathMatch = Field(default_factory=PathMatch, description="Path match of every rule (default /).")
+    timeouts: RouteTimeouts | None = Field(default=None, description="Timeouts of every rule.")
+    extra_rules: list[RouteRule] | None = Field(
         default=None,
-        description="Additional HTTPRoute rules kept as given (e.g. a header match pinning testers to "
-        "the canary); weight changes never touch them.",
+        max_length=15,
+        description="Extra rules, each sending its matches to one revision (e.g. a header match "
+        "pinning testers to the canary); weight changes never touch them.",
+    )
+
+    @field_validator("extra_rules")
+    @classmethod
+    def _rule_names(cls, rules: list[RouteRule] | None) -> list[RouteRule] | None:
+        return _unique_rule_names(rules)
+
+
+class IstioRetries(ApiModel):
+    """Istio retry policy of the routes."""
+
+    attempts: int = Field(ge=0, le=100, description="Number of retries (0 disables retries).")
+    per_try_timeout: Duration | None = Field(default=None, description="Timeout of each try.")
+    retry_on: str | None = Field(
+        default=None, description="Envoy retry conditions, e.g. 5xx,connect-failure,reset."
     )
 
 
 class IstioRouter(ApiModel):
     """Split traffic with an Istio VirtualService owned by the operator."""
 
-    hosts: list[str] = Field(min_length=1, description="Hosts the VirtualService applies to.")
-    gateways: list[str] | None = Field(default=None, description="Istio gateways (omit for mesh only).")
-    port: int | None = Field(
-        default=None, ge=1, le=65535, description="Service port to send to (default serving.port)."
+    # CEL mirrors of the validators below, so a real API server refuses these at apply time.
+    model_config = ConfigDict(
+        **ApiModel.model_config,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.extraRules) || self.extraRules.all(r, r.name != 'weighted' && "
+                    "self.extraRules.exists_one(o, o.name == r.name))",
+                    "message": "extraRules names must be unique and not 'weighted'",
+                }
+            ]
+        },
     )
+
+    hosts: list[str] = Field(
+        min_length=1,
+        description="Hosts the VirtualService applies to: the model's entry Service name for mesh "
+        "traffic, and/or external hostnames served through `gateways`.",
+    )
+    gateways: list[str] | None = Field(
+        default=None,
+        description="Istio Gateways (namespace/name) to bind to; add `mesh` to keep applying to "
+        "sidecar traffic too. Omit for mesh traffic only.",
+    )
+    path: PathMatch | None = Field(default=None, description="Path match of every route (default: all).")
+    timeout: Duration | None = Field(default=None, description="Timeout of each request (at least 1ms).")
+    retries: IstioRetries | None = Field(default=None, description="Retry policy of each route.")
+    extra_rules: list[RouteRule] | None = Field(
+        default=None,
+        max_length=15,
+        description="Extra routes evaluated before the weighted one, each sending its matches to one "
+        "revision; weight changes never touch them.",
+    )
+    settle_time: Duration = Field(
+        default="10s",
+        description="When istiod reports no status for the VirtualService (status reporting is off by "
+        "default), its weights count as in effect once the same generation has been read back for "
+        "this long.",
+    )
+    require_status: bool = Field(
+        default=False,
+        description="Count weights as in effect only when istiod reports the VirtualService "
+        "Reconciled for its generation (needs PILOT_ENABLE_STATUS and config distribution tracking).",
+    )
+
+    @field_validator("extra_rules")
+    @classmethod
+    def _rule_names(cls, rules: list[RouteRule] | None) -> list[RouteRule] | None:
+        return _unique_rule_names(rules)
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout_at_least_1ms(cls, value: str | None) -> str | None:
+        if value is not None and parse_duration(value).total_seconds() < 0.001:
+            raise ValueError(f"timeout {value} must be at least 1ms")
+        return value
 
 
 class ReplicaRouter(ApiModel):
