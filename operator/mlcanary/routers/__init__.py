@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from mlcanary.routers.base import Router
+from mlcanary.routers.gateway_api import GatewayAPIRouter
+from mlcanary.routers.istio import IstioRouter
 from mlcanary.routers.replicas import ReplicaRouter
 
 ROUTERS: dict[str, Router] = {
+    GatewayAPIRouter.kind: GatewayAPIRouter(),
+    IstioRouter.kind: IstioRouter(),
     ReplicaRouter.kind: ReplicaRouter(),
 }
 

@@ -1,0 +1,112 @@
+"""Read-back helpers shared by the mesh routers: is a live object still the one we wrote, whose is
+it, and which port each revision's Service has.
+
+Pure except :func:`revision_ports`: the routers fetch the objects, these functions compare them.
+
+The comparison is "the live object carries what we wrote": every field the operator sets must have the
+value it set, and every list it sets must hold exactly its items, but a live mapping may have keys
+the operator never wrote. Those are the API server's defaults (``weight: 1``, ``group: ""``, ...):
+comparing for strict equality would call every defaulted route drifted, write it on every tick and
+never let a rollout advance. The routers write the defaulted fields they care about explicitly, so
+a hand edit of any of them (a weight, a backend, a parent, a hostname list) is still seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from mlcanary.engine import SetTraffic
+from mlcanary.kube import SERVICES, Kube
+from mlcanary.resources import HTTP_PORT_NAME, Owner
+
+
+def first_difference(desired: Any, live: Any, path: str = "") -> str | None:
+    """Where ``live`` stops carrying ``desired``, as a field path with both values; None if it does.
+
+    >>> first_difference({"a": [1, 2]}, {"a": [1, 2], "b": 3}) is None
+    True
+    >>> first_difference({"a": [{"w": 5}]}, {"a": [{"w": 50, "k": "x"}]})
+    'a[0].w: 50, want 5'
+    """
+    if isinstance(desired, Mapping):
+        if not isinstance(live, Mapping):
+            return f"{path or '.'}: {_show(live)}, want an object"
+        for key, value in desired.items():
+            where = f"{path}.{key}" if path else str(key)
+            if key not in live:
+                return f"{where}: missing, want {_show(value)}"
+            found = first_difference(value, live[key], where)
+            if found:
+                return found
+        return None
+    if isinstance(desired, list):
+        if not isinstance(live, list):
+            return f"{path}: {_show(live)}, want a list"
+        if len(desired) != len(live):
+            return f"{path}: {len(live)} items, want {len(desired)}"
+        for index, (want, got) in enumerate(zip(desired, live, strict=True)):
+            found = first_difference(want, got, f"{path}[{index}]")
+            if found:
+                return found
+        return None
+    if desired != live or type(desired) is not type(live):
+        return f"{path}: {_show(live)}, want {_show(desired)}"
+    return None
+
+
+def extra_keys(desired: Mapping[str, Any], live: Mapping[str, Any]) -> list[str]:
+    """Top-level keys the live mapping has and the desired one lacks (e.g. a hand-added ``hostnames``).
+
+    Only for mappings the API server does not default into, such as an HTTPRoute's or a
+    VirtualService's ``spec`` when the operator always writes the defaulted keys itself."""
+    return sorted(key for key in live if key not in desired)
+
+
+def spec_drift(desired: Mapping[str, Any], live: Mapping[str, Any]) -> str | None:
+    """How the live object's spec differs from the desired one, or None when it carries it."""
+    want = desired.get("spec") or {}
+    got = live.get("spec") or {}
+    extra = extra_keys(want, got)
+    if extra:
+        return f"spec.{extra[0]}: set on the live object, not by the operator"
+    found = first_difference(want, got, "spec")
+    return found
+
+
+def controller_uid(obj: Mapping[str, Any]) -> str | None:
+    """UID of the object's controlling owner, if any."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            uid = ref.get("uid")
+            return str(uid) if uid is not None else None
+    return None
+
+
+def owned_by(obj: Mapping[str, Any], owner: Owner) -> bool:
+    return controller_uid(obj) == owner.uid
+
+
+def generation(obj: Mapping[str, Any]) -> int:
+    return int((obj.get("metadata") or {}).get("generation") or 0)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+async def revision_ports(kube: Kube, namespace: str, target: SetTraffic) -> dict[str, int]:
+    """The ``http`` port of each target revision's Service as it exists (absent Services left out).
+
+    Revision Services expose their own revision's ``serving.port``; reading it keeps a stable
+    revision reachable while a rollout changes the port."""
+    ports: dict[str, int] = {}
+    for revision in (target.stable, target.canary):
+        if revision is None or revision in ports:
+            continue
+        service = await kube.get(SERVICES, namespace, revision)
+        for entry in ((service or {}).get("spec") or {}).get("ports") or []:
+            if entry.get("name") == HTTP_PORT_NAME:
+                ports[revision] = int(entry["port"])
+    return ports
