@@ -361,9 +361,38 @@ def _interrupted(tick: _Tick) -> bool:
 
 
 def _canary_available(tick: _Tick) -> bool:
+    """Whether the canary can take its weight.
+
+    Behind the replicas router traffic follows ready pods, so a canary still scaling up to a larger
+    step (the engine asked for more pods) serves its share with the pods it has; the router reports
+    the step unconfirmed until every pod is ready. Behind a mesh router the weight is a share of all
+    requests, so every pod must be ready."""
     assert tick.status.canary is not None
     observed = tick.obs.revisions.get(tick.status.canary.revision)
-    return observed is not None and observed.available
+    if observed is None:
+        return False
+    if tick.obs.router_kind == "replicas":
+        return observed.ready_replicas >= 1
+    return observed.available
+
+
+def _drop_unready_canary(tick: _Tick, during: str) -> bool:
+    """Never weight an unready backend: back to weight 0 (Preparing) until the canary is ready again.
+    Return True when the canary was unready."""
+    if _canary_available(tick):
+        return False
+    tick.status.canary_weight = 0
+    tick.enter(
+        Phase.PREPARING, f"canary became unavailable{during}: traffic back to stable until it is ready"
+    )
+    tick.event("CanaryUnavailable", f"canary lost readiness{during}; its weight is 0 until it recovers", True)
+    _ignore_promote_while_unready(tick)
+    return True
+
+
+def _ignore_promote_while_unready(tick: _Tick) -> None:
+    if tick.requests.get(PROMOTE):
+        tick.event("RequestIgnored", "promote requested but the canary is not ready", True)
 
 
 def _preparing(tick: _Tick) -> None:
@@ -373,6 +402,7 @@ def _preparing(tick: _Tick) -> None:
     assert status.canary is not None
     deadline = parse_duration(tick.spec.rollout.progress_deadline)
     if not _canary_available(tick):
+        _ignore_promote_while_unready(tick)
         waited_since = status.phase_since or tick.now
         if tick.now - waited_since > deadline:
             _begin_rollback(
@@ -381,11 +411,11 @@ def _preparing(tick: _Tick) -> None:
                 f"canary not ready within progressDeadline {tick.spec.rollout.progress_deadline}",
             )
         return
-    if tick.spec.rollout.paused:
-        status.message = "canary ready; rollout is paused"
-        return
     if tick.requests.get(PROMOTE):
         _begin_promotion(tick, "promoted by the mlcanary.io/promote annotation")
+        return
+    if tick.spec.rollout.paused:
+        status.message = "canary ready; rollout is paused"
         return
     _start_step(tick, status.current_step or 1)
 
@@ -410,15 +440,10 @@ def _start_step(tick: _Tick, step: int) -> None:
 
 def _progressing(tick: _Tick) -> None:
     status = tick.status
-    if _interrupted(tick):
+    if _interrupted(tick) or _drop_unready_canary(tick, ""):
         return
     if tick.requests.get(PROMOTE):
         _begin_promotion(tick, "promoted by the mlcanary.io/promote annotation")
-        return
-    if not _canary_available(tick):
-        status.canary_weight = 0
-        tick.enter(Phase.PREPARING, "canary became unavailable: traffic back to stable until it is ready")
-        tick.event("CanaryUnavailable", "canary lost readiness; its weight is 0 until it recovers", True)
         return
     if tick.spec.rollout.paused:
         tick.enter(Phase.PAUSED, f"paused at step {status.current_step} ({status.canary_weight}%)")
@@ -466,6 +491,8 @@ def _judge_round(tick: _Tick, round_: AnalysisRound) -> bool:
         if counters.consecutive_errors < spec.consecutive_error_limit:
             tick.event("AnalysisError", "metrics could not be read; holding", warning=True)
             return False
+    else:
+        counters.consecutive_errors = 0  # the backend answered (with too little data): the row ends
     counters.consecutive_inconclusive += 1
     detail = "metrics backend erroring" if verdict == Verdict.ERROR else "not enough data"
     if (
@@ -508,7 +535,7 @@ def _maybe_advance(tick: _Tick) -> None:
 
 
 def _paused(tick: _Tick) -> None:
-    if _interrupted(tick):
+    if _interrupted(tick) or _drop_unready_canary(tick, " while paused"):
         return
     if tick.requests.get(PROMOTE):
         _begin_promotion(tick, "promoted by the mlcanary.io/promote annotation")
@@ -533,15 +560,9 @@ def _begin_promotion(tick: _Tick, reason: str) -> None:
 
 def _promoting(tick: _Tick) -> None:
     status = tick.status
-    if _interrupted(tick):
+    if _interrupted(tick) or _drop_unready_canary(tick, " during promotion"):
         return
     assert status.canary is not None and status.stable is not None
-    if not _canary_available(tick):
-        # Never weight an unready backend: back to stable until the canary is ready again.
-        status.canary_weight = 0
-        tick.enter(Phase.PREPARING, "canary became unavailable during promotion")
-        tick.event("CanaryUnavailable", "canary lost readiness during promotion", True)
-        return
     if not tick.obs.traffic.confirmed:
         return
     old, new = status.stable, status.canary
