@@ -9,10 +9,11 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from conftest import CHART, CI_VALUES, NAMESPACE, by_kind, helm, needs_helm, one, render
 
 from mlcanary import kube, resources
 from mlcanary.settings import Settings
+
+from .helpers import CHART, CI_VALUES, NAMESPACE, by_kind, helm, needs_helm, one, render
 
 pytestmark = needs_helm
 

@@ -17,8 +17,9 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from conftest import CI_VALUES, needs_helm
 from kubernetes_validate import utils as kv_utils
+
+from .helpers import CI_VALUES, needs_helm
 
 pytestmark = needs_helm
 

@@ -12,16 +12,18 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import CHART, NAMESPACE, RELEASE, needs_helm, one, render
 
 from mlcanary.operator_metrics import OperatorMetrics
+from mlcanary_serving import metric_names
+
+from .helpers import CHART, NAMESPACE, RELEASE, needs_helm, one, render
 
 pytestmark = needs_helm
 
 PROMTOOL = shutil.which("promtool")
 DASHBOARD = CHART / "dashboards" / "mlcanary.json"
 
-# The serving pods' metrics (serving-image/mlcanary_serving/metric_names.py) the dashboard must show.
+# The serving pods' metrics the dashboard must show (all defined in mlcanary_serving.metric_names).
 SERVING_METRICS = {
     "mlcanary_requests_total",
     "mlcanary_request_duration_seconds",
@@ -235,6 +237,10 @@ def _exprs(dashboard: dict[str, Any]) -> list[str]:
     return [t["expr"] for p in _panels(dashboard) for t in p["targets"]]
 
 
+def test_required_serving_metrics_exist() -> None:
+    assert set(metric_names.METRICS) >= SERVING_METRICS
+
+
 def test_dashboard_json_parses_and_is_importable() -> None:
     dashboard = _dashboard()
     assert dashboard["uid"] and dashboard["title"]
@@ -252,7 +258,8 @@ def test_dashboard_shows_weights_verdicts_error_rate_latency_and_drift_per_versi
     exprs = "\n".join(_exprs(dashboard))
     used = set(re.findall(r"\bmlcanary_[a-z_]+", exprs))
     histogram_parts = {n.removesuffix(s) for n in used for s in ("_bucket",) if n.endswith(s)}
-    known = _operator_metric_names() | SERVING_METRICS | {f"{n}_bucket" for n in SERVING_METRICS}
+    served = {series for name in metric_names.METRICS for series in metric_names.exposition_series(name)}
+    known = _operator_metric_names() | served
     assert used <= known, f"unknown metrics: {used - known}"
     assert used | histogram_parts >= SERVING_METRICS
     for name in (
