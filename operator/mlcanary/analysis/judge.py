@@ -1,15 +1,130 @@
-"""Pure verdicts: turn measured numbers into Successful / Failed / Inconclusive.
+"""Pure verdicts: turn query results into Successful / Failed / Inconclusive / Error.
 
-Missing data (no value, NaN) is never a pass: it is Inconclusive, so a canary that receives no
-traffic is never promoted and a thin step is never failed.
+The rules, in the order they apply to one metric (docs/analysis.md has the full table):
+
+* a configuration problem, an HTTP error, a timeout, several series where one number was expected,
+  or a result of the wrong type is **Error** (the engine holds, and after consecutiveErrorLimit
+  rounds counts it as Inconclusive: errors alone never fail a canary);
+* missing data (empty vector, NaN, +-Inf from a division by zero) or a sample smaller than the
+  minimum is **Inconclusive**: missing data is never a pass, and a thin step is never failed;
+* otherwise the bounds (``min``/``max``) and the comparison with stable decide **Failed** or
+  **Successful**. Error-rate and accuracy comparisons are one-sided two-proportion z-tests on the
+  request (label) counts; other comparisons apply the tolerance to the two values.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from mlcanary.models import Measurement, Metric, Verdict
+from mlcanary.analysis import queries as q
+from mlcanary.analysis.stats import (
+    histogram_counts,
+    psi,
+    psi_noise_floor,
+    two_proportion_test,
+)
+from mlcanary.models import BuiltinMetric, Measurement, Metric, Verdict
+
+DEFAULT_CONFIDENCE = 0.95
+DEFAULT_MIN_SAMPLES: dict[BuiltinMetric, int] = {
+    BuiltinMetric.ERROR_RATE: 100,
+    BuiltinMetric.LATENCY_P99: 100,
+    BuiltinMetric.PREDICTION_DRIFT: 100,
+    BuiltinMetric.ACCURACY: 100,
+}
+"""Minimum sample (requests, predictions, labels) per window when ``minRequests`` is not set.
+``minRequests: 0`` turns the minimum off. inputDrift has none: the server publishes PSI only once
+its window holds MLCANARY_DRIFT_MIN_ROWS rows."""
+
+PSI_NOISE_SHARE = 0.25
+"""predictionDrift is Inconclusive while sampling noise alone would give a PSI above this share of
+``max``: with thin data a good canary would otherwise fail on noise."""
+
+MESSAGE_LIMIT = 300
+
+
+# ------------------------------------------------------------------------------------ results
+
+
+@dataclass(frozen=True)
+class Series:
+    labels: Mapping[str, str]
+    value: float
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """A classified Prometheus answer to one :class:`~mlcanary.analysis.queries.QuerySpec`."""
+
+    spec: q.QuerySpec
+    series: tuple[Series, ...] = ()
+    result_type: str = "vector"  # vector | scalar | matrix | string
+    error: str | None = None  # HTTP error, timeout, connection refused, bad JSON ...
+    seconds: float = 0.0
+
+    def describe(self) -> str:
+        if self.error is not None:
+            return f"error: {self.error}"
+        if self.result_type not in ("vector", "scalar"):
+            return f"{self.result_type} result"
+        if not self.series:
+            return "empty"
+        shown = [
+            (("{" + ",".join(f"{k}={v!r}" for k, v in sorted(s.labels.items())) + "} ") if s.labels else "")
+            + f"{s.value:g}"
+            for s in self.series[:8]
+        ]
+        more = f" (+{len(self.series) - 8} more)" if len(self.series) > 8 else ""
+        return "; ".join(shown) + more
+
+
+@dataclass
+class _Outcome:
+    """Working state of one metric's judgement."""
+
+    value: float | None = None
+    stable_value: float | None = None
+    sample_size: float | None = None
+    checks: list[tuple[Verdict, str]] = field(default_factory=list)
+
+    def add(self, verdict: Verdict, message: str) -> None:
+        self.checks.append((verdict, message))
+
+
+class _Stop(Exception):
+    """Ends a judgement early with a verdict (missing data, errors)."""
+
+    def __init__(self, verdict: Verdict, message: str) -> None:
+        super().__init__(message)
+        self.verdict = verdict
+        self.message = message
+
+
+# -------------------------------------------------------------------------------------- text
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def margin_text(metric: Metric) -> str:
+    parts = []
+    if metric.tolerance:
+        parts.append(_fmt(metric.tolerance))
+    if metric.relative_tolerance:
+        parts.append(f"{metric.relative_tolerance * 100:g}%")
+    return " + ".join(parts)
+
+
+def lower_is_worse(metric: Metric) -> bool:
+    """Direction of a comparison with stable: accuracy, and a custom metric bounded only by ``min``,
+    are worse when lower; everything else is worse when higher."""
+    if metric.builtin is not None:
+        return metric.builtin == BuiltinMetric.ACCURACY
+    return metric.min is not None and metric.max is None
 
 
 def threshold_text(metric: Metric) -> str | None:
@@ -18,7 +133,128 @@ def threshold_text(metric: Metric) -> str | None:
         parts.append(f">= {metric.min:g}")
     if metric.max is not None:
         parts.append(f"<= {metric.max:g}")
+    if metric.compare_to == "stable" and metric.builtin != BuiltinMetric.PREDICTION_DRIFT:
+        margin = margin_text(metric)
+        sign = "-" if lower_is_worse(metric) else "+"
+        text = (">= stable" if lower_is_worse(metric) else "<= stable") + (
+            f" {sign} {margin}" if margin else ""
+        )
+        if metric.builtin in (BuiltinMetric.ERROR_RATE, BuiltinMetric.ACCURACY):
+            confidence = metric.confidence or DEFAULT_CONFIDENCE
+            text += f" ({confidence * 100:g}% z-test)"
+        parts.append(text)
     return " and ".join(parts) or None
+
+
+def min_samples(metric: Metric) -> int:
+    if metric.min_requests is not None:
+        return metric.min_requests
+    if metric.builtin is not None:
+        return DEFAULT_MIN_SAMPLES.get(metric.builtin, 0)
+    return 0
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _measurement(
+    metric: Metric, now: datetime, verdict: Verdict, message: str, outcome: _Outcome
+) -> Measurement:
+    sample = outcome.sample_size
+    return Measurement(
+        metric=metric.name,
+        verdict=verdict,
+        value=_finite(outcome.value),
+        stable_value=_finite(outcome.stable_value),
+        threshold=threshold_text(metric),
+        sample_size=round(sample) if sample is not None and math.isfinite(sample) else None,
+        message=message[:MESSAGE_LIMIT],
+        dry_run=metric.dry_run or None,
+        time=now,
+    )
+
+
+def _combine(checks: Sequence[tuple[Verdict, str]]) -> tuple[Verdict, str]:
+    for verdict in (Verdict.FAILED, Verdict.INCONCLUSIVE):
+        chosen = [message for v, message in checks if v == verdict]
+        if chosen:
+            return verdict, "; ".join(chosen)
+    return Verdict.SUCCESSFUL, "; ".join(message for _, message in checks) or "within bounds"
+
+
+# ------------------------------------------------------------------------- generic judgements
+
+
+def check_bounds(metric: Metric, value: float, what: str = "") -> tuple[Verdict, str]:
+    label = f"{what} " if what else ""
+    if metric.min is not None and value < metric.min:
+        return Verdict.FAILED, f"{label}{_fmt(value)} is below min {metric.min:g}"
+    if metric.max is not None and value > metric.max:
+        return Verdict.FAILED, f"{label}{_fmt(value)} is above max {metric.max:g}"
+    return Verdict.SUCCESSFUL, f"{label}{_fmt(value)} within bounds"
+
+
+def compare_values(metric: Metric, value: float, stable: float) -> tuple[Verdict, str]:
+    """Canary against stable with the absolute and relative tolerance (no statistics)."""
+    allowed = (metric.tolerance or 0.0) + (metric.relative_tolerance or 0.0) * abs(stable)
+    if lower_is_worse(metric):
+        worse = value < stable - allowed
+        limit = stable - allowed
+        relation = "below"
+    else:
+        worse = value > stable + allowed
+        limit = stable + allowed
+        relation = "above"
+    if worse:
+        return (
+            Verdict.FAILED,
+            f"canary {_fmt(value)} is {relation} stable {_fmt(stable)} (limit {_fmt(limit)})",
+        )
+    return Verdict.SUCCESSFUL, f"canary {_fmt(value)} vs stable {_fmt(stable)} (limit {_fmt(limit)})"
+
+
+def compare_proportions(
+    metric: Metric,
+    canary_bad: float,
+    canary_total: float,
+    stable_bad: float,
+    stable_total: float,
+    *,
+    bad: str,
+) -> tuple[Verdict, str]:
+    """Two-proportion comparison of a "bad" share (server errors, wrong predictions).
+
+    Failed only when the canary's share is significantly above stable's plus the margin, with counts
+    large enough for the normal approximation; a canary that looks worse on too little data is
+    Inconclusive; one that does not look worse (or is not significantly worse on enough data)
+    passes. The minimum sample is checked by the caller.
+    """
+    if stable_total <= 0:
+        return Verdict.INCONCLUSIVE, "stable has no samples in the window to compare with"
+    stable_rate = stable_bad / stable_total
+    margin = (metric.tolerance or 0.0) + (metric.relative_tolerance or 0.0) * stable_rate
+    confidence = metric.confidence or DEFAULT_CONFIDENCE
+    test = two_proportion_test(
+        canary_bad, canary_total, stable_bad, stable_total, margin=margin, confidence=confidence
+    )
+    rates = f"{bad} canary {_fmt(test.canary_rate)} vs stable {_fmt(test.stable_rate)}"
+    limit = f"stable + {_fmt(margin)}" if margin else "stable"
+    if not test.canary_looks_worse:
+        return Verdict.SUCCESSFUL, f"{rates}: canary not worse than {limit}"
+    stats = f"z={_fmt(test.z)}, p={_fmt(test.p_value)}"
+    if not test.valid:
+        return (
+            Verdict.INCONCLUSIVE,
+            f"{rates}: looks worse but too few events to tell (smallest expected count "
+            f"{_fmt(test.min_expected)} < 5)",
+        )
+    if test.significant:
+        return (
+            Verdict.FAILED,
+            f"{rates}: canary worse than {limit} at {confidence * 100:g}% ({stats})",
+        )
+    return Verdict.SUCCESSFUL, f"{rates}: difference not significant at {confidence * 100:g}% ({stats})"
 
 
 def judge_bounds(
@@ -29,29 +265,340 @@ def judge_bounds(
     sample_size: int | None = None,
     stable_value: float | None = None,
 ) -> Measurement:
-    """Apply ``min``/``max`` (and ``minRequests``) to one value."""
+    """Apply ``min``/``max``, ``minRequests`` and (with a stable value) the tolerance to one value.
 
-    def measurement(verdict: Verdict, message: str) -> Measurement:
-        return Measurement(
-            metric=metric.name,
-            verdict=verdict,
-            value=value if value is not None and math.isfinite(value) else None,
-            stable_value=stable_value,
-            threshold=threshold_text(metric),
-            sample_size=sample_size,
-            message=message,
-            dry_run=metric.dry_run or None,
-            time=now,
-        )
-
+    Used by providers that deliver finished numbers (the file provider). NaN, +-Inf and no value are
+    Inconclusive."""
+    outcome = _Outcome(value=value, stable_value=stable_value, sample_size=sample_size)
     if metric.min_requests is not None and sample_size is not None and sample_size < metric.min_requests:
-        return measurement(
-            Verdict.INCONCLUSIVE, f"{sample_size} requests, fewer than minRequests {metric.min_requests}"
+        return _measurement(
+            metric,
+            now,
+            Verdict.INCONCLUSIVE,
+            f"{sample_size} requests, fewer than minRequests {metric.min_requests}",
+            outcome,
         )
-    if value is None or math.isnan(value):
-        return measurement(Verdict.INCONCLUSIVE, "no data")
-    if metric.min is not None and value < metric.min:
-        return measurement(Verdict.FAILED, f"{value:g} is below min {metric.min:g}")
-    if metric.max is not None and value > metric.max:
-        return measurement(Verdict.FAILED, f"{value:g} is above max {metric.max:g}")
-    return measurement(Verdict.SUCCESSFUL, "within bounds")
+    if value is None or not math.isfinite(value):
+        return _measurement(metric, now, Verdict.INCONCLUSIVE, "no data", outcome)
+    checks = [check_bounds(metric, value)]
+    if metric.compare_to == "stable":
+        if stable_value is None or not math.isfinite(stable_value):
+            checks.append((Verdict.INCONCLUSIVE, "no stable value to compare with"))
+        else:
+            checks.append(compare_values(metric, value, stable_value))
+    if metric.min is None and metric.max is None:
+        checks = checks[1:]
+    verdict, message = _combine(checks)
+    return _measurement(metric, now, verdict, message, outcome)
+
+
+# --------------------------------------------------------------------------- result handling
+
+
+def _find(results: Sequence[QueryResult], key: str, role: q.Role) -> QueryResult | None:
+    for result in results:
+        if result.spec.key == key and result.spec.role == role:
+            return result
+    return None
+
+
+def _need(results: Sequence[QueryResult], key: str, role: q.Role) -> QueryResult:
+    result = _find(results, key, role)
+    if result is None:
+        raise _Stop(Verdict.ERROR, f"internal: no {role} {key} query result")
+    if result.error is not None:
+        raise _Stop(Verdict.ERROR, f"{role} {key} query: {result.error}")
+    if result.result_type not in ("vector", "scalar"):
+        raise _Stop(
+            Verdict.ERROR,
+            f"{role} {key} query returned a {result.result_type}; an instant vector or scalar is needed",
+        )
+    return result
+
+
+def one_number(result: QueryResult, *, allow_inf: bool = False) -> float:
+    """The single number of a result; raise _Stop for empty (Inconclusive), several series (Error),
+    NaN and +-Inf (Inconclusive)."""
+    where = f"{result.spec.role} {result.spec.key}"
+    if not result.series:
+        raise _Stop(Verdict.INCONCLUSIVE, f"no data: the {where} query returned an empty result")
+    if len(result.series) > 1:
+        raise _Stop(
+            Verdict.ERROR,
+            f"the {where} query returned {len(result.series)} series where one number was expected; "
+            "aggregate it (sum, max, ...)",
+        )
+    value = result.series[0].value
+    if math.isnan(value):
+        raise _Stop(Verdict.INCONCLUSIVE, f"no data: the {where} query returned NaN")
+    if math.isinf(value) and not allow_inf:
+        raise _Stop(
+            Verdict.INCONCLUSIVE,
+            f"the {where} query returned {'+' if value > 0 else '-'}Inf (a division by zero?)",
+        )
+    return value
+
+
+def _sum(result: QueryResult) -> float:
+    total = 0.0
+    for s in result.series:
+        if math.isfinite(s.value):
+            total += s.value
+    return total
+
+
+def _by_label(result: QueryResult, label: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for s in result.series:
+        if math.isfinite(s.value):
+            key = s.labels.get(label, "")
+            out[key] = out.get(key, 0.0) + s.value
+    return out
+
+
+def _require_sample(metric: Metric, size: float, what: str, role: q.Role = "canary") -> None:
+    minimum = min_samples(metric)
+    if size <= 0:
+        raise _Stop(Verdict.INCONCLUSIVE, f"no {role} {what} in the window")
+    if size < minimum:
+        raise _Stop(
+            Verdict.INCONCLUSIVE,
+            f"{role} has {_fmt(size)} {what} in the window, fewer than "
+            f"{'minRequests' if metric.min_requests is not None else 'the default minimum'} {minimum}",
+        )
+
+
+# ----------------------------------------------------------------------------------- metrics
+
+
+def _error_rate(metric: Metric, results: Sequence[QueryResult], outcome: _Outcome) -> None:
+    canary = _by_label(_need(results, "requests", "canary"), q.LABEL_OUTCOME)
+    total = sum(canary.values())
+    errors = canary.get(q.OUTCOME_SERVER_ERROR, 0.0)
+    outcome.sample_size = total
+    outcome.value = errors / total if total > 0 else None
+    stable_counts: dict[str, float] | None = None
+    if metric.compare_to == "stable":
+        stable_counts = _by_label(_need(results, "requests", "stable"), q.LABEL_OUTCOME)
+        stable_total = sum(stable_counts.values())
+        if stable_total > 0:
+            outcome.stable_value = stable_counts.get(q.OUTCOME_SERVER_ERROR, 0.0) / stable_total
+    _require_sample(metric, total, "requests")
+    assert outcome.value is not None
+    if metric.min is not None or metric.max is not None:
+        outcome.add(*check_bounds(metric, outcome.value, "error rate"))
+    if stable_counts is not None:
+        stable_total = sum(stable_counts.values())
+        outcome.add(
+            *compare_proportions(
+                metric,
+                errors,
+                total,
+                stable_counts.get(q.OUTCOME_SERVER_ERROR, 0.0),
+                stable_total,
+                bad="error rate",
+            )
+        )
+
+
+def _accuracy(metric: Metric, results: Sequence[QueryResult], outcome: _Outcome) -> None:
+    canary = _by_label(_need(results, "feedback", "canary"), q.LABEL_CORRECT)
+    total = sum(canary.values())
+    correct = canary.get(q.CORRECT_TRUE, 0.0)
+    outcome.sample_size = total
+    outcome.value = correct / total if total > 0 else None
+    stable_counts: dict[str, float] | None = None
+    if metric.compare_to == "stable":
+        stable_counts = _by_label(_need(results, "feedback", "stable"), q.LABEL_CORRECT)
+        stable_total = sum(stable_counts.values())
+        if stable_total > 0:
+            outcome.stable_value = stable_counts.get(q.CORRECT_TRUE, 0.0) / stable_total
+    _require_sample(metric, total, "labelled predictions (feedback)")
+    assert outcome.value is not None
+    if metric.min is not None or metric.max is not None:
+        outcome.add(*check_bounds(metric, outcome.value, "accuracy"))
+    if stable_counts is not None:
+        stable_total = sum(stable_counts.values())
+        outcome.add(
+            *compare_proportions(
+                metric,
+                total - correct,
+                total,
+                stable_total - stable_counts.get(q.CORRECT_TRUE, 0.0),
+                stable_total,
+                bad="miss rate",
+            )
+        )
+
+
+def _latency(metric: Metric, results: Sequence[QueryResult], outcome: _Outcome) -> None:
+    count_result = _need(results, "count", "canary")
+    latency_result = _need(results, "latency", "canary")
+    count = _sum(count_result)
+    outcome.sample_size = count
+    _require_sample(metric, count, "requests")
+    # +Inf: the quantile lies in the +Inf bucket, i.e. above the largest bucket: a real (bad) value.
+    value = one_number(latency_result, allow_inf=True)
+    outcome.value = value
+    if metric.min is not None or metric.max is not None:
+        verdict, message = check_bounds(metric, value, "latency")
+        if math.isinf(value):
+            message = "latency is above the largest histogram bucket; " + message
+        outcome.add(verdict, message)
+    if metric.compare_to == "stable":
+        stable_result = _need(results, "latency", "stable")
+        try:
+            stable = one_number(stable_result, allow_inf=True)
+        except _Stop as stop:
+            if stop.verdict == Verdict.ERROR:
+                raise
+            outcome.add(Verdict.INCONCLUSIVE, "no stable latency to compare with (no stable requests?)")
+            return
+        outcome.stable_value = stable
+        if math.isinf(stable):
+            outcome.add(Verdict.INCONCLUSIVE, "stable latency is above the largest bucket; cannot compare")
+            return
+        outcome.add(*compare_values(metric, value, stable))
+
+
+def _input_drift(metric: Metric, results: Sequence[QueryResult], outcome: _Outcome) -> None:
+    rows = _sum(_need(results, "rows", "canary"))
+    outcome.sample_size = rows
+    per_feature = _by_label(_need(results, "psi", "canary"), q.LABEL_FEATURE)
+    if metric.min_requests:
+        _require_sample(metric, rows, "rows in the drift window")
+    if not per_feature:
+        raise _Stop(
+            Verdict.INCONCLUSIVE,
+            f"no input PSI yet (the canary's drift window holds {_fmt(rows)} rows; the server "
+            "publishes PSI once it holds MLCANARY_DRIFT_MIN_ROWS)",
+        )
+    feature, value = max(per_feature.items(), key=lambda item: item[1])
+    outcome.value = value
+    if metric.min is not None or metric.max is not None:
+        verdict, message = check_bounds(metric, value, f"max input PSI (feature {feature!r})")
+        outcome.add(verdict, message)
+    if metric.compare_to == "stable":
+        stable = _by_label(_need(results, "psi", "stable"), q.LABEL_FEATURE)
+        if not stable:
+            outcome.add(Verdict.INCONCLUSIVE, "no stable input PSI to compare with")
+            return
+        outcome.stable_value = max(stable.values())
+        outcome.add(*compare_values(metric, value, outcome.stable_value))
+
+
+def _score_buckets(result: QueryResult) -> list[tuple[float, float]]:
+    buckets: dict[float, float] = {}
+    for s in result.series:
+        le = s.labels.get(q.LABEL_LE)
+        if le is None:
+            raise _Stop(Verdict.ERROR, f"{result.spec.role} score series without an 'le' label")
+        try:
+            edge = float(le)
+        except ValueError as error:
+            raise _Stop(Verdict.ERROR, f"bad bucket bound le={le!r}") from error
+        if math.isfinite(s.value):
+            buckets[edge] = buckets.get(edge, 0.0) + s.value
+    return sorted(buckets.items())
+
+
+def _prediction_drift(metric: Metric, results: Sequence[QueryResult], outcome: _Outcome) -> None:
+    scores = {role: _score_buckets(_need(results, "scores", role)) for role in ("canary", "stable")}
+    classes = {
+        role: _by_label(_need(results, "classes", role), q.LABEL_CLASS) for role in ("canary", "stable")
+    }
+
+    def total(role: str) -> float:
+        buckets = scores[role]
+        if buckets and math.isinf(buckets[-1][0]):
+            return buckets[-1][1]
+        return sum(classes[role].values())
+
+    n_canary, n_stable = total("canary"), total("stable")
+    outcome.sample_size = n_canary
+    _require_sample(metric, n_canary, "predictions")
+    _require_sample(metric, n_stable, "predictions", "stable")
+    parts: list[tuple[float, float, str]] = []  # (psi, noise floor, what)
+    notes: list[str] = []
+    canary_edges = [le for le, _ in scores["canary"]]
+    stable_edges = [le for le, _ in scores["stable"]]
+    if canary_edges and stable_edges:
+        if canary_edges == stable_edges:
+            c, s = histogram_counts(scores["canary"]), histogram_counts(scores["stable"])
+            if sum(c.values()) > 0 and sum(s.values()) > 0:
+                used = sum(1 for k in set(c) | set(s) if c.get(k, 0) > 0 or s.get(k, 0) > 0)
+                parts.append(
+                    (psi(s, c), psi_noise_floor(used, sum(s.values()), sum(c.values())), "score histogram")
+                )
+        else:
+            notes.append("score buckets differ between the versions, so scores are not compared")
+    if classes["canary"] and classes["stable"]:
+        c, s = classes["canary"], classes["stable"]
+        if sum(c.values()) > 0 and sum(s.values()) > 0:
+            used = sum(1 for k in set(c) | set(s) if c.get(k, 0) > 0 or s.get(k, 0) > 0)
+            parts.append((psi(s, c), psi_noise_floor(used, sum(s.values()), sum(c.values())), "class shares"))
+    if not parts:
+        raise _Stop(Verdict.ERROR, "; ".join([*notes, "no comparable prediction distributions"]))
+    value, floor, what = max(parts)
+    outcome.value = value
+    detail = ", ".join(f"{w} PSI {_fmt(v)}" for v, _, w in parts)
+    if metric.max is not None and floor > PSI_NOISE_SHARE * metric.max:
+        raise _Stop(
+            Verdict.INCONCLUSIVE,
+            f"{detail}: too few predictions, sampling noise alone gives PSI ~{_fmt(floor)} "
+            f"(> {PSI_NOISE_SHARE:g} x max {metric.max:g})",
+        )
+    verdict, message = check_bounds(metric, value, f"{what} PSI canary vs stable")
+    outcome.add(verdict, "; ".join([message, detail, *notes]))
+
+
+def _custom(metric: Metric, results: Sequence[QueryResult], outcome: _Outcome) -> None:
+    if metric.min_requests:
+        requests = _sum(_need(results, "requests", "canary"))
+        outcome.sample_size = requests
+        _require_sample(metric, requests, "requests")
+    value = one_number(_need(results, "value", "canary"))
+    outcome.value = value
+    if metric.min is not None or metric.max is not None:
+        outcome.add(*check_bounds(metric, value))
+    if metric.compare_to == "stable":
+        try:
+            stable = one_number(_need(results, "value", "stable"))
+        except _Stop as stop:
+            if stop.verdict == Verdict.ERROR:
+                raise
+            outcome.add(Verdict.INCONCLUSIVE, f"stable: {stop.message}")
+            return
+        outcome.stable_value = stable
+        outcome.add(*compare_values(metric, value, stable))
+
+
+_BUILTINS = {
+    BuiltinMetric.ERROR_RATE: _error_rate,
+    BuiltinMetric.LATENCY_P99: _latency,
+    BuiltinMetric.INPUT_DRIFT: _input_drift,
+    BuiltinMetric.PREDICTION_DRIFT: _prediction_drift,
+    BuiltinMetric.ACCURACY: _accuracy,
+}
+
+
+def evaluate(
+    metric: Metric,
+    results: Sequence[QueryResult],
+    now: datetime,
+    *,
+    problems: Sequence[str] = (),
+) -> Measurement:
+    """Judge one metric from its query results (see the module docstring for the rules)."""
+    outcome = _Outcome()
+    if problems:
+        return _measurement(metric, now, Verdict.ERROR, "; ".join(problems), outcome)
+    try:
+        if metric.builtin is not None:
+            _BUILTINS[metric.builtin](metric, results, outcome)
+        else:
+            _custom(metric, results, outcome)
+    except _Stop as stop:
+        return _measurement(metric, now, stop.verdict, stop.message, outcome)
+    verdict, message = _combine(outcome.checks)
+    return _measurement(metric, now, verdict, message, outcome)
