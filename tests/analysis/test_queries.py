@@ -257,3 +257,31 @@ def test_selector_structure_never_changes(value: str) -> None:
 @given(value=hostile_text)
 def test_custom_template_structure_never_changes(value: str) -> None:
     check_template(value)
+
+
+def test_docs_show_the_promql_each_builtin_runs() -> None:
+    """docs/analysis.md shows every built-in query; keep it in step with the code."""
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "analysis.md"
+    if not docs.exists():
+        pytest.skip("docs/analysis.md is not in this checkout")
+
+    def short(text: str) -> str:
+        for version in ("2.0.0", "1.0.0"):
+            text = text.replace(f'{{model_name="fraud",model_version="{version}"}}', f"{{SEL({version})}}")
+        return text
+
+    text = short(docs.read_text())
+    ctx = q.QueryContext(
+        name="fraud",
+        namespace="risk",
+        model_name="fraud",
+        version="2.0.0",
+        stable_version="1.0.0",
+        interval="1m",
+    )
+    for kind in BuiltinMetric:
+        m = builtin(kind) if kind == BuiltinMetric.PREDICTION_DRIFT else builtin(kind, compare_to="stable")
+        for spec in q.metric_queries(m, ctx):
+            assert short(spec.promql) in text, f"{kind} {spec.role} {spec.key}: {spec.promql}"

@@ -201,14 +201,16 @@ def builtin_queries(metric: Metric, context: QueryContext) -> list[QuerySpec]:
                         f"(rate({REQUEST_DURATION_SECONDS}_bucket{sel}[{window}])))",
                     )
                 )
-                specs.append(
-                    QuerySpec(
-                        "count", role, f"sum(increase({REQUEST_DURATION_SECONDS}_count{sel}[{window}]))"
+                if role == "canary":  # the sample size is the canary's
+                    specs.append(
+                        QuerySpec(
+                            "count", role, f"sum(increase({REQUEST_DURATION_SECONDS}_count{sel}[{window}]))"
+                        )
                     )
-                )
             case BuiltinMetric.INPUT_DRIFT:
                 specs.append(QuerySpec("psi", role, f"max by ({LABEL_FEATURE}) ({INPUT_DRIFT_PSI}{sel})"))
-                specs.append(QuerySpec("rows", role, f"sum({INPUT_DRIFT_WINDOW_ROWS}{sel})"))
+                if role == "canary":
+                    specs.append(QuerySpec("rows", role, f"sum({INPUT_DRIFT_WINDOW_ROWS}{sel})"))
             case BuiltinMetric.PREDICTION_DRIFT:
                 specs.append(
                     QuerySpec(
