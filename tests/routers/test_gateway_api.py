@@ -387,3 +387,15 @@ async def test_ports_are_read_from_the_revision_services() -> None:
     await ROUTER.apply(kube, context(GATEWAY), target(20))
     refs = kube.obj("httproutes", NAME)["spec"]["rules"][-1]["backendRefs"]
     assert [(r["name"], r["port"]) for r in refs] == [(STABLE, 8080), (CANARY, 9090)]
+
+
+async def test_only_an_outside_edit_is_reported_as_one(caplog: pytest.LogCaptureFixture) -> None:
+    kube = MemoryKube(defaults={"httproutes": httproute_defaults})
+    ctx = context(GATEWAY)
+    await ROUTER.apply(kube, ctx, target(20))
+    await ROUTER.apply(kube, ctx, target(50))  # our own target moved on: an update, not a revert
+    assert "edited outside" not in caplog.text
+    kube.edit("httproutes", NAME, lambda r: r["spec"]["rules"][-1]["backendRefs"][1].update(weight=99))
+    await ROUTER.apply(kube, ctx, target(50))
+    assert "edited outside the operator (spec.rules[0].backendRefs[1].weight: 99, want 50)" in caplog.text
+    assert weighted(kube.obj("httproutes", NAME)) == [(STABLE, 50), (CANARY, 50)]

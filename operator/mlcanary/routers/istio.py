@@ -34,7 +34,7 @@ from mlcanary.engine import SetTraffic, TrafficObservation
 from mlcanary.kube import VIRTUALSERVICES, Kube
 from mlcanary.routers.base import RouteContext, safe_target
 from mlcanary.routers.gateway_api import available, backends, pinned_revision, route_labels
-from mlcanary.routers.readback import generation, owned_by, revision_ports, spec_drift
+from mlcanary.routers.readback import generation, owned_by, revision_ports, spec_drift, written_by_us
 
 logger = logging.getLogger(__name__)
 
@@ -207,10 +207,14 @@ class IstioRouter:
             )
             return
         drift = spec_drift(desired, live)
-        if drift is not None:
-            logger.info(
-                "%s/%s: VirtualService drifted (%s): writing it again", owner.namespace, owner.name, drift
+        if drift is not None and written_by_us(desired, live):
+            logger.warning(
+                "%s/%s: VirtualService was edited outside the operator (%s): reverting it",
+                owner.namespace,
+                owner.name,
+                drift,
             )
+        # A spec that differs is written whole (force), so fields the desired spec lacks are removed.
         await kube.ensure(desired, force=drift is not None)
 
     async def observe(self, kube: Kube, ctx: RouteContext, target: SetTraffic) -> TrafficObservation:

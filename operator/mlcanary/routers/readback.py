@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mlcanary.engine import SetTraffic
-from mlcanary.kube import SERVICES, Kube
+from mlcanary.kube import HASH_ANNOTATION, SERVICES, Kube, content_hash
 from mlcanary.resources import HTTP_PORT_NAME, Owner
 
 
@@ -72,6 +72,13 @@ def spec_drift(desired: Mapping[str, Any], live: Mapping[str, Any]) -> str | Non
         return f"spec.{extra[0]}: set on the live object, not by the operator"
     found = first_difference(want, got, "spec")
     return found
+
+
+def written_by_us(desired: Mapping[str, Any], live: Mapping[str, Any]) -> bool:
+    """Whether the live object records that the operator already wrote exactly ``desired``: if its spec
+    differs nonetheless, someone else edited it (rather than our target having moved on)."""
+    annotations = (live.get("metadata") or {}).get("annotations") or {}
+    return bool(annotations.get(HASH_ANNOTATION) == content_hash(dict(desired)))
 
 
 def controller_uid(obj: Mapping[str, Any]) -> str | None:
