@@ -724,6 +724,11 @@ def _ensure_actions(tick: _Tick) -> list[Action]:
             canary_ready=canary_obs.ready_replicas if canary_obs else 0,
         )
         stable_replicas, canary_replicas = split.stable, split.canary
+        if status.phase == Phase.PREPARING:
+            # Weight 0: stable keeps every pod until the step starts. Sized for the promotion step
+            # (after a promotion lost readiness), a ready but paused canary would otherwise leave
+            # stable with none.
+            stable_replicas = total
     else:
         stable_replicas, canary_replicas = total, total
     actions.append(EnsureRevision(status.stable, "stable", stable_replicas))
