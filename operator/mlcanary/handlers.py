@@ -43,7 +43,9 @@ def make_provider_factory(settings: Settings, kube: Kube) -> Any:
             return FileMetricProvider(Path(settings.metrics_source.removeprefix("file:")))
         from mlcanary.analysis.prometheus import provider_for_spec
 
-        provider: MetricProvider = provider_for_spec(spec, namespace, settings, kube)
+        provider: MetricProvider = provider_for_spec(
+            spec, namespace, settings, kube, namespace_label=settings.prometheus_namespace_label
+        )
         return provider
 
     return factory

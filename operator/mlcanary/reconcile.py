@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from mlcanary import engine, resources
 from mlcanary.analysis.provider import AnalysisContext, MetricProvider, run_round
+from mlcanary.durations import parse_duration
 from mlcanary.engine import (
     EmitEvent,
     EnsureRevision,
@@ -174,8 +175,12 @@ async def _tick(obj: dict[str, Any], ctx: OperatorContext) -> TickResult:
             interval=spec.analysis.interval,
             canary_weight=status.canary_weight,
         )
+        query_timeout = ctx.settings.query_timeout_seconds
+        if spec.analysis.prometheus is not None:
+            query_timeout = parse_duration(spec.analysis.prometheus.timeout).total_seconds()
+        # The provider enforces the query timeout; this outer bound only catches a provider bug.
         analysis_round = await run_round(
-            provider, spec.analysis, context, now, timeout_seconds=ctx.settings.query_timeout_seconds + 5
+            provider, spec.analysis, context, now, timeout_seconds=query_timeout + 5
         )
         ctx.metrics.record_round(namespace, name, analysis_round.measurements)
 

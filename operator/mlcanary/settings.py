@@ -6,6 +6,7 @@
 | MLCANARY_METRICS_SOURCE | prometheus | `prometheus`, or `file:/path.json` (tests/dev stand-in) |
 | MLCANARY_TICK_SECONDS | 10 | how often each ModelDeployment is reconciled |
 | MLCANARY_QUERY_TIMEOUT_SECONDS | 10 | timeout of one analysis query |
+| MLCANARY_PROMETHEUS_NAMESPACE_LABEL | (none) | also select serving series by this label = the ModelDeployment's namespace (e.g. `namespace` when the scrape config adds it) |
 | MLCANARY_METRICS_PORT | 8080 | port of the operator's own /metrics (0 disables) |
 | MLCANARY_METRICS_HOST | 0.0.0.0 | address of the operator's own /metrics |
 | MLCANARY_LOG_FORMAT | plain | `plain` or `json` |
@@ -25,6 +26,7 @@ class Settings:
     metrics_source: str = "prometheus"
     tick_seconds: float = 10.0
     query_timeout_seconds: float = 10.0
+    prometheus_namespace_label: str | None = None
     metrics_port: int = 8080
     metrics_host: str = "0.0.0.0"
     log_format: str = "plain"
@@ -48,6 +50,7 @@ class Settings:
             metrics_source=get("METRICS_SOURCE", defaults.metrics_source),
             tick_seconds=float(get("TICK_SECONDS", str(defaults.tick_seconds))),
             query_timeout_seconds=float(get("QUERY_TIMEOUT_SECONDS", str(defaults.query_timeout_seconds))),
+            prometheus_namespace_label=get("PROMETHEUS_NAMESPACE_LABEL", "") or None,
             metrics_port=int(get("METRICS_PORT", str(defaults.metrics_port))),
             metrics_host=get("METRICS_HOST", defaults.metrics_host),
             log_format=log_format,
