@@ -32,6 +32,7 @@ from mlcanary.routers.base import RouteContext
 REPO = Path(__file__).resolve().parents[2]
 UPSTREAM = REPO.parent / "shared" / "upstream-crds"
 GATEWAY_CRDS = UPSTREAM / "gateway-api-v1.6.1-httproutes.yaml"
+GATEWAY_GATEWAY_CRDS = UPSTREAM / "gateway-api-v1.6.1-gateways.yaml"
 ISTIO_CRDS = UPSTREAM / "istio-1.29.6-virtualservices-destinationrules.yaml"
 GOLDEN = Path(__file__).resolve().parent / "golden"
 UID = "6f1c2b1e-0000-4000-8000-000000000001"
@@ -102,8 +103,8 @@ def load_crds(path: Path) -> dict[str, dict[str, Any]]:
 @functools.cache
 def upstream_validator(api_version: str, kind: str) -> jsonschema.protocols.Validator:
     group, version = api_version.split("/")
-    path = GATEWAY_CRDS if group == "gateway.networking.k8s.io" else ISTIO_CRDS
-    crd = load_crds(path)[kind]
+    crds = {**load_crds(GATEWAY_CRDS), **load_crds(GATEWAY_GATEWAY_CRDS), **load_crds(ISTIO_CRDS)}
+    crd = crds[kind]
     assert crd["spec"]["group"] == group
     schema = crd_version_schema(crd, version)
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)

@@ -3,6 +3,7 @@ and for the operator's renderer, which produces the router's objects from them."
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import jsonschema
@@ -51,3 +52,30 @@ def test_example_renders_objects_the_upstream_schemas_accept(name: str) -> None:
         for obj in objects:
             if obj["kind"] in ("HTTPRoute", "VirtualService"):
                 assert schema_errors(obj) == [], obj
+
+
+DOCS = {
+    "gateway-api.yaml": "routing-gateway-api.md",
+    "istio.yaml": "routing-istio.md",
+    "replicas.yaml": "routing-replicas.md",
+}
+
+
+def yaml_blocks(markdown: str) -> list[dict]:
+    blocks = re.findall(r"```yaml\n(.*?)```", markdown, re.S)
+    return [d for block in blocks for d in yaml.safe_load_all(block) if isinstance(d, dict)]
+
+
+@pytest.mark.parametrize("name", sorted(DOCS))
+def test_each_routing_page_shows_its_example_verbatim(name: str) -> None:
+    docs = yaml_blocks((REPO / "docs" / DOCS[name]).read_text())
+    shown = [d for d in docs if d.get("kind") == "ModelDeployment"]
+    assert shown == model_deployments(REPO / "examples" / name)
+
+
+@needs_upstream
+def test_other_manifests_in_the_routing_pages_are_valid() -> None:
+    for page in DOCS.values():
+        for doc in yaml_blocks((REPO / "docs" / page).read_text()):
+            if doc.get("kind") not in (None, "ModelDeployment"):
+                assert schema_errors(doc) == [], (page, doc)
