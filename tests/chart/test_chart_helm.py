@@ -83,6 +83,7 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
         ("analysis.tickSeconds=0", "analysis.tickSeconds"),
         ("analysis.metricsSource=influx", "analysis.metricsSource"),
         ("prometheus.url=prometheus:9090", "prometheus.url"),
+        ("prometheus.namespaceLabel=k8s-namespace", "prometheus.namespaceLabel"),
         ("image.pullPolicy=Sometimes", "image.pullPolicy"),
         ("image.digest=latest", "image.digest"),
         ("watchNamespaces={Team_A}", "watchNamespaces"),
@@ -286,7 +287,8 @@ def test_probes_resources_and_ports(values_file: Path, rendered: dict[str, list[
 
 SETTINGS_ENV = {
     "MLCANARY_PROMETHEUS_URL", "MLCANARY_METRICS_SOURCE", "MLCANARY_TICK_SECONDS",
-    "MLCANARY_QUERY_TIMEOUT_SECONDS", "MLCANARY_METRICS_PORT", "MLCANARY_METRICS_HOST",
+    "MLCANARY_QUERY_TIMEOUT_SECONDS",
+    "MLCANARY_PROMETHEUS_NAMESPACE_LABEL", "MLCANARY_METRICS_PORT", "MLCANARY_METRICS_HOST",
     "MLCANARY_LOG_FORMAT", "MLCANARY_NAMESPACES", "MLCANARY_SERVING_IMAGE_PULL_POLICY",
 }  # fmt: skip
 
@@ -314,6 +316,7 @@ def test_values_reach_the_operator_settings(rendered: dict[str, list[dict[str, A
     assert settings.log_format == "json"
     assert settings.image_pull_policy == "Always"
     assert settings.namespaces == []
+    assert settings.prometheus_namespace_label is None, "no PodMonitor, no explicit label"
     container = _container(deployment)
     assert container["image"] == (
         "registry.example.com/ml/mlcanary-operator@sha256:"
@@ -321,6 +324,17 @@ def test_values_reach_the_operator_settings(rendered: dict[str, list[dict[str, A
     )
     assert "--verbose" in container["args"]
     assert {"name": "HTTPS_PROXY", "value": "http://proxy.example.com:3128"} in container["env"]
+
+
+def test_namespace_label_follows_the_podmonitor_unless_set(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """The chart's PodMonitor gives serving series a "namespace" label, so analysis can select on it."""
+    with_podmonitor = Settings.from_env(_env(one(rendered["monitoring-values"], "Deployment")))
+    assert with_podmonitor.prometheus_namespace_label == "namespace"
+    explicit = render(sets=("prometheus.namespaceLabel=kubernetes_namespace",))
+    assert (
+        Settings.from_env(_env(one(explicit, "Deployment"))).prometheus_namespace_label
+        == "kubernetes_namespace"
+    )
 
 
 def test_image_tag_defaults_to_app_version() -> None:

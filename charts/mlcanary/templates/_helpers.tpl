@@ -43,6 +43,15 @@ app.kubernetes.io/part-of: mlcanary
 {{- end }}
 {{- end }}
 
+{{/* The serving series' namespace label: explicit, else the one the chart's PodMonitor produces. */}}
+{{- define "mlcanary.namespaceLabel" -}}
+{{- if .Values.prometheus.namespaceLabel }}
+{{- .Values.prometheus.namespaceLabel }}
+{{- else if .Values.monitoring.serving.podMonitor.enabled }}
+{{- "namespace" }}
+{{- end }}
+{{- end }}
+
 {{- define "mlcanary.image" -}}
 {{- if .Values.image.digest }}
 {{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
