@@ -31,7 +31,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from .runtime import available_cpus  # stdlib + numpy only: cheap, and numpy's pool is lazy
+    from .cpus import available_cpus  # stdlib only: numpy/OpenBLAS read the *_NUM_THREADS at import
 
     threads = args.threads or int(os.environ.get("MLCANARY_THREADS") or available_cpus())
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):

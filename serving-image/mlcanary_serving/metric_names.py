@@ -73,8 +73,8 @@ _SPECS: Final = (
         "counter",
         (*MODEL_LABELS, LABEL_OUTCOME),
         "Prediction requests (/predict, /v2/.../infer) by outcome: success, client_error (4xx: bad "
-        "input, unknown model, oversized body), server_error (5xx: model failure, not ready, "
-        "injected error). Error rate = server_error / all.",
+        "input, unknown model, oversized body), server_error (5xx: model failure, injected error). "
+        "Error rate = server_error / all. Requests refused before a model is loaded are not counted.",
     ),
     MetricSpec(
         REQUEST_DURATION_SECONDS,

@@ -8,16 +8,14 @@ row; classification labels are the bundle's class values.
 from __future__ import annotations
 
 import logging
-import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from .bundle import Bundle, load_joblib_verified
+from .cpus import available_cpus
 
 log = logging.getLogger(__name__)
 
@@ -33,35 +31,6 @@ class Runtime(Protocol):
     format: str
 
     def predict(self, X: npt.NDArray[np.float64]) -> Prediction: ...
-
-
-def available_cpus() -> int:
-    """CPUs this process may use: affinity mask, capped by the cgroup v2/v1 CPU quota."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        n = os.cpu_count() or 1
-    quota = _cgroup_cpu_quota()
-    if quota is not None:
-        n = min(n, max(1, math.ceil(quota)))
-    return max(1, n)
-
-
-def _cgroup_cpu_quota() -> float | None:
-    try:
-        text = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if text and text[0] != "max":
-            return int(text[0]) / int(text[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        q = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
-        p = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
-        if q > 0 and p > 0:
-            return q / p
-    except (OSError, ValueError):
-        pass
-    return None
 
 
 def _from_proba(
