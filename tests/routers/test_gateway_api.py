@@ -399,3 +399,20 @@ async def test_only_an_outside_edit_is_reported_as_one(caplog: pytest.LogCapture
     await ROUTER.apply(kube, ctx, target(50))
     assert "edited outside the operator (spec.rules[0].backendRefs[1].weight: 99, want 50)" in caplog.text
     assert weighted(kube.obj("httproutes", NAME)) == [(STABLE, 50), (CANARY, 50)]
+
+
+async def test_revision_ports_are_read_once_per_revision() -> None:
+    kube = MemoryKube()
+    for name in (STABLE, CANARY):
+        kube.put(
+            "services",
+            {
+                "metadata": {"name": name, "namespace": NAMESPACE},
+                "spec": {"ports": [{"name": "http", "port": 8080}]},
+            },
+        )
+    for _ in range(3):
+        await ROUTER.apply(kube, context(GATEWAY), target(20))
+        await ROUTER.observe(kube, context(GATEWAY), target(20))
+    service_reads = [path for method, path in kube.calls if method == "GET" and "/services/" in path]
+    assert len(service_reads) == 2

@@ -103,6 +103,12 @@ def _show(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+# (namespace, revision) -> port. A revision's name carries the hash of its template, serving.port
+# included, so once its Service has been seen the answer never changes: no GET per tick after that.
+_PORTS: dict[tuple[str, str], int] = {}
+_PORTS_LIMIT = 10_000
+
+
 async def revision_ports(kube: Kube, namespace: str, target: SetTraffic) -> dict[str, int]:
     """The ``http`` port of each target revision's Service as it exists (absent Services left out).
 
@@ -112,8 +118,15 @@ async def revision_ports(kube: Kube, namespace: str, target: SetTraffic) -> dict
     for revision in (target.stable, target.canary):
         if revision is None or revision in ports:
             continue
+        cached = _PORTS.get((namespace, revision))
+        if cached is not None:
+            ports[revision] = cached
+            continue
         service = await kube.get(SERVICES, namespace, revision)
         for entry in ((service or {}).get("spec") or {}).get("ports") or []:
             if entry.get("name") == HTTP_PORT_NAME:
                 ports[revision] = int(entry["port"])
+                if len(_PORTS) >= _PORTS_LIMIT:
+                    _PORTS.clear()
+                _PORTS[(namespace, revision)] = ports[revision]
     return ports
