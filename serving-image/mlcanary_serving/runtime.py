@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from .bundle import Bundle, load_joblib_verified
+from .bundle import Bundle, BundleError, load_joblib_verified, sha256_bytes
 from .cpus import available_cpus
 
 log = logging.getLogger(__name__)
@@ -57,9 +57,12 @@ class OnnxRuntime:
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.log_severity_level = 3
-        self.session = ort.InferenceSession(
-            bundle.artifact_path.read_bytes(), sess_options=so, providers=["CPUExecutionProvider"]
-        )
+        data = bundle.artifact_path.read_bytes()  # hash exactly the bytes we load
+        if sha256_bytes(data) != bundle.manifest.files[bundle.manifest.artifact]["sha256"]:
+            raise BundleError(
+                f"{bundle.manifest.artifact}: sha256 changed after verification; not loading it"
+            )
+        self.session = ort.InferenceSession(data, sess_options=so, providers=["CPUExecutionProvider"])
         inp = self.session.get_inputs()[0]
         self.input_name: str = inp.name
         self.input_dtype = np.float64 if "double" in inp.type else np.float32

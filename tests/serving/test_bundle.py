@@ -194,6 +194,14 @@ def test_pickle_swapped_after_verify_is_not_loaded(tmp_path: Path, bundles: dict
     assert not marker.exists()
 
 
+def test_onnx_swapped_after_verify_is_not_loaded(tmp_path: Path, bundles: dict[str, BuildResult]) -> None:
+    d = copy(bundles["onnx"], tmp_path / "b")
+    b = verify_bundle(d)
+    (d / "model.onnx").write_bytes((bundles["hgb"].path / "model.onnx").read_bytes())
+    with pytest.raises(BundleError, match="changed after verification"):
+        load_runtime(b, 1)
+
+
 def test_joblib_and_onnx_runtimes_agree(bundles: dict[str, BuildResult]) -> None:
     X, _, _ = demo_data()
     a = load_runtime(verify_bundle(bundles["onnx"].path), 1).predict(X)

@@ -234,3 +234,30 @@ def test_openapi_lists_every_endpoint(client: TestClient) -> None:
         "/predict", "/feedback", "/healthz", "/readyz", "/metrics", "/model-card", "/v2", "/v2/health/live",
         "/v2/health/ready", "/v2/models/{name}", "/v2/models/{name}/ready", "/v2/models/{name}/infer",
     } <= paths  # fmt: skip
+
+
+def test_regression_bundle(make_client: ClientFactory, tmp_path: object) -> None:
+    from pathlib import Path
+
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from mlcanary_serving.bundle import build_bundle
+
+    target = X[:, 1] * 2.0 + X[:, 2]
+    pipe = make_pipeline(StandardScaler(), Ridge()).fit(X, target)
+    res = build_bundle(pipe, X, target, Path(str(tmp_path)) / "reg", name="reg", version="0.1.0",
+                       feature_names=NAMES, onnx=True)  # fmt: skip
+    assert res.manifest["task"] == "regression" and res.manifest["format"] == "onnx"
+    c = make_client(res.path)
+    body = c.post("/predict", json={"features": X[:3].tolist()}).json()
+    assert np.allclose(body["predictions"], pipe.predict(X[:3]), rtol=1e-6)
+    assert "probabilities" not in body
+    v2 = c.post("/v2/models/reg/infer", json={"inputs": [{"name": "input", "shape": [1, 30], "datatype": "FP64",
+                "data": X[0].tolist()}]}).json()  # fmt: skip
+    assert v2["outputs"][0]["name"] == "prediction"
+    assert (
+        c.post("/feedback", json={"request_id": body["request_id"], "labels": [1, 2, 3]}).status_code == 422
+    )
+    assert "mlcanary_prediction_score_bucket" in c.get("/metrics").text
