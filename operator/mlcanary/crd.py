@@ -1,7 +1,8 @@
 """Generate the ModelDeployment CRD from the pydantic models, and check the committed copy.
 
-``python -m mlcanary.crd`` prints the CRD; ``--write`` updates ``crds/``; ``--check`` exits 1 when the
-committed file differs from what the models generate (CI runs it, so the two cannot drift).
+``python -m mlcanary.crd`` prints the CRD; ``--write`` updates ``crds/`` and the chart's copy;
+``--check`` exits 1 when either committed file differs from what the models generate (CI runs it, so
+they cannot drift).
 
 The pydantic JSON schema is turned into a Kubernetes *structural* schema: ``$ref`` inlined, optional
 ``anyOf [X, null]`` collapsed to ``X``, no ``additionalProperties: false`` beside ``properties``, no
@@ -23,6 +24,8 @@ from mlcanary import models
 CRD_FILENAME = f"{models.PLURAL}.{models.API_GROUP}.yaml"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PATH = REPO_ROOT / "crds" / CRD_FILENAME
+# The Helm chart ships the same file (Helm installs crds/ of a chart on first install only).
+CHART_PATH = REPO_ROOT / "charts" / "mlcanary" / "crds" / CRD_FILENAME
 
 _DROP_KEYS = {"title", "default", "examples"}
 
@@ -176,26 +179,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--path", type=Path, default=DEFAULT_PATH, help="CRD file (default: %(default)s)")
     args = parser.parse_args(argv)
     rendered = render_crd()
+    # The default target is both copies; an explicit --path names one file (used by tests).
+    paths = [args.path] if args.path != DEFAULT_PATH else [DEFAULT_PATH, CHART_PATH]
     if args.write:
-        args.path.parent.mkdir(parents=True, exist_ok=True)
-        args.path.write_text(rendered)
-        print(f"wrote {args.path}")
+        for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(rendered)
+            print(f"wrote {path}")
         return 0
     if args.check:
-        current = args.path.read_text() if args.path.exists() else ""
-        if current == rendered:
-            print(f"{args.path} is up to date")
-            return 0
-        sys.stdout.writelines(
-            difflib.unified_diff(
-                current.splitlines(keepends=True),
-                rendered.splitlines(keepends=True),
-                fromfile=f"{args.path} (committed)",
-                tofile="generated from mlcanary.models",
+        stale = 0
+        for path in paths:
+            current = path.read_text() if path.exists() else ""
+            if current == rendered:
+                print(f"{path} is up to date")
+                continue
+            stale += 1
+            sys.stdout.writelines(
+                difflib.unified_diff(
+                    current.splitlines(keepends=True),
+                    rendered.splitlines(keepends=True),
+                    fromfile=f"{path} (committed)",
+                    tofile="generated from mlcanary.models",
+                )
             )
-        )
-        print(f"\n{args.path} is out of date: run `python -m mlcanary.crd --write`", file=sys.stderr)
-        return 1
+            print(f"\n{path} is out of date: run `python -m mlcanary.crd --write`", file=sys.stderr)
+        return 1 if stale else 0
     sys.stdout.write(rendered)
     return 0
 
