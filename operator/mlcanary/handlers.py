@@ -59,6 +59,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     )
     settings.persistence.finalizer = f"{API_GROUP}/kopf-finalizer"
     settings.watching.server_timeout = 300
+    if SETTINGS.namespaces:
+        # Namespaced mode runs with Roles only: Kopf must not try to watch CRDs or namespaces
+        # cluster-wide (it would log permission errors); the CRD is installed before the operator.
+        settings.scanning.disabled = True
     kube = Kube(_api_client())
     context = OperatorContext(
         kube=kube, settings=SETTINGS, provider_factory=make_provider_factory(SETTINGS, kube)
