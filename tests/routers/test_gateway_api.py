@@ -416,3 +416,18 @@ async def test_revision_ports_are_read_once_per_revision() -> None:
         await ROUTER.observe(kube, context(GATEWAY), target(20))
     service_reads = [path for method, path in kube.calls if method == "GET" and "/services/" in path]
     assert len(service_reads) == 2
+
+
+async def test_a_top_level_field_a_newer_crd_defaults_is_not_drift() -> None:
+    def newer_api_server(route: dict) -> None:
+        httproute_defaults(route)
+        route["spec"].setdefault("useDefaultGateways", "None")  # say a future CRD defaults this
+
+    kube = MemoryKube(defaults={"httproutes": newer_api_server})
+    ctx = context(GATEWAY)
+    await ROUTER.apply(kube, ctx, target(20))
+    writes = kube.writes
+    await ROUTER.apply(kube, ctx, target(20))
+    assert kube.writes == writes
+    accept_route(kube)
+    assert (await ROUTER.observe(kube, ctx, target(20))).confirmed

@@ -34,6 +34,10 @@ from mlcanary.routers.readback import generation, owned_by, revision_ports, spec
 
 logger = logging.getLogger(__name__)
 
+# Top-level spec fields the operator decides: one of these set by hand is reverted even when unset
+# in the desired object. Fields a newer CRD adds are left alone (see readback.spec_drift).
+MANAGED_SPEC = frozenset({"parentRefs", "hostnames", "rules"})
+
 API_VERSION = "gateway.networking.k8s.io/v1"
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 CONTROLLER_NOTE = "the Gateway implementation's controller"
@@ -278,7 +282,7 @@ class GatewayAPIRouter:
                 owner.name,
             )
             return
-        drift = spec_drift(desired, live)
+        drift = spec_drift(desired, live, MANAGED_SPEC)
         if drift is not None and written_by_us(desired, live):
             logger.warning(
                 "%s/%s: HTTPRoute was edited outside the operator (%s): reverting it",
@@ -306,7 +310,7 @@ class GatewayAPIRouter:
     @staticmethod
     def compare(desired: dict[str, Any], live: dict[str, Any], target: SetTraffic) -> TrafficObservation:
         """Read-back verdict for a live route against the desired one (pure, for tests)."""
-        drift = spec_drift(desired, live)
+        drift = spec_drift(desired, live, MANAGED_SPEC)
         verified, why = parents_verdict(live, desired["spec"]["parentRefs"])
         weight = live_canary_weight(live, target.canary)
         if drift is not None:

@@ -38,6 +38,10 @@ from mlcanary.routers.readback import generation, owned_by, revision_ports, spec
 
 logger = logging.getLogger(__name__)
 
+# Top-level spec fields the operator decides: one of these set by hand is reverted even when unset
+# in the desired object. Fields a newer CRD adds are left alone (see readback.spec_drift).
+MANAGED_SPEC = frozenset({"hosts", "gateways", "http", "tcp", "tls", "exportTo"})
+
 API_VERSION = "networking.istio.io/v1"
 WEIGHTED_ROUTE = models.WEIGHTED_RULE
 
@@ -206,7 +210,7 @@ class IstioRouter:
                 owner.name,
             )
             return
-        drift = spec_drift(desired, live)
+        drift = spec_drift(desired, live, MANAGED_SPEC)
         if drift is not None and written_by_us(desired, live):
             logger.warning(
                 "%s/%s: VirtualService was edited outside the operator (%s): reverting it",
@@ -239,7 +243,7 @@ class IstioRouter:
         """Read-back verdict for a live VirtualService against the desired one."""
         config = ctx.spec.traffic.istio
         assert config is not None
-        drift = spec_drift(desired, live)
+        drift = spec_drift(desired, live, MANAGED_SPEC)
         verified, why = istiod_verdict(live, config.require_status)
         if verified is None:
             verified, why = self._settled(live, parse_duration(config.settle_time).total_seconds())

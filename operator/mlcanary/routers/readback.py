@@ -55,23 +55,21 @@ def first_difference(desired: Any, live: Any, path: str = "") -> str | None:
     return None
 
 
-def extra_keys(desired: Mapping[str, Any], live: Mapping[str, Any]) -> list[str]:
-    """Top-level keys the live mapping has and the desired one lacks (e.g. a hand-added ``hostnames``).
+def spec_drift(
+    desired: Mapping[str, Any], live: Mapping[str, Any], managed: frozenset[str] = frozenset()
+) -> str | None:
+    """How the live object's spec differs from the desired one, or None when it carries it.
 
-    Only for mappings the API server does not default into, such as an HTTPRoute's or a
-    VirtualService's ``spec`` when the operator always writes the defaulted keys itself."""
-    return sorted(key for key in live if key not in desired)
-
-
-def spec_drift(desired: Mapping[str, Any], live: Mapping[str, Any]) -> str | None:
-    """How the live object's spec differs from the desired one, or None when it carries it."""
+    ``managed``: top-level spec fields the operator decides, set or not. One of them set on the live
+    object but absent from desired (a hand-added ``hostnames``) is drift too. Other unknown top-level
+    fields are tolerated: a newer CRD may default one, and calling that drift would rewrite the object
+    on every tick and stall the rollout on a difference nobody can remove."""
     want = desired.get("spec") or {}
     got = live.get("spec") or {}
-    extra = extra_keys(want, got)
-    if extra:
-        return f"spec.{extra[0]}: set on the live object, not by the operator"
-    found = first_difference(want, got, "spec")
-    return found
+    for key in sorted(managed):
+        if key in got and key not in want:
+            return f"spec.{key}: set on the live object, not by the operator"
+    return first_difference(want, got, "spec")
 
 
 def written_by_us(desired: Mapping[str, Any], live: Mapping[str, Any]) -> bool:
