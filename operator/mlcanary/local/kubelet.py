@@ -156,6 +156,7 @@ class LocalPod:
     seen_in_api: bool = False
     created_in_api: bool = False
     started_at: str = field(default_factory=_now)
+    created: float = field(default_factory=time.monotonic)
     last_state: Obj = field(default_factory=dict)
     task: asyncio.Task[None] | None = None
 
@@ -286,7 +287,7 @@ class Kubelet:
             current.append(self._start_pod(namespace, name, deployment, template, current_hash))
         if len(current) > desired:
             # Remove unready pods first, then the youngest (like the ReplicaSet controller).
-            victims = sorted(current, key=lambda p: (p.ready, p.started_at), reverse=False)
+            victims = sorted(current, key=lambda p: (p.ready, -p.created))
             for pod in victims[: len(current) - desired]:
                 self._terminate(pod, drain=True)
                 current.remove(pod)

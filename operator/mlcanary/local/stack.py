@@ -8,7 +8,9 @@ Components, each a process of its own bound to 127.0.0.1 on a free port, started
 3. the local kubelet (:mod:`mlcanary.local.kubelet`), which runs each Deployment's pods as real
    serving processes and keeps Prometheus's targets file up to date;
 4. the local gateway (:mod:`mlcanary.local.gateway`), which splits HTTP traffic by the router's
-   objects (HTTPRoute weights, or the ratio of ready pods behind the entry Service);
+   objects (HTTPRoute weights, or the ratio of ready pods behind the entry Service), and the
+   route-status stand-in (:mod:`mlcanary.local.route_status`) that reports HTTPRoutes Accepted as a
+   gateway controller would;
 5. the real operator (``mlcanary run``), configured through its environment only.
 
 :class:`LocalStack` is the Python API (the demo and the end-to-end tests use it; each component can
@@ -216,6 +218,12 @@ class LocalStack:
             env=_python_env(),
             port=self.gateway_port,
         )
+        self.components["route-status"] = Component(
+            "route-status",
+            [py, "-m", "mlcanary.local.route_status", "--kubeconfig", kubeconfig, "--interval", "0.2"],
+            self.logs / "route-status.log",
+            env=_python_env(),
+        )
         if self.config.operator:
             self.components["operator"] = Component(
                 "operator",
@@ -251,6 +259,7 @@ class LocalStack:
                 self.components["operator"].env = _python_env(self.operator_env())
             self.start_component("kubelet")
             self.start_component("gateway")
+            self.start_component("route-status")
             if self.config.operator:
                 self.start_component("operator")
         except BaseException:
@@ -286,9 +295,7 @@ class LocalStack:
             return _http_ok(f"{self.gateway_url}/-/healthz")
         if name == "operator":
             return port_open(self.operator_metrics_port)
-        if name == "kubelet":
-            return component.running and time.monotonic() > 0  # no port: running is all there is
-        return component.running
+        return component.running  # the kubelet and route-status have no port: running is all there is
 
     def stop_component(self, name: str, kill: bool = False) -> None:
         """Stop one component: SIGTERM and wait (``kill=True``: SIGKILL, no clean-up, like a crash)."""
@@ -320,7 +327,7 @@ class LocalStack:
         if not self._started:
             return
         self._started = False
-        for name in ("operator", "gateway", "kubelet"):
+        for name in ("operator", "route-status", "gateway", "kubelet"):
             if name in self.components:
                 with contextlib.suppress(Exception):
                     self.stop_component(name)
@@ -367,14 +374,40 @@ class LocalStack:
             yield self.prometheus.process.pid
 
 
+HTTPROUTE_CRD: dict[str, Any] = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "httproutes.gateway.networking.k8s.io"},
+    "spec": {
+        "group": "gateway.networking.k8s.io",
+        "scope": "Namespaced",
+        "names": {
+            "kind": "HTTPRoute",
+            "listKind": "HTTPRouteList",
+            "plural": "httproutes",
+            "singular": "httproute",
+        },
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "schema": {
+                    "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                },
+            }
+        ],
+    },
+}
+"""The Gateway API's HTTPRoute, registered so the gatewayAPI router works locally. Schemaless on
+purpose: the router's output is checked against the upstream CRD by its own tests; here the local
+gateway and the route-status stand-in only read it."""
+
+
 def extra_crds() -> list[dict[str, Any]]:
-    """CRDs the routers need besides ours (the Gateway API's HTTPRoute), when the project ships them."""
-    try:
-        from mlcanary.local import route_status
-    except ImportError:
-        return []
-    crds = getattr(route_status, "crds", None)
-    return list(crds()) if callable(crds) else []
+    """CRDs the routers need besides ours."""
+    return [HTTPROUTE_CRD]
 
 
 def _http_ok(url: str) -> bool:
