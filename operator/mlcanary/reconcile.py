@@ -238,7 +238,10 @@ async def _apply(
 ) -> None:
     owner = route_ctx.owner
     kube = ctx.kube
-    await kube.ensure(resources.entry_service(owner, spec))
+    stable = next(
+        (a.revision.revision for a in actions if isinstance(a, EnsureRevision) and a.role == "stable"), None
+    )
+    await kube.ensure(resources.entry_service(owner, spec, stable))
     for action in actions:
         match action:
             case EnsureRevision(revision=revision, role=role, replicas=replicas):

@@ -37,7 +37,7 @@ def render_objects(
     desired_template = spec.revision_template()
     desired = RevisionState(revision=revision_name(owner.name, desired_template), template=desired_template)
     total = spec.serving.replicas
-    objects: list[dict[str, Any]] = [resources.entry_service(owner, spec)]
+    objects: list[dict[str, Any]] = []
     router = get_router(spec.traffic.router_kind)
     if stable_version is None or stable_version == spec.model.version:
         objects += [
@@ -74,5 +74,6 @@ def render_objects(
             desired.revision: RevisionObservation(desired.revision, canary_replicas, canary_replicas),
         }
         target = SetTraffic(stable.revision, desired.revision, canary_weight)
+    objects.insert(0, resources.entry_service(owner, spec, target.stable))
     objects += router.desired_objects(RouteContext(owner=owner, spec=spec, revisions=revisions), target)
     return objects

@@ -177,11 +177,18 @@ def revision_service(
     }
 
 
-def entry_service(owner: Owner, spec: ModelDeploymentSpec) -> dict[str, Any]:
-    """The Service named after the ModelDeployment, selecting the pods of every revision.
+def entry_service(
+    owner: Owner, spec: ModelDeploymentSpec, stable_revision: str | None = None
+) -> dict[str, Any]:
+    """The Service named after the ModelDeployment: the model's stable address.
 
-    With the replicas router it *is* the traffic split; with a mesh it is the model's stable address
-    (a GAMMA parentRef or an Istio host)."""
+    With the replicas router it selects the pods of every revision, which *is* the traffic split.
+    With a mesh router it selects only the stable revision (``stable_revision``), so a client outside
+    the mesh never bypasses the weights and reaches the canary; mesh clients are routed by the
+    HTTPRoute or VirtualService."""
+    selector = {LABEL_MDEP: owner.name}
+    if spec.traffic.router_kind != "replicas" and stable_revision is not None:
+        selector[LABEL_REVISION] = stable_revision
     labels = {
         "app.kubernetes.io/name": spec.model.name,
         "app.kubernetes.io/instance": owner.name,
@@ -193,7 +200,7 @@ def entry_service(owner: Owner, spec: ModelDeploymentSpec) -> dict[str, Any]:
         "kind": "Service",
         "metadata": owner.metadata(owner.name, labels),
         "spec": {
-            "selector": {LABEL_MDEP: owner.name},
+            "selector": selector,
             "ports": [{"name": HTTP_PORT_NAME, "port": spec.serving.port, "targetPort": HTTP_PORT_NAME}],
         },
     }
