@@ -1,0 +1,426 @@
+"""Serving benchmark: mlcanary's server vs the naive seed server vs an empty FastAPI endpoint.
+
+Same model (HistGradientBoosting pipeline on breast_cancer), same machine, same run. Each server
+gets one core (``taskset -c $SERVER_CPUS``), wrk runs on another (``$LOADGEN_CPUS``), closed loop
+over keep-alive connections at concurrency 1, 8 and 32, rounds interleaved (order rotated), medians
+reported. The naive and empty apps are the exact code of ../shared/bench/serving/candidates/
+(embedded here, so this script runs without shared/); their uvicorn settings are the seed's
+(defaults, access log on). mlcanary runs with every metric on (drift, histograms, feedback cache).
+
+    python bench/serving_bench.py                       # ~9 min: 3 rounds x 10 s per level
+    python bench/serving_bench.py --rounds 1 --duration 3 --warmup 1    # smoke, ~1.5 min
+
+Needs wrk and taskset (``apt-get install -y wrk``). Results: a Markdown table on stdout and
+``$OUT/results.json`` + ``$OUT/results.md`` (OUT defaults to /tmp/mlcanary-bench).
+This is a measurement script, not a timed test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+NAIVE_SKLEARN = """
+import os
+import joblib
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+model = joblib.load(os.environ.get("MODEL_PATH", "artifacts/hgb.joblib"))
+app = FastAPI()
+
+
+class PredictRequest(BaseModel):
+    features: list[float]
+
+
+@app.post("/predict")
+def predict(req: PredictRequest):
+    return {"prediction": int(model.predict([req.features])[0])}
+"""
+
+NAIVE_ONNX = """
+import os
+import numpy as np
+import onnxruntime as ort
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+so = ort.SessionOptions()
+if os.environ.get("ORT_INTRA_OP_THREADS"):
+    so.intra_op_num_threads = int(os.environ["ORT_INTRA_OP_THREADS"])
+sess = ort.InferenceSession(os.environ.get("MODEL_PATH", "artifacts/hgb.onnx"),
+                            sess_options=so, providers=["CPUExecutionProvider"])
+input_name = sess.get_inputs()[0].name
+app = FastAPI()
+
+
+class PredictRequest(BaseModel):
+    features: list[float]
+
+
+@app.post("/predict")
+def predict(req: PredictRequest):
+    label = sess.run(None, {input_name: np.asarray([req.features], dtype=np.float32)})[0][0]
+    return {"prediction": int(label)}
+"""
+
+NOOP = """
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+app = FastAPI()
+
+
+class PredictRequest(BaseModel):
+    features: list[float]
+
+
+@app.post("/predict")
+def predict(req: PredictRequest):
+    return {"prediction": 1}
+"""
+
+WRK_LUA = r"""
+local path = os.getenv("BENCH_BODY")
+local f = assert(io.open(path, "rb"))
+local body = f:read("*a")
+f:close()
+wrk.method = "POST"
+wrk.body = body
+wrk.headers["Content-Type"] = "application/json"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH_JSON {"requests":%d,"duration_us":%d,"err":%d,"status_err":%d,"p50_us":%d,"p99_us":%d}\n',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def prepare(out: Path) -> tuple[Path, int]:
+    """Train the HGB pipeline once; write joblib, the naive float32 ONNX, our bundles, the body."""
+    import joblib
+    import numpy as np
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from mlcanary_serving.bundle import build_bundle
+    from mlcanary_serving.onnx_export import export_onnx
+
+    art = out / "artifacts"
+    if art.exists():
+        shutil.rmtree(art)
+    art.mkdir(parents=True)
+    data = load_breast_cancer()
+    X, y = data.data, data.target
+    X_tr, X_te, y_tr, _ = train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
+    pipe = Pipeline(
+        [("scaler", StandardScaler()), ("clf", HistGradientBoostingClassifier(max_iter=100, random_state=0))]
+    )
+    pipe.fit(X_tr, y_tr)
+    joblib.dump(pipe, art / "hgb.joblib")
+    (art / "hgb.onnx").write_bytes(export_onnx(pipe, X.shape[1], "float32"))  # what a naive port does
+    names = [str(n) for n in data.feature_names]
+    build_bundle(
+        pipe, X_tr, y_tr, art / "bundle-onnx", name="hgb", version="1.0.0", feature_names=names, onnx=True
+    )
+    build_bundle(
+        pipe, X_tr, y_tr, art / "bundle-joblib", name="hgb", version="1.0.0", feature_names=names, onnx=False
+    )
+    row = X_te[0].tolist()
+    (art / "features.json").write_text(json.dumps({"features": row}))
+    for name, src in (("naive_sklearn", NAIVE_SKLEARN), ("naive_onnx", NAIVE_ONNX), ("noop_fastapi", NOOP)):
+        (art / f"{name}.py").write_text(src)
+    (art / "wrk_post.lua").write_text(WRK_LUA)
+    expected = int(pipe.predict(np.asarray([row]))[0])
+    return art, expected
+
+
+def candidates(art: Path) -> list[dict[str, Any]]:
+    uv = [PY, "-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}", "--workers", "1"]
+    serve = [PY, "-m", "mlcanary_serving", "--host", "127.0.0.1", "--port", "{port}", "--bundle"]
+    return [
+        {"name": "fastapi-noop", "cmd": [*uv, "noop_fastapi:app"], "env": {}, "note": "empty FastAPI endpoint (ceiling)"},
+        {"name": "seed-naive-hgb", "cmd": [*uv, "naive_sklearn:app"], "env": {"MODEL_PATH": str(art / "hgb.joblib")},
+         "note": "model.predict([req.features]) in FastAPI"},
+        {"name": "naive-onnx-hgb", "cmd": [*uv, "naive_onnx:app"], "env": {"MODEL_PATH": str(art / "hgb.onnx")},
+         "note": "naive app, ONNX Runtime, default session"},
+        {"name": "mlcanary-hgb", "cmd": [*serve, str(art / "bundle-onnx")], "env": {},
+         "note": "mlcanary_serving, ONNX bundle (float64, exact), all metrics"},
+        {"name": "mlcanary-joblib-hgb", "cmd": [*serve, str(art / "bundle-joblib")], "env": {},
+         "note": "mlcanary_serving, joblib bundle (sklearn + micro-batching), all metrics"},
+    ]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def post(url: str, body: bytes, timeout: float = 2.0) -> tuple[int, str]:
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except Exception as exc:
+        return 0, str(exc)
+
+
+def busy_seconds() -> float:
+    """CPU time used by everything on the machine (all cores), from /proc/stat."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = f[3] + f[4]
+    return (sum(f[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def wrk(url: str, body: Path, lua: Path, conc: int, duration: float, cpus: str) -> dict[str, Any]:
+    env = dict(os.environ, BENCH_BODY=str(body))
+    cmd = [
+        "taskset",
+        "-c",
+        cpus,
+        "wrk",
+        "-t1",
+        f"-c{conc}",
+        f"-d{int(duration)}s",
+        "--timeout=10s",
+        "-s",
+        str(lua),
+        url,
+    ]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=duration + 60)
+    m = re.search(r"^BENCH_JSON (\{.*\})$", p.stdout, re.M)
+    if not m:
+        raise RuntimeError(f"wrk failed: {p.stdout[-300:]} {p.stderr[-300:]}")
+    d = json.loads(m.group(1))
+    secs = d["duration_us"] / 1e6
+    return {
+        "rps": d["requests"] / secs,
+        "p50_ms": d["p50_us"] / 1000,
+        "p99_ms": d["p99_us"] / 1000,
+        "errors": d["err"] + d["status_err"],
+        "requests": d["requests"],
+    }
+
+
+def session(c: dict[str, Any], art: Path, expected: int, args: argparse.Namespace) -> dict[str, Any]:
+    port = free_port()
+    cmd = [a.replace("{port}", str(port)) for a in c["cmd"]]
+    env = dict(os.environ, **c["env"])
+    env["PYTHONPATH"] = os.pathsep.join([str(art), str(REPO / "serving-image"), env.get("PYTHONPATH", "")])
+    log = (args.out / "logs" / f"{c['name']}-{port}.log").open("w")
+    proc = subprocess.Popen(
+        ["taskset", "-c", args.server_cpus, *cmd], cwd=art, env=env, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/predict"
+    body = (art / "features.json").read_bytes()
+    t0 = time.perf_counter()
+    try:
+        while True:
+            status, text = post(url, body, 0.5)
+            if status == 200:
+                if not re.search(rf'"prediction":\s*{expected}\b', text):
+                    raise RuntimeError(f"{c['name']}: wrong answer {text[:200]}")
+                break
+            if proc.poll() is not None or time.perf_counter() - t0 > 120:
+                raise RuntimeError(f"{c['name']} did not start; see {log.name}")
+            time.sleep(0.02)
+        cold = time.perf_counter() - t0
+        lua = art / "wrk_post.lua"
+        wrk(url, art / "features.json", lua, 8, args.warmup, args.loadgen_cpus)
+        levels = {}
+        for conc in args.concurrency:
+            c0, b0, w0, t0 = cpu_seconds(proc.pid), busy_seconds(), children_cpu(), time.perf_counter()
+            r = wrk(url, art / "features.json", lua, conc, args.duration, args.loadgen_cpus)
+            server = cpu_seconds(proc.pid) - c0
+            wall = time.perf_counter() - t0
+            r["cpu_us_per_req"] = server / max(r["requests"], 1) * 1e6
+            # CPU used by other processes on this shared VM during the run, in % of one core
+            r["foreign_cpu_pct"] = max(0.0, busy_seconds() - b0 - server - (children_cpu() - w0)) / wall * 100
+            levels[str(conc)] = r
+        counted = None
+        if c["name"].startswith("mlcanary"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                text = resp.read().decode()
+            m = re.search(r'mlcanary_requests_total\{[^}]*outcome="success"[^}]*\} (\S+)', text)
+            counted = float(m.group(1)) if m else None
+        return {"name": c["name"], "cold_start_s": cold, "levels": levels, "metrics_success_count": counted}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/mlcanary-bench")))
+    p.add_argument("--rounds", type=int, default=int(os.environ.get("ROUNDS", 3)))
+    p.add_argument("--duration", type=float, default=float(os.environ.get("DURATION", 10)))
+    p.add_argument("--warmup", type=float, default=float(os.environ.get("WARMUP", 3)))
+    p.add_argument("--concurrency", default=os.environ.get("CONCURRENCY", "1,8,32"))
+    p.add_argument("--server-cpus", default=os.environ.get("SERVER_CPUS", "1"))
+    p.add_argument("--loadgen-cpus", default=os.environ.get("LOADGEN_CPUS", "0"))
+    p.add_argument("--only", default=os.environ.get("ONLY", ""), help="comma-separated candidate names")
+    args = p.parse_args()
+    args.concurrency = [int(x) for x in str(args.concurrency).split(",")]
+    for tool in ("wrk", "taskset"):
+        if shutil.which(tool) is None:
+            print(f"{tool} not found: apt-get install -y wrk util-linux", file=sys.stderr)
+            return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "logs").mkdir(exist_ok=True)
+    art, expected = prepare(args.out)
+    cands = candidates(art)
+    if args.only:
+        keep = set(args.only.split(","))
+        cands = [c for c in cands if c["name"] in keep]
+    sessions: list[dict[str, Any]] = []
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    args.loadavg = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    for r in range(args.rounds):
+        order = cands[r % len(cands) :] + cands[: r % len(cands)]
+        for c in order:
+            print(f"round {r + 1}/{args.rounds}: {c['name']}", file=sys.stderr, flush=True)
+            sessions.append(session(c, art, expected, args))
+            (args.out / "results.json").write_text(json.dumps(sessions, indent=1))
+    md = report(cands, sessions, args, started)
+    (args.out / "results.md").write_text(md)
+    print(md)
+    return 0
+
+
+def med(vals: list[float]) -> float:
+    return statistics.median(vals) if vals else float("nan")
+
+
+def report(
+    cands: list[dict[str, Any]], sessions: list[dict[str, Any]], args: argparse.Namespace, started: str
+) -> str:
+    names = [c["name"] for c in cands]
+    agg: dict[str, dict[str, dict[str, float]]] = {}
+    for n in names:
+        runs = [s for s in sessions if s["name"] == n]
+        agg[n] = {}
+        for conc in args.concurrency:
+            lv = [s["levels"][str(conc)] for s in runs]
+            agg[n][str(conc)] = {
+                k: med([x[k] for x in lv])
+                for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "errors", "foreign_cpu_pct")
+            }
+            agg[n][str(conc)]["rps_min"] = min(x["rps"] for x in lv)
+            agg[n][str(conc)]["rps_max"] = max(x["rps"] for x in lv)
+    lines = [
+        f"Run {started}: {args.rounds} rounds x {args.duration:g} s per level, warm-up {args.warmup:g} s, "
+        f"server on CPU {args.server_cpus}, wrk on CPU {args.loadgen_cpus}; medians over rounds. "
+        f"Load average at start: {args.loadavg}. 'foreign CPU %' = CPU used by other processes on this "
+        "machine during the run (% of one core): high values mean the absolute numbers are depressed.",
+        "",
+    ]
+    seed, noop = "seed-naive-hgb", "fastapi-noop"
+    for conc in args.concurrency:
+        k = str(conc)
+        lines += [
+            f"**concurrency {conc}**",
+            "",
+            "| server | req/s [min-max] | x seed req/s | x empty FastAPI req/s | p50 ms | p99 ms | x seed p99 | "
+            "server CPU us/req | req/s per core (1e6/CPU us) | errors | foreign CPU % |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for n in names:
+            a = agg[n][k]
+            s = agg.get(seed, {}).get(k)
+            z = agg.get(noop, {}).get(k)
+            cells = [
+                f"`{n}`",
+                f"{a['rps']:,.0f} [{a['rps_min']:,.0f}-{a['rps_max']:,.0f}]",
+                f"{a['rps'] / s['rps']:.2f}x" if s else "-",
+                f"{a['rps'] / z['rps']:.2f}x" if z else "-",
+                f"{a['p50_ms']:.2f}",
+                f"{a['p99_ms']:.2f}",
+                f"{a['p99_ms'] / s['p99_ms']:.2f}x" if s else "-",
+                f"{a['cpu_us_per_req']:,.0f}",
+                f"{1e6 / a['cpu_us_per_req']:,.0f}" if a["cpu_us_per_req"] > 0 else "-",
+                f"{a['errors']:.0f}",
+                f"{a['foreign_cpu_pct']:.0f}",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    ours = "mlcanary-hgb"
+    if ours in agg and seed in agg and noop in agg:
+        lines += ["Targets (issue 4, point 5) for `mlcanary-hgb`:", ""]
+        for conc in (8, 32):
+            k = str(conc)
+            if k not in agg[ours]:
+                continue
+            r = agg[ours][k]["rps"] / agg[seed][k]["rps"]
+            lines.append(
+                f"- c={conc}: {r:.2f}x the naive server's req/s (target >= 3x): {'MET' if r >= 3 else 'MISSED'}"
+            )
+        if "32" in agg[ours]:
+            r = agg[ours]["32"]["p99_ms"] / agg[seed]["32"]["p99_ms"]
+            lines.append(
+                f"- c=32: p99 {r:.2f}x the naive server's (target <= 0.5x): {'MET' if r <= 0.5 else 'MISSED'}"
+            )
+        for conc in args.concurrency:
+            k = str(conc)
+            r = agg[ours][k]["rps"] / agg[noop][k]["rps"]
+            lines.append(
+                f"- c={conc}: {r:.2f}x the empty FastAPI endpoint's req/s (target >= 0.75x): "
+                f"{'MET' if r >= 0.75 else 'MISSED'}"
+            )
+    if ours in agg and seed in agg and noop in agg:
+        lines += ["", "Same ratios from server CPU per request (robust to other load on the machine):", ""]
+        for conc in args.concurrency:
+            k = str(conc)
+            o, sd, z = (agg[n][k]["cpu_us_per_req"] for n in (ours, seed, noop))
+            lines.append(
+                f"- c={conc}: {sd / o:.2f}x the naive server's capacity, {z / o:.2f}x the empty endpoint's"
+            )
+    counted = [s["metrics_success_count"] for s in sessions if s.get("metrics_success_count") is not None]
+    if counted:
+        lines += [
+            "",
+            f"mlcanary servers counted {min(counted):,.0f}+ successful requests each in /metrics (metrics on).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
