@@ -44,6 +44,7 @@ from mlcanary.models import (
 from mlcanary.weights import replica_split, step_weight
 
 HISTORY_LIMIT = 10
+HISTORY_BYTES = 128 * 1024  # status.history budget; etcd refuses objects over ~1.5 MiB
 ANNOTATION_PREFIX = "mlcanary.io/"
 PROMOTE, ABORT, RETRY = "promote", "abort", "retry"
 REQUESTS = (PROMOTE, ABORT, RETRY)
@@ -137,13 +138,20 @@ class RemoveRevision:
 
 
 @dataclass(frozen=True)
+class RemoveRouterObjects:
+    """Delete the objects of a router the spec no longer uses (after the new one confirmed)."""
+
+    kind: str
+
+
+@dataclass(frozen=True)
 class EmitEvent:
     type: Literal["Normal", "Warning"]
     reason: str
     message: str
 
 
-Action = EnsureRevision | SetTraffic | RemoveRevision | EmitEvent
+Action = EnsureRevision | SetTraffic | RemoveRevision | RemoveRouterObjects | EmitEvent
 
 
 # ------------------------------------------------------------------------------------------ analysis
@@ -186,6 +194,7 @@ class _Tick:
     now: datetime
     events: list[EmitEvent] = field(default_factory=list)
     requests: dict[str, bool] = field(default_factory=dict)
+    retired_router: str | None = None
 
     def event(self, reason: str, message: str, warning: bool = False) -> None:
         self.events.append(EmitEvent("Warning" if warning else "Normal", reason, message))
@@ -520,6 +529,8 @@ def _maybe_advance(tick: _Tick) -> None:
     status = tick.status
     assert status.current_step is not None and status.step_started_at is not None
     if not tick.obs.traffic.confirmed:
+        if _router_deadline_passed(tick):
+            return
         status.message = (
             f"step {status.current_step}: waiting for the router to confirm {status.canary_weight}%"
         )
@@ -532,6 +543,27 @@ def _maybe_advance(tick: _Tick) -> None:
         status.message = f"step {status.current_step}: waiting for a successful analysis round"
         return
     _start_step(tick, status.current_step + 1)
+
+
+def _router_deadline_passed(tick: _Tick) -> bool:
+    """A weight the router never confirms (a gateway that rejects the route, a canary pod stuck
+    unready behind the replicas router) must not stall a rollout forever: once the router has been
+    seen unconfirmed for longer than progressDeadline, roll back. The wait counts from the first
+    unconfirmed observation, so a long gap between ticks is not mistaken for a stall."""
+    status = tick.status
+    if status.router_wait_since is None:
+        status.router_wait_since = tick.now
+        return False
+    deadline = tick.spec.rollout.progress_deadline
+    if tick.now - status.router_wait_since <= parse_duration(deadline):
+        return False
+    detail = f" ({tick.obs.traffic.message})" if tick.obs.traffic.message else ""
+    _begin_rollback(
+        tick,
+        RolloutOutcome.ROLLED_BACK,
+        f"router did not confirm {status.canary_weight}% within progressDeadline {deadline}{detail}",
+    )
+    return True
 
 
 def _paused(tick: _Tick) -> None:
@@ -564,6 +596,7 @@ def _promoting(tick: _Tick) -> None:
         return
     assert status.canary is not None and status.stable is not None
     if not tick.obs.traffic.confirmed:
+        _router_deadline_passed(tick)
         return
     old, new = status.stable, status.canary
     _retire(tick, old.revision)
@@ -621,13 +654,31 @@ def _finish(tick: _Tick, outcome: RolloutOutcome, reason: str) -> None:
         finished_at=tick.now,
         steps=list(status.steps),
     )
-    status.history = [*status.history, record][-HISTORY_LIMIT:]
+    status.history = _trim_history([*status.history, record][-HISTORY_LIMIT:])
     status.canary = None
     status.canary_weight = 0
     status.current_step = None
     status.step_started_at = None
     status.canary_started_at = None
     status.ending = None
+
+
+def _trim_history(records: list[RolloutRecord], budget: int = HISTORY_BYTES) -> list[RolloutRecord]:
+    """Keep status well under etcd's object limit: drop the oldest records past ``budget`` bytes of
+    JSON; the newest record is kept, without measurement messages if it alone is too large."""
+    records = list(records)
+    while len(records) > 1 and _json_size(records) > budget:
+        records.pop(0)
+    if records and _json_size(records) > budget:
+        newest = records[-1].model_copy(deep=True)
+        for report in newest.steps:
+            report.measurements = [m.model_copy(update={"message": None}) for m in report.measurements]
+        records = [newest]
+    return records
+
+
+def _json_size(records: list[RolloutRecord]) -> int:
+    return sum(len(record.model_dump_json(by_alias=True, exclude_none=True)) for record in records)
 
 
 def _retire(tick: _Tick, revision: str) -> None:
@@ -641,6 +692,19 @@ def _retire(tick: _Tick, revision: str) -> None:
 def _sync_summary(tick: _Tick) -> None:
     status = tick.status
     status.observed_generation = tick.obs.generation
+    if tick.obs.traffic.confirmed or status.phase not in (Phase.PROGRESSING, Phase.PROMOTING):
+        status.router_wait_since = None
+    # A router switch completes once the new router confirms; only then do the old objects go.
+    if status.router_kind != tick.obs.router_kind and (
+        status.router_kind is None or tick.obs.traffic.confirmed
+    ):
+        if status.router_kind is not None:
+            tick.retired_router = status.router_kind
+            tick.event(
+                "RouterChanged",
+                f"traffic now split by {tick.obs.router_kind}; {status.router_kind} objects removed",
+            )
+        status.router_kind = tick.obs.router_kind
     status.stable_version = status.stable.template.model.version if status.stable else None
     status.canary_version = status.canary.template.model.version if status.canary else None
     # Retiring revisions that are gone from the cluster need no more bookkeeping.
@@ -736,6 +800,8 @@ def _ensure_actions(tick: _Tick) -> list[Action]:
         actions.append(EnsureRevision(status.canary, "canary", canary_replicas))
     canary_name = status.canary.revision if status.canary else None
     actions.append(SetTraffic(status.stable.revision, canary_name, status.canary_weight))
+    if tick.retired_router is not None:
+        actions.append(RemoveRouterObjects(tick.retired_router))
     keep = {status.stable.revision} | ({canary_name} if canary_name else set())
     for retiring in status.retiring:
         keep.add(retiring.revision)

@@ -865,8 +865,14 @@ class ModelDeploymentStatus(ApiModel):
     step_started_at: datetime | None = Field(default=None, description="When the current step began.")
     canary_started_at: datetime | None = Field(default=None, description="When the canary was created.")
     phase_since: datetime | None = Field(default=None, description="When the phase was entered.")
+    router_wait_since: datetime | None = Field(
+        default=None, description="Since when the router has not confirmed the requested weight."
+    )
     ending: RolloutEnding | None = Field(
         default=None, description="How the running rollout is ending (while Promoting or RollingBack)."
+    )
+    router_kind: str | None = Field(
+        default=None, description="Router that carries the traffic (gatewayAPI, istio or replicas)."
     )
     stable: RevisionState | None = Field(default=None, description="The stable revision.")
     canary: RevisionState | None = Field(default=None, description="The canary revision.")

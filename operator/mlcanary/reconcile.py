@@ -25,6 +25,7 @@ from mlcanary.engine import (
     EnsureRevision,
     Observations,
     RemoveRevision,
+    RemoveRouterObjects,
     RevisionObservation,
     SetTraffic,
     TrafficObservation,
@@ -262,6 +263,8 @@ async def _apply(
             case RemoveRevision(revision=revision):
                 await kube.delete(DEPLOYMENTS, owner.namespace, revision)
                 await kube.delete(SERVICES, owner.namespace, revision)
+            case RemoveRouterObjects(kind=kind):
+                await get_router(kind).remove(kube, owner)
             case EmitEvent(type=type_, reason=reason, message=message):
                 await kube.post_event(obj, type_, reason, message)
                 logger.info("%s/%s: %s: %s", owner.namespace, owner.name, reason, message)

@@ -785,7 +785,13 @@ class Store:
                     "strict decoding error: " + ", ".join(f'unknown field "{p}"' for p in pruned)
                 )
             warnings.extend(f'unknown field "{p}"' for p in pruned)
-            causes.extend(info.schema.validate(obj, only="status" if subresource == "status" else None))
+            unchanged = (
+                old is not None
+                and obj.get("status") == old.get("status")
+                and _spec_part(obj) == _spec_part(old)
+            )
+            if not unchanged:  # like validation ratcheting: content already accepted is not re-checked
+                causes.extend(info.schema.validate(obj, only="status" if subresource == "status" else None))
         if causes:
             raise errors.invalid(info.kind, info.group, name, causes)
         return warnings

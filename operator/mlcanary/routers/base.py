@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from mlcanary.engine import RevisionObservation, SetTraffic, TrafficObservation
-from mlcanary.kube import Kube
+from mlcanary.kube import Kube, KubeError, Resource
 from mlcanary.models import ModelDeploymentSpec
 from mlcanary.resources import Owner
 
@@ -49,3 +49,23 @@ class Router(Protocol):
     async def observe(self, kube: Kube, ctx: RouteContext, target: SetTraffic) -> TrafficObservation:
         """Whether ``target`` (made safe) is in effect, read back from the cluster."""
         ...
+
+    async def remove(self, kube: Kube, owner: Owner) -> None:
+        """Delete this router's own objects (the ModelDeployment switched to another router)."""
+        ...
+
+
+async def remove_owned(kube: Kube, resource: Resource, owner: Owner) -> bool:
+    """Delete the object named after ``owner`` if, and only if, ``owner`` controls it."""
+    try:
+        live = await kube.get(resource, owner.namespace, owner.name)
+    except KubeError as error:
+        if error.status == 404:  # the kind is not installed at all
+            return False
+        raise
+    if live is None:
+        return False
+    refs = live["metadata"].get("ownerReferences") or []
+    if not any(ref.get("uid") == owner.uid and ref.get("controller") for ref in refs):
+        return False  # a user's object of the same name: never ours to delete
+    return await kube.delete(resource, owner.namespace, owner.name)

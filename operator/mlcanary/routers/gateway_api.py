@@ -28,8 +28,8 @@ from typing import Any, ClassVar
 from mlcanary import models
 from mlcanary.engine import SetTraffic, TrafficObservation
 from mlcanary.kube import HTTPROUTES, Kube
-from mlcanary.resources import LABEL_MANAGED_BY, LABEL_MDEP, MANAGED_BY
-from mlcanary.routers.base import RouteContext, safe_target
+from mlcanary.resources import LABEL_MANAGED_BY, LABEL_MDEP, MANAGED_BY, Owner
+from mlcanary.routers.base import RouteContext, remove_owned, safe_target
 from mlcanary.routers.readback import generation, owned_by, revision_ports, spec_drift, written_by_us
 
 logger = logging.getLogger(__name__)
@@ -292,6 +292,9 @@ class GatewayAPIRouter:
             )
         # A spec that differs is written whole (force), so fields the desired spec lacks are removed.
         await kube.ensure(desired, force=drift is not None)
+
+    async def remove(self, kube: Kube, owner: Owner) -> None:
+        await remove_owned(kube, HTTPROUTES, owner)
 
     async def observe(self, kube: Kube, ctx: RouteContext, target: SetTraffic) -> TrafficObservation:
         target = safe_target(target, ctx.revisions)

@@ -32,7 +32,8 @@ from mlcanary import models
 from mlcanary.durations import parse_duration
 from mlcanary.engine import SetTraffic, TrafficObservation
 from mlcanary.kube import VIRTUALSERVICES, Kube
-from mlcanary.routers.base import RouteContext, safe_target
+from mlcanary.resources import Owner
+from mlcanary.routers.base import RouteContext, remove_owned, safe_target
 from mlcanary.routers.gateway_api import available, backends, pinned_revision, route_labels
 from mlcanary.routers.readback import generation, owned_by, revision_ports, spec_drift, written_by_us
 
@@ -220,6 +221,9 @@ class IstioRouter:
             )
         # A spec that differs is written whole (force), so fields the desired spec lacks are removed.
         await kube.ensure(desired, force=drift is not None)
+
+    async def remove(self, kube: Kube, owner: Owner) -> None:
+        await remove_owned(kube, VIRTUALSERVICES, owner)
 
     async def observe(self, kube: Kube, ctx: RouteContext, target: SetTraffic) -> TrafficObservation:
         target = safe_target(target, ctx.revisions)

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 from mlcanary.engine import SetTraffic, TrafficObservation
 from mlcanary.kube import Kube
+from mlcanary.resources import Owner
 from mlcanary.routers.base import RouteContext, safe_target
 from mlcanary.weights import actual_weight
 
@@ -24,6 +25,9 @@ class ReplicaRouter:
 
     async def observe(self, kube: Kube, ctx: RouteContext, target: SetTraffic) -> TrafficObservation:
         return self.observe_revisions(ctx, target)
+
+    async def remove(self, kube: Kube, owner: Owner) -> None:
+        return None  # it owns nothing beyond the entry Service every router uses
 
     @staticmethod
     def observe_revisions(ctx: RouteContext, target: SetTraffic) -> TrafficObservation:
