@@ -180,8 +180,12 @@ class Validator:
         f = self._field(field, r, c, batch, named)
         return f if named else f"{f} ({self.names[c]})"
 
-    def out_of_range_counts(self, X: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
-        return np.asarray(((self.lo > X) | (self.hi < X)).sum(axis=0), dtype=np.int64)
+    def out_of_range_counts(self, X: npt.NDArray[np.float64]) -> npt.NDArray[np.int64] | None:
+        """Rows out of range per feature, or None when every value is in range (the usual case)."""
+        bad = (self.lo > X) | (self.hi < X)
+        if not bad.any():
+            return None
+        return np.asarray(bad.sum(axis=0), dtype=np.int64)
 
 
 class OutOfRange(InputError):

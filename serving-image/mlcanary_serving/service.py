@@ -212,7 +212,9 @@ class ModelService:
         m.inputs.update(X)
         m.scores.update(scores.reshape(-1, 1))
         if not m.validator.reject_out_of_range:
-            m.metrics.out_of_range_counts(m.validator.out_of_range_counts(X))
+            counts = m.validator.out_of_range_counts(X)
+            if counts is not None:
+                m.metrics.out_of_range_counts(counts)
         return rows
 
     async def predict(self, X: npt.NDArray[np.float64]) -> list[Row]:
