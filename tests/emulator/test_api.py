@@ -523,3 +523,11 @@ async def test_python_api_snapshot(emu: KubernetesEmulator, http: Http) -> None:
     assert applied["metadata"]["namespace"] == "default"
     emu.delete("configmaps", "b")
     assert emu.get_object("configmaps", "b") is None
+
+
+async def test_unsupported_methods_are_405_status(http: Http) -> None:
+    await http.ok("POST", CM, configmap("a"))
+    status, body = await http.post(f"{CM}/a", configmap("a"))
+    assert (status, body["kind"], body["reason"]) == (405, "Status", "MethodNotAllowed")
+    status, body = await http.put(CM, configmap("a"))
+    assert (status, body["reason"]) == (405, "MethodNotAllowed")

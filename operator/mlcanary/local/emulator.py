@@ -561,7 +561,13 @@ class KubernetesEmulator:
                 details = {"name": name, "kind": info.plural, "uid": deleted["metadata"].get("uid")}
                 if info.group:
                     details["group"] = info.group
-                status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
+                status = {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "metadata": {},
+                    "status": "Success",
+                    "details": details,
+                }
                 return _json(status)
             return _json(present(info, deleted))
         raise errors.method_not_allowed()
