@@ -39,11 +39,15 @@ async def test_each_caller_gets_its_own_rows() -> None:
 
 
 async def test_lone_request_does_not_wait() -> None:
-    b: MicroBatcher[float] = MicroBatcher(ident([]), max_batch_rows=64, max_wait_s=0)  # type: ignore[arg-type]
     loop = asyncio.get_running_loop()
+    waiting: MicroBatcher[float] = MicroBatcher(ident([]), max_wait_s=0.3)  # type: ignore[arg-type]
     t0 = loop.time()
-    assert await b.submit(np.ones((1, 2))) == [1.0]
-    assert loop.time() - t0 < 0.05
+    assert await waiting.submit(np.ones((1, 2))) == [1.0]
+    assert loop.time() - t0 >= 0.29  # control: a bounded wait does delay a lone request
+    eager: MicroBatcher[float] = MicroBatcher(ident([]), max_wait_s=0)  # type: ignore[arg-type]
+    t0 = loop.time()
+    assert await eager.submit(np.ones((1, 2))) == [1.0]
+    assert loop.time() - t0 < 0.15
 
 
 async def test_bounded_wait_collects_late_arrivals() -> None:
