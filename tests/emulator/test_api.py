@@ -531,3 +531,24 @@ async def test_unsupported_methods_are_405_status(http: Http) -> None:
     assert (status, body["kind"], body["reason"]) == (405, "Status", "MethodNotAllowed")
     status, body = await http.put(CM, configmap("a"))
     assert (status, body["reason"]) == (405, "MethodNotAllowed")
+
+
+async def test_dependent_created_after_its_owner_is_gone_is_collected(emu) -> None:
+    """A controller racing its owner's deletion must not leave an orphan behind (real GC collects it)."""
+    owner = emu.apply(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "owner", "namespace": "default"}}
+    )
+    uid = owner["metadata"]["uid"]
+    emu.delete("configmaps", "owner", "default")
+    emu.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": "late-child",
+                "namespace": "default",
+                "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": uid}],
+            },
+        }
+    )
+    assert emu.get_object("configmaps", "late-child", "default") is None

@@ -65,6 +65,7 @@ def test_cli_operator_serves_metrics_and_uses_our_prefix(cluster: Cluster, cli_o
         "phaseSince",
         "stable",
         "retiring",
+        "routerKind",
         "analysis",
         "lastMeasurements",
         "steps",

@@ -176,7 +176,7 @@ async def test_without_a_gateway_controller_the_rollout_never_passes_the_first_s
     world = await deployed("gatewayAPI")
     world.gateway_controller = False
     world.deploy("2.0.0")
-    for _ in range(40):
+    for _ in range(15):  # one simulated second each, within progressDeadline (20s)
         snapshot = await world.tick()
     assert snapshot.phase == "Progressing"
     assert (snapshot.status["currentStep"], snapshot.status["canaryWeight"]) == (1, 20)
@@ -184,6 +184,27 @@ async def test_without_a_gateway_controller_the_rollout_never_passes_the_first_s
     assert canary_weight(snapshot, "gatewayAPI") == 20  # applied, just never verified
     world.gateway_controller = True
     await world.run_until(lambda s: s.phase == "Healthy" and s.status.get("stableVersion") == "2.0.0")
+    check_invariants(world)
+
+
+async def test_a_route_never_accepted_is_rolled_back_after_the_progress_deadline() -> None:
+    world = await deployed("gatewayAPI")
+    world.gateway_controller = False
+    world.deploy("2.0.0")
+    snapshot = await world.run_until(lambda s: s.phase == "RollingBack")
+    assert snapshot.status["ending"]["reason"].startswith(
+        "router did not confirm 20% within progressDeadline"
+    )
+    assert max(s.status.get("currentStep") or 0 for s in world.history) == 1
+    # Weight 0 cannot be confirmed either while nothing accepts the route: the canary keeps running
+    # rather than being removed under traffic the operator cannot see.
+    for _ in range(10):
+        snapshot = await world.tick()
+    assert snapshot.phase == "RollingBack"
+    assert any(p == "deployments" and n.startswith("fraud-v2") for (p, _, n) in world.kube.objects)
+    world.gateway_controller = True
+    snapshot = await world.run_until(lambda s: s.phase == "RolledBack")
+    assert snapshot.status["rejectedVersions"] == ["2.0.0"]
     check_invariants(world)
 
 

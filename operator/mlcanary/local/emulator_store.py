@@ -344,6 +344,11 @@ class Store:
         if ns:
             self._ensure_namespace(ns)
         self._store(info.key, ns, name, obj, None)
+        owners = _owner_uids(obj)
+        if owners and not any(owner in self._uids for owner in owners):
+            # Like the real garbage collector: a dependent created after all its owners are gone
+            # (a controller racing the owner's deletion) is collected, not left behind.
+            self._delete(info.key, ns, name, None)
         return WriteResult(obj, warnings, created=True)
 
     def update(
