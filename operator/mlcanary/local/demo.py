@@ -93,11 +93,12 @@ FULL = Timing(
 
 
 def timing_for(quick: bool, router: str) -> Timing:
-    """With the replicas router a step's weight is a share of pods (5% -> 1 of 10, 10% served); a
-    mesh router splits exactly, so each revision needs few pods and the canary's 5% more load."""
+    """With the replicas router a step's weight is a share of pods (5% -> 1 of 10, 10% served). A
+    mesh router splits exactly and runs ``replicas`` pods per revision: one each, so the canary's
+    5% is not spread over pods that each need MLCANARY_DRIFT_MIN_ROWS rows, and more load."""
     timing = QUICK if quick else FULL
     if router == "gatewayAPI":
-        return replace(timing, replicas=2, rate=150 if quick else 120)
+        return replace(timing, replicas=1, rate=150 if quick else 120)
     return timing
 
 
@@ -308,6 +309,7 @@ class Follower:
     last_key: tuple[Any, ...] | None = None
     last_round: str | None = None
     status: Obj = field(default_factory=dict)
+    steps_seen: dict[str, list[int]] = field(default_factory=dict)  # canary version -> steps, in order
 
     @property
     def path(self) -> str:
@@ -346,6 +348,10 @@ class Follower:
             message=str(status.get("message") or ""),
         )
         self.story.snapshots.append(snapshot)
+        if phase == "Progressing" and snapshot.canary and snapshot.step:
+            seen = self.steps_seen.setdefault(snapshot.canary, [])
+            if not seen or seen[-1] != snapshot.step:
+                seen.append(int(snapshot.step))
         self.story.history = list(status.get("history") or [])
         round_at = (status.get("analysis") or {}).get("lastRoundAt")
         if round_at and round_at != self.last_round and status.get("lastMeasurements"):
@@ -490,24 +496,11 @@ async def play(follower: Follower, act: Act, timing: Timing) -> Outcome:
             return status.get("phase") == "Healthy" and status.get("stableVersion") == version
         return record_for(status, version) is not None and status.get("phase") in ("Healthy", "RolledBack")
 
-    steps_seen: list[int] = []
-    original_poll = follower.poll
-
-    async def poll_and_track() -> Obj:
-        status = await original_poll()
-        step = status.get("currentStep")
-        progressing = status.get("canaryVersion") == version and status.get("phase") == "Progressing"
-        if progressing and step and (not steps_seen or steps_seen[-1] != step):
-            steps_seen.append(int(step))
-        return status
-
-    follower.poll = poll_and_track  # type: ignore[method-assign]
     try:
         status = await follower.until(finished, timing.act_timeout)
     except TimeoutError as error:
-        return Outcome(act, False, f"timed out after {timing.act_timeout:.0f}s ({error})", steps_seen)
-    finally:
-        follower.poll = original_poll  # type: ignore[method-assign]
+        return Outcome(act, False, f"timed out after {timing.act_timeout:.0f}s ({error})")
+    steps_seen = follower.steps_seen.get(version, [])
     if act.expect == "Healthy":
         return Outcome(act, True, f"{version} serves all traffic", steps_seen)
     record = record_for(status, version) or {}
@@ -521,6 +514,8 @@ async def play(follower: Follower, act: Act, timing: Timing) -> Outcome:
         expected = list(range(1, 4))
         if reported != expected:
             return Outcome(act, False, f"promoted, but steps judged successful were {reported}", steps_seen)
+        if steps_seen != expected:
+            return Outcome(act, False, f"promoted, but the steps seen live were {steps_seen}", steps_seen)
         return Outcome(act, True, f"{version} promoted after steps {reported} passed: {reason}", steps_seen)
     return Outcome(act, True, f"{version} rolled back: {reason}", steps_seen)
 
