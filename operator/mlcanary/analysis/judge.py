@@ -22,6 +22,7 @@ from datetime import datetime
 from mlcanary.analysis import queries as q
 from mlcanary.analysis.stats import (
     histogram_counts,
+    merge_sparse_buckets,
     psi,
     psi_noise_floor,
     two_proportion_test,
@@ -526,7 +527,8 @@ def _prediction_drift(metric: Metric, results: Sequence[QueryResult], outcome: _
         if canary_edges == stable_edges:
             c, s = histogram_counts(scores["canary"]), histogram_counts(scores["stable"])
             if sum(c.values()) > 0 and sum(s.values()) > 0:
-                used = sum(1 for k in set(c) | set(s) if c.get(k, 0) > 0 or s.get(k, 0) > 0)
+                s, c = merge_sparse_buckets(s, c, order=list(c))
+                used = len(c)
                 parts.append(
                     (psi(s, c), psi_noise_floor(used, sum(s.values()), sum(c.values())), "score histogram")
                 )
@@ -535,7 +537,8 @@ def _prediction_drift(metric: Metric, results: Sequence[QueryResult], outcome: _
     if classes["canary"] and classes["stable"]:
         c, s = classes["canary"], classes["stable"]
         if sum(c.values()) > 0 and sum(s.values()) > 0:
-            used = sum(1 for k in set(c) | set(s) if c.get(k, 0) > 0 or s.get(k, 0) > 0)
+            s, c = merge_sparse_buckets(s, c)
+            used = len(c)
             parts.append((psi(s, c), psi_noise_floor(used, sum(s.values()), sum(c.values())), "class shares"))
     if not parts:
         raise _Stop(Verdict.ERROR, "; ".join([*notes, "no comparable prediction distributions"]))

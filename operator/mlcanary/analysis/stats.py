@@ -117,6 +117,60 @@ def psi(expected: Mapping[str, float], actual: Mapping[str, float], epsilon: flo
     return value
 
 
+def merge_sparse_buckets(
+    expected: Mapping[str, float],
+    actual: Mapping[str, float],
+    order: Sequence[str] | None = None,
+    min_count: float = MIN_EXPECTED_COUNT,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Merge buckets until each holds at least ``min_count`` expected observations of the smaller
+    sample, so PSI on thin data is not dominated by near-empty buckets.
+
+    A bucket that is empty on one side contributes ``share * ln(share / epsilon)`` — about 0.1 for a
+    2% share — so a good canary with ~100 predictions over 20 fixed buckets reads PSI 0.3-1.5 by
+    chance, and the chi-square noise model behind :func:`psi_noise_floor` does not hold. Merging is the
+    usual remedy (as for chi-square tests): with ``order`` (histogram buckets) adjacent buckets are
+    merged left to right; without it (classes) the smallest buckets are pooled into one.
+
+    >>> merge_sparse_buckets({"a": 50, "b": 1, "c": 49}, {"a": 45, "b": 0, "c": 55}, ["a", "b", "c"], 5)
+    ({'a': 50.0, 'b+c': 50.0}, {'a': 45.0, 'b+c': 55.0})
+    """
+    keys = (
+        list(order)
+        if order is not None
+        else sorted(set(expected) | set(actual), key=lambda k: -(expected.get(k, 0.0) + actual.get(k, 0.0)))
+    )
+    keys += [k for k in set(expected) | set(actual) if k not in keys]
+    n_e = sum(max(v, 0.0) for v in expected.values())
+    n_a = sum(max(v, 0.0) for v in actual.values())
+    if n_e <= 0 or n_a <= 0:
+        return dict(expected), dict(actual)
+    smaller = min(n_e, n_a)
+
+    def enough(e: float, a: float) -> bool:
+        return (e / n_e + a / n_a) / 2 * smaller >= min_count
+
+    groups: list[tuple[list[str], float, float]] = []
+    current: list[str] = []
+    e_sum = a_sum = 0.0
+    for key in keys:
+        current.append(key)
+        e_sum += max(expected.get(key, 0.0), 0.0)
+        a_sum += max(actual.get(key, 0.0), 0.0)
+        if enough(e_sum, a_sum):
+            groups.append((current, e_sum, a_sum))
+            current, e_sum, a_sum = [], 0.0, 0.0
+    if current:
+        if groups:  # a thin tail joins the last full group
+            keys_last, e_last, a_last = groups.pop()
+            groups.append((keys_last + current, e_last + e_sum, a_last + a_sum))
+        else:
+            groups.append((current, e_sum, a_sum))
+    merged_e = {"+".join(g): e for g, e, _ in groups}
+    merged_a = {"+".join(g): a for g, _, a in groups}
+    return merged_e, merged_a
+
+
 def psi_noise_floor(buckets: int, n_expected: float, n_actual: float) -> float:
     """The PSI two samples of one distribution show on average: ``(k - 1) * (1/n1 + 1/n2)``.
 
