@@ -139,7 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Subcommands that take their whole argument list as is (argparse's REMAINDER drops a leading --option).
-PASSTHROUGH = {"local": _cmd_local, "demo": _cmd_demo}
+PASSTHROUGH = {
+    "report": _cmd_report,
+    "analyze": _cmd_analyze,
+    "bundle": _cmd_bundle,
+    "local": _cmd_local,
+    "demo": _cmd_demo,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
