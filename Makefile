@@ -33,9 +33,12 @@ unit: setup
 	$(PY) -m pytest tests/unit -q
 
 # The test command README.md gives and .ci/run calls: static checks, the CRD drift check, then every
-# test (unit, emulator, serving, analysis on a real Prometheus, integration with the real operator).
+# test (unit, emulator, serving, analysis on a real Prometheus, routers, chart with real helm,
+# integration with the real operator, end-to-end on the local stack) and the serving image built
+# with Docker and answering one request (MLCANARY_DOCKER_TESTS=1; the script installs and starts
+# dockerd itself).
 test: lint typecheck crd-check layers
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -q -p no:cacheprovider
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH MLCANARY_DOCKER_TESTS=1 $(PY) -m pytest -q -p no:cacheprovider
 
 demo: setup
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/mlcanary demo
