@@ -30,7 +30,13 @@ from mlcanary.engine import SetTraffic, TrafficObservation
 from mlcanary.kube import HTTPROUTES, Kube
 from mlcanary.resources import LABEL_MANAGED_BY, LABEL_MDEP, MANAGED_BY, Owner
 from mlcanary.routers.base import RouteContext, remove_owned, safe_target
-from mlcanary.routers.readback import generation, owned_by, revision_ports, spec_drift, written_by_us
+from mlcanary.routers.readback import (
+    ensure_route,
+    generation,
+    owned_by,
+    revision_ports,
+    spec_drift,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -265,33 +271,8 @@ class GatewayAPIRouter:
     async def apply(self, kube: Kube, ctx: RouteContext, target: SetTraffic) -> None:
         target = safe_target(target, ctx.revisions)
         desired = httproute(ctx, target, await revision_ports(kube, ctx.owner.namespace, target))
-        owner = ctx.owner
-        live = await kube.get(HTTPROUTES, owner.namespace, owner.name)
-        if live is None:
-            if not any(available(ctx, rev) for rev, _ in backends(target)):
-                # First deploy: no route to a revision that cannot answer yet.
-                logger.info("%s/%s: HTTPRoute waits for an available revision", owner.namespace, owner.name)
-                return
-            await kube.ensure(desired)
-            return
-        if not owned_by(live, owner):
-            logger.warning(
-                "%s/%s: HTTPRoute %s exists and is not controlled by this ModelDeployment; not touching it",
-                owner.namespace,
-                owner.name,
-                owner.name,
-            )
-            return
-        drift = spec_drift(desired, live, MANAGED_SPEC)
-        if drift is not None and written_by_us(desired, live):
-            logger.warning(
-                "%s/%s: HTTPRoute was edited outside the operator (%s): reverting it",
-                owner.namespace,
-                owner.name,
-                drift,
-            )
-        # A spec that differs is written whole (force), so fields the desired spec lacks are removed.
-        await kube.ensure(desired, force=drift is not None)
+        can_create = any(available(ctx, rev) for rev, _ in backends(target))
+        await ensure_route(kube, HTTPROUTES, desired, ctx.owner, MANAGED_SPEC, can_create=can_create)
 
     async def remove(self, kube: Kube, owner: Owner) -> None:
         await remove_owned(kube, HTTPROUTES, owner)

@@ -35,7 +35,13 @@ from mlcanary.kube import VIRTUALSERVICES, Kube
 from mlcanary.resources import Owner
 from mlcanary.routers.base import RouteContext, remove_owned, safe_target
 from mlcanary.routers.gateway_api import available, backends, pinned_revision, route_labels
-from mlcanary.routers.readback import generation, owned_by, revision_ports, spec_drift, written_by_us
+from mlcanary.routers.readback import (
+    ensure_route,
+    generation,
+    owned_by,
+    revision_ports,
+    spec_drift,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -193,34 +199,8 @@ class IstioRouter:
     async def apply(self, kube: Kube, ctx: RouteContext, target: SetTraffic) -> None:
         target = safe_target(target, ctx.revisions)
         desired = virtualservice(ctx, target, await revision_ports(kube, ctx.owner.namespace, target))
-        owner = ctx.owner
-        live = await kube.get(VIRTUALSERVICES, owner.namespace, owner.name)
-        if live is None:
-            if not any(available(ctx, rev) for rev, _ in backends(target)):
-                logger.info(
-                    "%s/%s: VirtualService waits for an available revision", owner.namespace, owner.name
-                )
-                return
-            await kube.ensure(desired)
-            return
-        if not owned_by(live, owner):
-            logger.warning(
-                "%s/%s: VirtualService %s exists and is not controlled by this ModelDeployment; not touching it",
-                owner.namespace,
-                owner.name,
-                owner.name,
-            )
-            return
-        drift = spec_drift(desired, live, MANAGED_SPEC)
-        if drift is not None and written_by_us(desired, live):
-            logger.warning(
-                "%s/%s: VirtualService was edited outside the operator (%s): reverting it",
-                owner.namespace,
-                owner.name,
-                drift,
-            )
-        # A spec that differs is written whole (force), so fields the desired spec lacks are removed.
-        await kube.ensure(desired, force=drift is not None)
+        can_create = any(available(ctx, rev) for rev, _ in backends(target))
+        await ensure_route(kube, VIRTUALSERVICES, desired, ctx.owner, MANAGED_SPEC, can_create=can_create)
 
     async def remove(self, kube: Kube, owner: Owner) -> None:
         await remove_owned(kube, VIRTUALSERVICES, owner)

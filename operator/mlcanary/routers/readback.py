@@ -13,11 +13,12 @@ a hand edit of any of them (a weight, a backend, a parent, a hostname list) is s
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from mlcanary.engine import SetTraffic
-from mlcanary.kube import HASH_ANNOTATION, SERVICES, Kube, content_hash
+from mlcanary.kube import HASH_ANNOTATION, SERVICES, Kube, Resource, content_hash
 from mlcanary.resources import HTTP_PORT_NAME, Owner
 
 
@@ -128,3 +129,48 @@ async def revision_ports(kube: Kube, namespace: str, target: SetTraffic) -> dict
                     _PORTS.clear()
                 _PORTS[(namespace, revision)] = ports[revision]
     return ports
+
+
+logger = logging.getLogger(__name__)
+
+
+async def ensure_route(
+    kube: Kube,
+    resource: Resource,
+    desired: dict[str, Any],
+    owner: Owner,
+    managed_spec: frozenset[str],
+    *,
+    can_create: bool,
+) -> None:
+    """Create or re-assert a router's object: never one we do not control, never a new one before a
+    revision can answer, and rewritten whole when its managed spec drifted (a hand edit is reverted)."""
+    kind = str(desired["kind"])
+    live = await kube.get(resource, owner.namespace, owner.name)
+    if live is None:
+        if not can_create:
+            # First deploy: no route to a revision that cannot answer yet.
+            logger.info("%s/%s: %s waits for an available revision", owner.namespace, owner.name, kind)
+            return
+        await kube.ensure(desired)
+        return
+    if not owned_by(live, owner):
+        logger.warning(
+            "%s/%s: %s %s exists and is not controlled by this ModelDeployment; not touching it",
+            owner.namespace,
+            owner.name,
+            kind,
+            owner.name,
+        )
+        return
+    drift = spec_drift(desired, live, managed_spec)
+    if drift is not None and written_by_us(desired, live):
+        logger.warning(
+            "%s/%s: %s was edited outside the operator (%s): reverting it",
+            owner.namespace,
+            owner.name,
+            kind,
+            drift,
+        )
+    # A spec that differs is written whole (force), so fields the desired spec lacks are removed.
+    await kube.ensure(desired, force=drift is not None)
