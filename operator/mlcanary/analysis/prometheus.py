@@ -189,7 +189,10 @@ class PrometheusProvider:
             headers=headers or None,
             disable_ssl=not self.verify_tls,
             auth=basic,
-            timeout=self.timeout_seconds,
+            # The asyncio bound in _query is the authoritative timeout; the HTTP client's own is a
+            # little longer so the two never race (a read timeout inside urllib3's retry surfaces as
+            # a ConnectionError and would read as "cannot connect").
+            timeout=self.timeout_seconds + 1,
             # One quick retry of a refused connection or a 502/503/504 (Prometheus restarting); never
             # of a read timeout, which would double the wait.
             retry=Retry(
@@ -258,6 +261,8 @@ def _describe_error(error: BaseException, address: str) -> str:
         return f"{address} did not answer in time"
     if isinstance(error, requests.exceptions.SSLError):
         return f"TLS error talking to {address} (certificate not trusted? see insecureSkipVerify)"
+    if isinstance(error, requests.exceptions.ConnectionError) and "timed out" in str(error).lower():
+        return f"{address} did not answer in time"
     if isinstance(error, requests.exceptions.ConnectionError):
         errno = _ERRNO.search(str(error))
         return f"cannot connect to {address}" + (f": {errno.group(0).strip()}" if errno else "")
