@@ -47,6 +47,18 @@ class OperatorMetrics:
             [*labels, "metric"],
             registry=self.registry,
         )
+        self.stable_value = Gauge(
+            "mlcanary_operator_analysis_stable_value",
+            "Last measured stable value of each compared metric.",
+            [*labels, "metric"],
+            registry=self.registry,
+        )
+        self.sample_size = Gauge(
+            "mlcanary_operator_analysis_sample_size",
+            "Canary requests behind the last measurement of each metric.",
+            [*labels, "metric"],
+            registry=self.registry,
+        )
         self.tick_seconds = Histogram(
             "mlcanary_operator_tick_duration_seconds",
             "Duration of one reconciliation tick.",
@@ -64,6 +76,10 @@ class OperatorMetrics:
             self.measurements.labels(namespace, name, m.metric, m.verdict.value).inc()
             if m.value is not None:
                 self.measurement_value.labels(namespace, name, m.metric).set(m.value)
+            if m.stable_value is not None:
+                self.stable_value.labels(namespace, name, m.metric).set(m.stable_value)
+            if m.sample_size is not None:
+                self.sample_size.labels(namespace, name, m.metric).set(m.sample_size)
 
     def record_status(
         self, namespace: str, name: str, status: ModelDeploymentStatus, actions: list[engine.Action]
