@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from mlcanary import engine, resources
 from mlcanary.analysis.provider import AnalysisContext, MetricProvider, run_round
+from mlcanary.analysis.queries import QueryTemplateError, check_template
 from mlcanary.durations import parse_duration
 from mlcanary.engine import (
     EmitEvent,
@@ -88,6 +89,22 @@ def format_validation_error(error: ValidationError, prefix: str = "spec") -> str
     return "; ".join(parts)
 
 
+class InvalidQueryError(ValueError):
+    """A custom query template that would not render (named by its field)."""
+
+
+def check_query_templates(spec: ModelDeploymentSpec) -> None:
+    """Refuse custom PromQL templates that cannot render (an unclosed string, a placeholder inside a
+    raw string) when the spec is read, not at the first analysis round of a rollout."""
+    for index, metric in enumerate(spec.analysis.metrics):
+        if metric.query is None:
+            continue
+        try:
+            check_template(metric.query)
+        except QueryTemplateError as error:
+            raise InvalidQueryError(f"spec.analysis.metrics[{index}].query: {error}") from None
+
+
 def observe_revisions(deployments: list[dict[str, Any]], owner_uid: str) -> dict[str, RevisionObservation]:
     revisions: dict[str, RevisionObservation] = {}
     for deployment in deployments:
@@ -145,7 +162,8 @@ async def _tick(obj: dict[str, Any], ctx: OperatorContext) -> TickResult:
     try:
         spec = ModelDeploymentSpec.model_validate(obj.get("spec") or {})
         router = get_router(spec.traffic.router_kind)
-    except (ValidationError, UnknownRouterError) as error:
+        check_query_templates(spec)
+    except (ValidationError, UnknownRouterError, InvalidQueryError) as error:
         text = format_validation_error(error) if isinstance(error, ValidationError) else str(error)
         new_status = engine.invalid_spec(status, text, generation, now)
         await _write_status(ctx, obj, old_raw, new_status)

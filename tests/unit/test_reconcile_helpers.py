@@ -101,3 +101,22 @@ def test_observe_revisions_does_not_count_pods_of_an_older_template() -> None:
     seen = observe_revisions([deployment("a", "me", 2, 2, generation=3, observed=2)], "me")
     assert seen["a"].ready_replicas == 0
     assert not seen["a"].available
+
+
+def test_a_custom_query_that_cannot_render_is_refused_naming_its_field() -> None:
+    from mlcanary.reconcile import InvalidQueryError, check_query_templates
+
+    spec = ModelDeploymentSpec.model_validate(
+        {
+            "model": {"name": "m", "version": "1", "uri": "file:///m"},
+            "analysis": {
+                "metrics": [
+                    {"name": "ok", "query": 'sum(x{v="{{version}}"})', "max": 1},
+                    {"name": "bad", "query": 'sum(x{v="{{version}})', "max": 1},
+                ]
+            },
+        }
+    )
+    with pytest.raises(InvalidQueryError) as caught:
+        check_query_templates(spec)
+    assert str(caught.value).startswith("spec.analysis.metrics[1].query: ")
