@@ -372,63 +372,74 @@ def _require_sample(metric: Metric, size: float, what: str, role: q.Role = "cana
 # ----------------------------------------------------------------------------------- metrics
 
 
-def _error_rate(metric: Metric, results: Sequence[QueryResult], outcome: _Outcome) -> None:
-    canary = _by_label(_need(results, "requests", "canary"), q.LABEL_OUTCOME)
+def _share(
+    metric: Metric,
+    results: Sequence[QueryResult],
+    outcome: _Outcome,
+    *,
+    query: str,
+    label: str,
+    key: str,
+    sample_what: str,
+) -> tuple[float, float, dict[str, float] | None]:
+    """A metric that is the share of ``key`` among counts by ``label`` (error rate, accuracy): sets
+    the canary value, the stable value when compared, and the sample size; returns the canary's
+    (hits, total) and stable's counts (None unless ``compareTo: stable``)."""
+    canary = _by_label(_need(results, query, "canary"), label)
     total = sum(canary.values())
-    errors = canary.get(q.OUTCOME_SERVER_ERROR, 0.0)
+    hits = canary.get(key, 0.0)
     outcome.sample_size = total
-    outcome.value = errors / total if total > 0 else None
+    outcome.value = hits / total if total > 0 else None
     stable_counts: dict[str, float] | None = None
     if metric.compare_to == "stable":
-        stable_counts = _by_label(_need(results, "requests", "stable"), q.LABEL_OUTCOME)
+        stable_counts = _by_label(_need(results, query, "stable"), label)
         stable_total = sum(stable_counts.values())
         if stable_total > 0:
-            outcome.stable_value = stable_counts.get(q.OUTCOME_SERVER_ERROR, 0.0) / stable_total
-    _require_sample(metric, total, "requests")
+            outcome.stable_value = stable_counts.get(key, 0.0) / stable_total
+    _require_sample(metric, total, sample_what)
+    return hits, total, stable_counts
+
+
+def _error_rate(metric: Metric, results: Sequence[QueryResult], outcome: _Outcome) -> None:
+    errors, total, stable_counts = _share(
+        metric,
+        results,
+        outcome,
+        query="requests",
+        label=q.LABEL_OUTCOME,
+        key=q.OUTCOME_SERVER_ERROR,
+        sample_what="requests",
+    )
     assert outcome.value is not None
     if metric.min is not None or metric.max is not None:
         outcome.add(*check_bounds(metric, outcome.value, "error rate"))
     if stable_counts is not None:
-        stable_total = sum(stable_counts.values())
+        stable_errors = stable_counts.get(q.OUTCOME_SERVER_ERROR, 0.0)
         outcome.add(
             *compare_proportions(
-                metric,
-                errors,
-                total,
-                stable_counts.get(q.OUTCOME_SERVER_ERROR, 0.0),
-                stable_total,
-                bad="error rate",
+                metric, errors, total, stable_errors, sum(stable_counts.values()), bad="error rate"
             )
         )
 
 
 def _accuracy(metric: Metric, results: Sequence[QueryResult], outcome: _Outcome) -> None:
-    canary = _by_label(_need(results, "feedback", "canary"), q.LABEL_CORRECT)
-    total = sum(canary.values())
-    correct = canary.get(q.CORRECT_TRUE, 0.0)
-    outcome.sample_size = total
-    outcome.value = correct / total if total > 0 else None
-    stable_counts: dict[str, float] | None = None
-    if metric.compare_to == "stable":
-        stable_counts = _by_label(_need(results, "feedback", "stable"), q.LABEL_CORRECT)
-        stable_total = sum(stable_counts.values())
-        if stable_total > 0:
-            outcome.stable_value = stable_counts.get(q.CORRECT_TRUE, 0.0) / stable_total
-    _require_sample(metric, total, "labelled predictions (feedback)")
+    correct, total, stable_counts = _share(
+        metric,
+        results,
+        outcome,
+        query="feedback",
+        label=q.LABEL_CORRECT,
+        key=q.CORRECT_TRUE,
+        sample_what="labelled predictions (feedback)",
+    )
     assert outcome.value is not None
     if metric.min is not None or metric.max is not None:
         outcome.add(*check_bounds(metric, outcome.value, "accuracy"))
     if stable_counts is not None:
         stable_total = sum(stable_counts.values())
+        stable_misses = stable_total - stable_counts.get(q.CORRECT_TRUE, 0.0)
         outcome.add(
-            *compare_proportions(
-                metric,
-                total - correct,
-                total,
-                stable_total - stable_counts.get(q.CORRECT_TRUE, 0.0),
-                stable_total,
-                bad="miss rate",
-            )
+            *compare_proportions(metric, total - correct, total, stable_misses, stable_total, bad="miss rate")
         )
 
 
