@@ -535,22 +535,26 @@ def _unique_rule_names(rules: list[RouteRule] | None) -> list[RouteRule] | None:
     return rules
 
 
+# Shared by the routers that accept extraRules (Gateway API and Istio).
+_EXTRA_RULES_CONFIG = ConfigDict(
+    **ApiModel.model_config,
+    json_schema_extra={
+        "x-kubernetes-validations": [
+            {
+                "rule": "!has(self.extraRules) || self.extraRules.all(r, r.name != 'weighted' && "
+                "self.extraRules.exists_one(o, o.name == r.name))",
+                "message": "extraRules names must be unique and not 'weighted'",
+            }
+        ]
+    },
+)
+
+
 class GatewayAPIRouter(ApiModel):
     """Split traffic with a Gateway API HTTPRoute owned by the operator."""
 
-    # CEL mirrors of the validators below, so a real API server refuses these at apply time.
-    model_config = ConfigDict(
-        **ApiModel.model_config,
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "!has(self.extraRules) || self.extraRules.all(r, r.name != 'weighted' && "
-                    "self.extraRules.exists_one(o, o.name == r.name))",
-                    "message": "extraRules names must be unique and not 'weighted'",
-                }
-            ]
-        },
-    )
+    # CEL mirror of the extraRules validator, so a real API server refuses these at apply time.
+    model_config = _EXTRA_RULES_CONFIG
 
     parent_refs: list[ParentRef] = Field(
         min_length=1,
@@ -588,19 +592,8 @@ class IstioRetries(ApiModel):
 class IstioRouter(ApiModel):
     """Split traffic with an Istio VirtualService owned by the operator."""
 
-    # CEL mirrors of the validators below, so a real API server refuses these at apply time.
-    model_config = ConfigDict(
-        **ApiModel.model_config,
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "!has(self.extraRules) || self.extraRules.all(r, r.name != 'weighted' && "
-                    "self.extraRules.exists_one(o, o.name == r.name))",
-                    "message": "extraRules names must be unique and not 'weighted'",
-                }
-            ]
-        },
-    )
+    # CEL mirror of the extraRules validator, so a real API server refuses these at apply time.
+    model_config = _EXTRA_RULES_CONFIG
 
     hosts: list[str] = Field(
         min_length=1,
