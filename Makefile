@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	bash scripts/install-system-deps.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[serving,bundle,demo,dev]'
+	$(PY) -m pip install -q -e '.[local,dev]'
 	PYTHON=$(PY) bash scripts/install-tools.sh $(VENV)/bin
 	touch $(STAMP)
 

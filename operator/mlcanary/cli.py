@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
+from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import yaml
@@ -72,27 +75,96 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     return dryrun.main(args.rest)
 
 
-def _cmd_bundle(args: argparse.Namespace) -> int:
+# Commands whose code lives outside the operator package, in another package of the distribution
+# installed with an extra. They are found through entry points (group ``mlcanary.commands``, declared in
+# pyproject.toml), so the operator never imports them and its image need not contain them.
+ENTRY_POINT_GROUP = "mlcanary.commands"
+
+
+@dataclass(frozen=True)
+class ExtraCommand:
+    extras: tuple[str, ...]  # the extras that install what the command needs
+    argv_prefix: tuple[str, ...] = ()  # prepended to the arguments (the target may serve several verbs)
+
+    @property
+    def install_hint(self) -> str:
+        return f"pip install 'mlcanary[{','.join(self.extras)}]'"
+
+
+EXTRA_COMMANDS = {
+    "local": ExtraCommand(("local",)),
+    "demo": ExtraCommand(("local",)),
+    "bundle": ExtraCommand(("serving", "bundle"), argv_prefix=("bundle",)),
+}
+
+_REQUIREMENT = re.compile(
+    r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[([^\]]*)\])?[^;]*;\s*extra\s*==\s*[\"']([^\"']+)[\"']"
+)
+
+
+def _extra_requirements(extra: str, seen: frozenset[str] = frozenset()) -> set[str]:
+    """Distribution names an extra of ``mlcanary`` pulls in (following ``mlcanary[other]`` references)."""
     try:
-        from mlcanary_serving.cli import main as serving_main
-    except ImportError:
+        requires = metadata.requires("mlcanary") or []
+    except metadata.PackageNotFoundError:
+        return set()
+    names: set[str] = set()
+    for line in requires:
+        match = _REQUIREMENT.match(line)
+        if match is None or match[3] != extra:
+            continue
+        name, nested = match[1], match[2]
+        if name.lower() == "mlcanary":
+            for other in (nested or "").split(","):
+                if other.strip() and other.strip() not in seen:
+                    names |= _extra_requirements(other.strip(), seen | {extra})
+        else:
+            names.add(name)
+    return names
+
+
+def missing_distributions(extras: tuple[str, ...]) -> list[str]:
+    """The distributions the extras need that are not installed (empty when all are)."""
+    missing = set()
+    for name in set().union(*(_extra_requirements(extra) for extra in extras)):
+        try:
+            metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            missing.add(name)
+    return sorted(missing)
+
+
+def _run_extra_command(name: str, rest: list[str]) -> int:
+    command = EXTRA_COMMANDS[name]
+    found = [ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
+    missing = missing_distributions(command.extras)
+    target = None
+    if found and not missing:
+        try:
+            target = found[0].load()
+        except ImportError as exc:  # the package itself is absent (e.g. the operator image)
+            missing = [exc.name or str(exc)]
+    if target is None:
+        why = f"missing: {', '.join(missing)}" if missing else f"no {ENTRY_POINT_GROUP} entry point"
         print(
-            "mlcanary bundle needs the serving extra: pip install 'mlcanary[serving,bundle]'", file=sys.stderr
+            f"mlcanary {name} needs the {'+'.join(command.extras)} extra ({why}): {command.install_hint}",
+            file=sys.stderr,
         )
         return 2
-    return serving_main(["bundle", *args.rest])
+    result: int = target([*command.argv_prefix, *rest])
+    return result
+
+
+def _cmd_bundle(args: argparse.Namespace) -> int:
+    return _run_extra_command("bundle", args.rest)
 
 
 def _cmd_local(args: argparse.Namespace) -> int:
-    from mlcanary.local import stack
-
-    return stack.main(args.rest)
+    return _run_extra_command("local", args.rest)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from mlcanary.local import demo
-
-    return demo.main(args.rest)
+    return _run_extra_command("demo", args.rest)
 
 
 def build_parser() -> argparse.ArgumentParser:

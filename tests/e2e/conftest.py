@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
-from mlcanary.local.demo import Bundle, Timing, build_bundles, manifest
-from mlcanary.local.kubeapi import DEPLOYMENTS, MODEL_DEPLOYMENTS, KubeApi, collection_path
-from mlcanary.local.loadgen import Record, read_records
-from mlcanary.local.process import spawn, stop_popen
-from mlcanary.local.stack import LocalStack, StackConfig
+from mlcanary_local.demo.story import Bundle, Timing, build_bundles, manifest
+from mlcanary_local.kubeapi import DEPLOYMENTS, MODEL_DEPLOYMENTS, KubeApi, collection_path
+from mlcanary_local.loadgen import Record, read_records
+from mlcanary_local.process import spawn, stop_popen
+from mlcanary_local.stack import LocalStack, StackConfig
 
 Obj = dict[str, Any]
 
@@ -196,7 +196,7 @@ class Rollout:
 
     def start_load(self, rate: float = TIMING.rate) -> None:
         url = self.stack.model_url(self.namespace, self.name)
-        argv = [sys.executable, "-m", "mlcanary.local.loadgen", "--url", url, "--rate", str(rate)]
+        argv = [sys.executable, "-m", "mlcanary_local.loadgen", "--url", url, "--rate", str(rate)]
         argv += ["--out", str(self.requests_csv)]
         self.loadgen = spawn(argv, self.work / "loadgen.log")
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from mlcanary.local.stack import LocalStack
+from mlcanary_local.stack import LocalStack
 
 from .conftest import ERROR_RATE, STEPS, Rollout, record
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mlcanary.local.emulator import EmulatorThread
+from kube_emulator import EmulatorThread
 
 from .harness import Cluster, OperatorProcess, load_crd
 

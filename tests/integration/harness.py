@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from mlcanary.local.emulator import EmulatorThread
+from kube_emulator import EmulatorThread
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_PATH = REPO / "crds" / "modeldeployments.mlcanary.io.yaml"

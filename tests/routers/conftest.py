@@ -2,7 +2,7 @@
 
 ``mesh_cluster`` is the shared emulator (with the ModelDeployment CRD) plus the upstream Gateway API
 and Istio CRDs read from ``../shared/upstream-crds``; ``route_status`` runs the local stand-in
-gateway controller (``python -m mlcanary.local.route_status``) against it; ``operator`` is the real
+gateway controller (``python -m mlcanary_local.route_status``) against it; ``operator`` is the real
 operator as in production, from the shared harness.
 """
 
@@ -37,7 +37,7 @@ class RouteStatusProcess:
     def start(self) -> None:
         if self.process is not None and self.process.poll() is None:
             return
-        args = [sys.executable, "-m", "mlcanary.local.route_status", "--kubeconfig", str(self.kubeconfig)]
+        args = [sys.executable, "-m", "mlcanary_local.route_status", "--kubeconfig", str(self.kubeconfig)]
         args += ["--interval", "0.2"] + (["--istio"] if self.istio else [])
         self.process = subprocess.Popen(
             args,

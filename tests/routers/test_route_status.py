@@ -3,9 +3,9 @@ upstream schema, and it leaves other controllers' entries alone."""
 
 from __future__ import annotations
 
-from mlcanary.local.route_status import CONTROLLER_NAME, RouteStatusController
 from mlcanary.routers.gateway_api import GatewayAPIRouter, parents_verdict
 from mlcanary.routers.istio import IstioRouter, istiod_verdict
+from mlcanary_local.route_status import CONTROLLER_NAME, RouteStatusController
 
 from .kit import (
     CANARY,

@@ -2,7 +2,7 @@
 
 The emulator has the upstream Gateway API and Istio CRDs registered, so what the routers write is
 defaulted, pruned and validated by those schemas as it is stored. The stand-in gateway controller
-(``mlcanary.local.route_status``) marks HTTPRoutes Accepted; without it nothing is ever verified.
+(``mlcanary_local.route_status``) marks HTTPRoutes Accepted; without it nothing is ever verified.
 """
 
 from __future__ import annotations

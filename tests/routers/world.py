@@ -17,10 +17,10 @@ from typing import Any
 
 from mlcanary.analysis.provider import AnalysisContext
 from mlcanary.kube import HTTPROUTES, MODEL_DEPLOYMENTS, VIRTUALSERVICES
-from mlcanary.local.route_status import RouteStatusController
 from mlcanary.models import Measurement, Metric, ModelDeploymentSpec, Verdict
 from mlcanary.reconcile import OperatorContext, reconcile
 from mlcanary.settings import Settings
+from mlcanary_local.route_status import RouteStatusController
 
 from .kit import NAME, NAMESPACE, UID, MemoryKube, httproute_defaults
 

@@ -1,0 +1,636 @@
+"""``mlcanary demo``: a complete canary story on one machine, with real models, real processes and a
+real Prometheus, printed live.
+
+1. trains small scikit-learn pipelines on the breast_cancer data that ships with scikit-learn and
+   bundles them: 1.0.0 (a strongly regularised logistic regression), 2.0.0 (the tuned one: better
+   held-out accuracy), 3.0.0 (degenerate: always the same answer, with HTTP 200 — only ML-aware
+   analysis sees it) and 4.0.0 (a sound model whose server fails a share of requests);
+2. starts the local stack (:mod:`mlcanary_local.stack`) and a load generator sending real rows
+   through the gateway;
+3. applies 1.0.0 and waits until it serves; applies 2.0.0 and follows it through 5 → 20 → 50 → 100
+   to promotion; applies 3.0.0 and follows it to its automatic rollback by predictionDrift; applies
+   4.0.0 and follows it to its rollback by errorRate — printing each phase, step, weight, the traffic
+   actually served per version and every analysis round;
+4. prints a summary table and writes ``timeline.png`` (traffic per version, error rate, latency and
+   drift per version, promotions and rollbacks), ``summary.txt``, ``summary.json``, the request log
+   ``requests.csv`` and the stack's logs into ``--out``.
+
+``--quick`` compresses the story to about two minutes (for CI) by configuration only: shorter
+``stepDuration`` and ``interval`` in the ModelDeployment, a faster operator tick. The exit status is
+non-zero when any step of the story did not happen as told.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import shutil
+import signal
+import sys
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from mlcanary_local.demo.timeline import (
+    Snapshot,
+    Story,
+    format_table,
+    prometheus_panels,
+    render_png,
+    summarize,
+)
+from mlcanary_local.kubeapi import MODEL_DEPLOYMENTS, KubeApi, Obj, collection_path
+from mlcanary_local.loadgen import FIELDS, Record, read_records
+from mlcanary_local.process import spawn, stop_popen
+from mlcanary_local.stack import LocalStack, StackConfig
+
+NAMESPACE = "demo"
+NAME = "breast-cancer"
+MODEL = "breast-cancer"
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Everything that makes the story fast or slow: configuration, not code paths."""
+
+    replicas: int
+    rate: float  # requests per second offered by the load generator
+    step_duration: str
+    interval: str
+    progress_deadline: str
+    scale_down_delay: str
+    tick_seconds: float
+    act_timeout: float  # seconds an act may take before the story counts as deviated
+    baseline_seconds: float  # load on 1.0.0 alone before the first canary
+
+
+QUICK = Timing(
+    replicas=10,
+    rate=120,
+    step_duration="8s",
+    interval="8s",
+    progress_deadline="60s",
+    scale_down_delay="2s",
+    tick_seconds=0.5,
+    act_timeout=90,
+    baseline_seconds=4,
+)
+FULL = Timing(
+    replicas=10,
+    rate=100,
+    step_duration="30s",
+    interval="15s",
+    progress_deadline="2m",
+    scale_down_delay="10s",
+    tick_seconds=1.0,
+    act_timeout=420,
+    baseline_seconds=10,
+)
+
+
+def timing_for(quick: bool, router: str) -> Timing:
+    """With the replicas router a step's weight is a share of pods (5% -> 1 of 10, 10% served). A
+    mesh router splits exactly and runs ``replicas`` pods per revision: one each, so the canary's
+    5% is not spread over pods that each need MLCANARY_DRIFT_MIN_ROWS rows, and more load."""
+    timing = QUICK if quick else FULL
+    if router == "gatewayAPI":
+        return replace(timing, replicas=1, rate=150 if quick else 120)
+    return timing
+
+
+# Thresholds, the same in both modes. predictionDrift is the PSI between the canary's and stable's
+# score histograms (and class shares) over one window. Between two finite samples PSI is biased
+# upwards (an empty bucket counts as a share of 1e-4): two sound versions measured on ~100 canary
+# predictions give 0.3-1.5 (the same model against itself gives ~0.5), while a model that always
+# answers the same gives ~3. So a short window needs a bound near 2; with thousands of predictions
+# per window a bound of 0.2-0.5 works.
+METRICS: list[dict[str, Any]] = [
+    {"name": "error-rate", "builtin": "errorRate", "max": 0.02, "minRequests": 40},
+    {"name": "latency-p99", "builtin": "latencyP99", "max": 0.25, "minRequests": 40},
+    {"name": "input-drift", "builtin": "inputDrift", "max": 0.3},
+    {"name": "prediction-drift", "builtin": "predictionDrift", "max": 2.0, "minRequests": 40},
+]
+# The servers publish input PSI once their window holds this many rows (PSI of fewer rows is noise).
+SERVING_ENV = [{"name": "MLCANARY_DRIFT_MIN_ROWS", "value": "150"}]
+
+
+# ------------------------------------------------------------------------------------------ models
+
+
+@dataclass(frozen=True)
+class Bundle:
+    version: str
+    path: Path
+    sha256: str
+    description: str
+    holdout_accuracy: float | None = None
+
+    @property
+    def uri(self) -> str:
+        return self.path.resolve().as_uri()
+
+
+def build_bundles(out: Path) -> dict[str, Bundle]:
+    """Train and bundle the story's models (a few seconds)."""
+    import numpy as np
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.dummy import DummyClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from mlcanary_serving.bundle import build_bundle
+
+    data = load_breast_cancer()
+    X, y = np.asarray(data.data, dtype=np.float64), np.asarray(data.target)
+    names = [str(n) for n in data.feature_names]
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, stratify=y, random_state=2)
+
+    def logreg(c: float) -> Any:
+        return Pipeline([("scale", StandardScaler()), ("clf", LogisticRegression(C=c, max_iter=5000))])
+
+    plans: list[tuple[str, Any, str]] = [
+        ("1.0.0", logreg(0.1), "logistic regression, C=0.1 (strongly regularised)"),
+        ("2.0.0", logreg(1.0), "logistic regression, C=1.0 (tuned): the better model"),
+        (
+            "3.0.0",
+            Pipeline([("scale", StandardScaler()), ("clf", DummyClassifier(strategy="most_frequent"))]),
+            "degenerate: always answers 'benign' with HTTP 200 (no errors, fast)",
+        ),
+        ("4.0.0", logreg(1.0), "a sound model, but its server fails 20% of requests (HTTP 500)"),
+    ]
+    bundles: dict[str, Bundle] = {}
+    out.mkdir(parents=True, exist_ok=True)
+    for version, pipeline, description in plans:
+        pipeline.fit(X_train, y_train)
+        target = out / f"breast-cancer-{version}"
+        if target.exists():
+            shutil.rmtree(target)
+        result = build_bundle(
+            pipeline,
+            X_train,
+            y_train,
+            target,
+            name=MODEL,
+            version=version,
+            feature_names=names,
+            onnx="auto",
+            eval_data=(X_test, y_test),
+            intended_use="mlcanary demo model (breast-cancer diagnosis). Not for clinical use.",
+        )
+        accuracy = float(pipeline.score(X_test, y_test))
+        bundles[version] = Bundle(version, result.path, result.manifest_sha256, description, accuracy)
+    return bundles
+
+
+# --------------------------------------------------------------------------------------- manifests
+
+
+def manifest(
+    bundle: Bundle,
+    timing: Timing,
+    router: str = "replicas",
+    env: list[dict[str, str]] | None = None,
+    name: str = NAME,
+    namespace: str = NAMESPACE,
+    model_name: str = MODEL,
+    metrics: list[dict[str, Any]] | None = None,
+    steps: list[int] | None = None,
+    on_inconclusive: str = "Hold",
+) -> Obj:
+    """The ModelDeployment for one version of the story (the README's example, with demo timings)."""
+    traffic: Obj = (
+        {"gatewayAPI": {"parentRefs": [{"name": "mlcanary-local", "kind": "Gateway"}]}}
+        if router == "gatewayAPI"
+        else {"replicas": {}}
+    )
+    return {
+        "apiVersion": "mlcanary.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "model": {
+                "name": model_name,
+                "version": bundle.version,
+                "uri": bundle.uri,
+                "sha256": bundle.sha256,
+            },
+            "serving": {"replicas": timing.replicas, "env": [*SERVING_ENV, *(env or [])]},
+            "rollout": {
+                "steps": steps or [5, 20, 50, 100],
+                "stepDuration": timing.step_duration,
+                "progressDeadline": timing.progress_deadline,
+                "scaleDownDelay": timing.scale_down_delay,
+            },
+            "analysis": {
+                "interval": timing.interval,
+                "failureLimit": 1,
+                "inconclusiveLimit": 3,
+                "consecutiveErrorLimit": 3,
+                "onInconclusive": on_inconclusive,
+                "metrics": metrics if metrics is not None else METRICS,
+            },
+            "traffic": traffic,
+        },
+    }
+
+
+# ------------------------------------------------------------------------------------- following
+
+
+class RecordTail:
+    """New lines of the load generator's CSV since the last call."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.partial = ""
+
+    def poll(self) -> list[Record]:
+        if not self.path.exists():
+            return []
+        with self.path.open() as handle:
+            handle.seek(self.offset)
+            chunk = handle.read()
+            self.offset = handle.tell()
+        text = self.partial + chunk
+        lines = text.split("\n")
+        self.partial = lines.pop()
+        out = []
+        for line in lines:
+            cells = line.split(",")
+            if len(cells) != len(FIELDS) or cells[0] == "t":
+                continue
+            try:
+                out.append(Record(float(cells[0]), float(cells[1]), int(cells[2]), cells[3], cells[4]))
+            except ValueError:
+                continue
+        return out
+
+
+def _fmt_value(metric: str, value: Any) -> str:
+    if value is None:
+        return "n/a"
+    v = float(value)
+    if "latency" in metric:
+        return f"{v * 1000:.1f}ms"
+    return f"{v:.3f}"
+
+
+def describe_round(status: Obj) -> str:
+    marks = {"Successful": "ok", "Failed": "FAILED", "Inconclusive": "inconclusive", "Error": "error"}
+    parts = []
+    for m in status.get("lastMeasurements") or []:
+        parts.append(
+            f"{m['metric']} {_fmt_value(m['metric'], m.get('value'))} {marks.get(m['verdict'], m['verdict'])}"
+        )
+    verdict = (status.get("analysis") or {}).get("lastVerdict", "?")
+    return "analysis: " + ", ".join(parts) + f"  => {verdict}"
+
+
+@dataclass
+class Follower:
+    """Polls the ModelDeployment, prints what changes, records snapshots for the timeline."""
+
+    api: KubeApi
+    story: Story
+    tail: RecordTail | None
+    namespace: str = NAMESPACE
+    name: str = NAME
+    steps: int = 4
+    quiet: bool = False
+    recent: deque[Record] = field(default_factory=lambda: deque(maxlen=4000))
+    records: list[Record] = field(default_factory=list)
+    last_key: tuple[Any, ...] | None = None
+    last_round: str | None = None
+    status: Obj = field(default_factory=dict)
+    steps_seen: dict[str, list[int]] = field(default_factory=dict)  # canary version -> steps, in order
+
+    @property
+    def path(self) -> str:
+        return f"{collection_path(*MODEL_DEPLOYMENTS, self.namespace)}/{self.name}"
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            print(f"  [{time.time() - self.story.started:6.1f}s] {text}", flush=True)
+
+    def served(self, seconds: float = 2.0) -> str:
+        """Each version's share of the requests answered in the last ``seconds`` (as written so far)."""
+        now = time.time()
+        window = [r for r in self.recent if now - seconds - 0.5 <= r.t <= now - 0.5 and r.version]
+        if not window:
+            return ""
+        counts = Counter(r.version for r in window)
+        total = sum(counts.values())
+        return "served: " + " | ".join(f"{v} {100 * c / total:.0f}%" for v, c in sorted(counts.items()))
+
+    async def poll(self) -> Obj:
+        if self.tail is not None:
+            new = self.tail.poll()
+            self.records.extend(new)
+            self.recent.extend(new)
+        obj = await self.api.get(self.path)
+        status: Obj = (obj or {}).get("status") or {}
+        self.status = status
+        phase = status.get("phase") or "-"
+        snapshot = Snapshot(
+            t=time.time(),
+            phase=phase,
+            stable=status.get("stableVersion"),
+            canary=status.get("canaryVersion"),
+            weight=int(status.get("canaryWeight") or 0),
+            step=status.get("currentStep"),
+            message=str(status.get("message") or ""),
+        )
+        self.story.snapshots.append(snapshot)
+        if phase == "Progressing" and snapshot.canary and snapshot.step:
+            seen = self.steps_seen.setdefault(snapshot.canary, [])
+            if not seen or seen[-1] != snapshot.step:
+                seen.append(int(snapshot.step))
+        self.story.history = list(status.get("history") or [])
+        round_at = (status.get("analysis") or {}).get("lastRoundAt")
+        if round_at and round_at != self.last_round and status.get("lastMeasurements"):
+            self.last_round = round_at
+            self.story.record_round(status)
+            served = self.served(4.0)
+            self.say(
+                "  "
+                + describe_round(status)
+                + (f"\n{' ' * 14}({served} over the last 4 s)" if served else "")
+            )
+        key = (phase, snapshot.stable, snapshot.canary, snapshot.weight, snapshot.step)
+        if key != self.last_key and obj is not None and status.get("phase"):
+            self.last_key = key
+            self.say(self.describe(snapshot))
+        return status
+
+    def describe(self, s: Snapshot) -> str:
+        if s.phase == "Progressing" and s.canary:
+            return f"{s.phase:<12} {s.canary} step {s.step}/{self.steps}: canary weight {s.weight}%"
+        if s.phase in ("Promoting", "RollingBack"):
+            return f"{s.phase:<12} {s.message}"
+        if s.phase == "RolledBack":
+            return f"{s.phase:<12} {s.message}"
+        if s.phase == "Healthy":
+            return f"{s.phase:<12} stable {s.stable}" + (f": {s.message}" if s.message else "")
+        return f"{s.phase:<12} {s.message}"
+
+    async def until(self, done: Any, within: float, period: float = 0.25) -> Obj:
+        deadline = time.monotonic() + within
+        while True:
+            status = await self.poll()
+            if done(status):
+                return status
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"still {status.get('phase')}: {status.get('message')}")
+            await asyncio.sleep(period)
+
+
+def record_for(status: Obj, version: str) -> Obj | None:
+    for record in reversed(status.get("history") or []):
+        if record.get("version") == version:
+            return dict(record)
+    return None
+
+
+# ------------------------------------------------------------------------------------------- story
+
+
+@dataclass(frozen=True)
+class Act:
+    version: str
+    title: str
+    expect: str  # "Healthy" (first deploy) | "Promoted" | "RolledBack"
+    reason_contains: str = ""
+    env: tuple[tuple[str, str], ...] = ()
+
+
+ACTS = [
+    Act("1.0.0", "deploy 1.0.0, the first version", "Healthy"),
+    Act("2.0.0", "2.0.0, a better model: expect promotion through 5 -> 20 -> 50 -> 100", "Promoted"),
+    Act(
+        "3.0.0",
+        "3.0.0, degenerate predictions with HTTP 200: expect rollback by prediction-drift",
+        "RolledBack",
+        reason_contains="prediction-drift",
+    ),
+    Act(
+        "4.0.0",
+        "4.0.0, a plain error spike: expect rollback by error-rate",
+        "RolledBack",
+        reason_contains="error-rate",
+        env=(("MLCANARY_FAULT_ERROR_RATE", "0.2"), ("MLCANARY_FAULT_SEED", "4")),
+    ),
+]
+
+
+@dataclass
+class Outcome:
+    act: Act
+    ok: bool
+    detail: str
+    steps_seen: list[int] = field(default_factory=list)
+
+
+async def run_story(
+    stack: LocalStack, bundles: dict[str, Bundle], timing: Timing, router: str, out: Path
+) -> tuple[list[Outcome], Story, Path]:
+    story = Story(model_name=MODEL, started=time.time())
+    requests_csv = out / "requests.csv"
+    outcomes: list[Outcome] = []
+    loadgen = None
+    async with KubeApi.from_kubeconfig(stack.kubeconfig) as api:
+        await api.ensure_namespace(NAMESPACE)
+        follower = Follower(api, story, RecordTail(requests_csv))
+        try:
+            for act in ACTS:
+                print(f"\n== {act.title}", flush=True)
+                env = [{"name": k, "value": v} for k, v in act.env]
+                await api.apply(manifest(bundles[act.version], timing, router, env=env))
+                outcome = await play(follower, act, timing)
+                outcomes.append(outcome)
+                print(
+                    f"  -> {'as expected' if outcome.ok else 'NOT AS EXPECTED'}: {outcome.detail}", flush=True
+                )
+                if not outcome.ok:
+                    break
+                if loadgen is None:
+                    url = stack.model_url(NAMESPACE, NAME)
+                    print(f"\n== load: {timing.rate:g} requests/s of breast_cancer rows to {url}", flush=True)
+                    loadgen = spawn(
+                        [
+                            sys.executable,
+                            "-m",
+                            "mlcanary_local.loadgen",
+                            "--url",
+                            url,
+                            "--rate",
+                            str(timing.rate),
+                            "--out",
+                            str(requests_csv),
+                        ],
+                        stack.logs / "loadgen.log",
+                    )
+                    await asyncio.sleep(timing.baseline_seconds)
+            await asyncio.sleep(2)  # the last requests and scrapes
+            await follower.poll()
+        finally:
+            if loadgen is not None:
+                stop_popen(loadgen, grace=15)
+            with contextlib.suppress(Exception):
+                await follower.poll()
+            (out / "status.json").write_text(json.dumps(follower.status, indent=2))
+    return outcomes, story, requests_csv
+
+
+async def play(follower: Follower, act: Act, timing: Timing) -> Outcome:
+    version = act.version
+
+    def finished(status: Obj) -> bool:
+        if act.expect == "Healthy":
+            return status.get("phase") == "Healthy" and status.get("stableVersion") == version
+        return record_for(status, version) is not None and status.get("phase") in ("Healthy", "RolledBack")
+
+    try:
+        status = await follower.until(finished, timing.act_timeout)
+    except TimeoutError as error:
+        return Outcome(act, False, f"timed out after {timing.act_timeout:.0f}s ({error})")
+    steps_seen = follower.steps_seen.get(version, [])
+    if act.expect == "Healthy":
+        return Outcome(act, True, f"{version} serves all traffic", steps_seen)
+    record = record_for(status, version) or {}
+    outcome, reason = record.get("outcome"), str(record.get("reason", ""))
+    if outcome != act.expect:
+        return Outcome(act, False, f"{version} ended {outcome}: {reason}", steps_seen)
+    if act.reason_contains and act.reason_contains not in reason:
+        return Outcome(act, False, f"{version} {outcome}, but for another reason: {reason}", steps_seen)
+    if act.expect == "Promoted":
+        reported = [int(s["step"]) for s in record.get("steps") or [] if s.get("verdict") == "Successful"]
+        expected = list(range(1, 4))
+        if reported != expected:
+            return Outcome(act, False, f"promoted, but steps judged successful were {reported}", steps_seen)
+        if steps_seen != expected:
+            return Outcome(act, False, f"promoted, but the steps seen live were {steps_seen}", steps_seen)
+        return Outcome(act, True, f"{version} promoted after steps {reported} passed: {reason}", steps_seen)
+    return Outcome(act, True, f"{version} rolled back: {reason}", steps_seen)
+
+
+# --------------------------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlcanary demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="the whole story in about two minutes (CI)")
+    parser.add_argument("--out", default="out/demo", help="directory for the PNG, summary and logs")
+    parser.add_argument(
+        "--router", choices=["replicas", "gatewayAPI"], default="replicas", help="traffic router"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the stack running at the end (Ctrl-C stops)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    timing = timing_for(args.quick, args.router)
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+
+    def on_term(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    began = time.monotonic()
+    print(
+        f"mlcanary demo{' --quick' if args.quick else ''}: a canary story on one machine (router: {args.router})"
+    )
+    print("  training and bundling the models (scikit-learn breast_cancer) ...", flush=True)
+    bundles = build_bundles(out / "bundles")
+    for bundle in bundles.values():
+        accuracy = f"held-out accuracy {bundle.holdout_accuracy:.3f}" if bundle.holdout_accuracy else ""
+        print(f"    {bundle.version}  {bundle.description:<72} {accuracy}")
+    work_dir = out / "stack"
+    if work_dir.exists():
+        shutil.rmtree(work_dir)
+    config = StackConfig(tick_seconds=timing.tick_seconds)
+    print("  starting the local stack (API emulator, kubelet, gateway, Prometheus, operator) ...", flush=True)
+    try:
+        with LocalStack(work_dir, config) as stack:
+            print(f"    kubectl:    export KUBECONFIG={stack.kubeconfig}; kubectl get mdep -n {NAMESPACE} -w")
+            print(f"    gateway:    {stack.model_url(NAMESPACE, NAME)}")
+            print(f"    Prometheus: {stack.prometheus_url}")
+            outcomes, story, requests_csv = asyncio.run(run_story(stack, bundles, timing, args.router, out))
+            end = time.time()
+            ok = len(outcomes) == len(ACTS) and all(o.ok for o in outcomes)
+            records = read_records(requests_csv)
+            png = out / "timeline.png"
+            report = write_report(stack, story, records, outcomes, end, out, png, args)
+            print("\n" + report)
+            if args.keep:
+                print("\nthe stack keeps running; Ctrl-C stops it", flush=True)
+                with contextlib.suppress(KeyboardInterrupt):
+                    while True:
+                        time.sleep(1)
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping everything", file=sys.stderr)
+        return 130
+    finally:
+        shutil.rmtree(work_dir / "prometheus" / "data", ignore_errors=True)
+    print(f"\nstory {'complete' if ok else 'DEVIATED'} in {time.monotonic() - began:.0f}s; wrote {png}")
+    return 0 if ok else 1
+
+
+def write_report(
+    stack: LocalStack,
+    story: Story,
+    records: list[Record],
+    outcomes: list[Outcome],
+    end: float,
+    out: Path,
+    png: Path,
+    args: argparse.Namespace,
+) -> str:
+    rows = summarize(story, records)
+    unanswered = sum(1 for r in records if not r.version)
+    table = format_table(rows, unanswered)
+    panels = prometheus_panels(stack.prometheus_url, MODEL, story.started, end)
+    drift_max = next(float(m["max"]) for m in METRICS if m["builtin"] == "predictionDrift")
+    render_png(
+        png,
+        story,
+        records,
+        panels,
+        end,
+        f"mlcanary demo{' --quick' if args.quick else ''}: {MODEL} ({args.router} router)",
+        judged_max=drift_max,
+    )
+    lines = ["summary", table, "", "story:"]
+    for outcome in outcomes:
+        lines.append(f"  {'ok  ' if outcome.ok else 'FAIL'} {outcome.act.title}: {outcome.detail}")
+    for act in ACTS[len(outcomes) :]:
+        lines.append(f"  skip {act.title}")
+    text = "\n".join(lines)
+    (out / "summary.txt").write_text(text + "\n")
+    (out / "summary.json").write_text(
+        json.dumps(
+            {
+                "ok": all(o.ok for o in outcomes) and len(outcomes) == len(ACTS),
+                "acts": [{"version": o.act.version, "ok": o.ok, "detail": o.detail} for o in outcomes],
+                "versions": [r.__dict__ for r in rows],
+                "requests": len(records),
+                "unanswered": unanswered,
+            },
+            indent=2,
+        )
+    )
+    return text
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,207 @@
+"""A fixed-rate load generator: real rows of scikit-learn's breast_cancer data sent to ``/predict``.
+
+Open loop: requests start on a fixed schedule whatever the latency (a slow server does not slow the
+offered load), with a cap on requests in flight. Every request is recorded as one CSV line —
+``t,latency_ms,status,version,pod`` (send time in Unix seconds, 0 status = no answer, the
+``X-Model-Version`` and ``X-Mlcanary-Pod`` response headers) — which the demo's figures and the
+benchmark read back.
+
+Run as ``python -m mlcanary_local.loadgen --url http://127.0.0.1:P/ns/name/predict --rate 50 --out F``
+(it stops on SIGTERM/SIGINT or after ``--duration`` seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import random
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import aiohttp
+
+FIELDS = ("t", "latency_ms", "status", "version", "pod")
+
+
+@dataclass(frozen=True)
+class Record:
+    t: float
+    latency_ms: float
+    status: int
+    version: str
+    pod: str
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+def demo_rows() -> list[list[float]]:
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer()
+    return [[float(v) for v in row] for row in data.data]
+
+
+def read_records(path: Path) -> list[Record]:
+    if not path.exists():
+        return []
+    records = []
+    with path.open() as handle:
+        for row in csv.DictReader(handle):
+            try:
+                records.append(
+                    Record(
+                        float(row["t"]),
+                        float(row["latency_ms"]),
+                        int(row["status"]),
+                        row.get("version") or "",
+                        row.get("pod") or "",
+                    )
+                )
+            except (TypeError, ValueError, KeyError):
+                continue  # a line being written while read
+    return records
+
+
+class LoadGenerator:
+    def __init__(
+        self,
+        url: str,
+        rate: float,
+        out: Path,
+        max_in_flight: int = 256,
+        shift: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        self.url = url
+        self.rate = rate
+        self.out = out
+        self.max_in_flight = max_in_flight
+        self.shift = shift
+        self.random = random.Random(seed)  # which row to send: not security relevant
+        self.in_flight = 0
+        self.sent = 0
+        self._buffer: list[Record] = []
+        self.rows: list[list[float]] = []
+
+    def bodies(self) -> Iterator[bytes]:
+        rows = self.rows or demo_rows()
+        while True:
+            row = self.random.choice(rows)
+            if self.shift != 1.0:
+                row = [v * self.shift for v in row]
+            yield json.dumps({"features": row}).encode()
+
+    async def run(self, stop: asyncio.Event, duration: float | None = None) -> None:
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        if not self.rows:
+            self.rows = demo_rows()  # before the clock starts: loading scikit-learn takes a second
+        bodies = self.bodies()
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
+        timeout = aiohttp.ClientTimeout(total=30)
+        with self.out.open("w", newline="") as handle:
+            csv.writer(handle).writerow(FIELDS)
+            handle.flush()
+            async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+                flusher = asyncio.create_task(self._flush_every(handle, 0.5))
+                tasks: set[asyncio.Task[None]] = set()
+                start = time.monotonic()
+                period = 1.0 / self.rate
+                i = 0
+                try:
+                    while not stop.is_set():
+                        now = time.monotonic()
+                        if duration is not None and now - start >= duration:
+                            break
+                        due = start + i * period
+                        if now - due > 1.0:
+                            # More than a second behind (the machine stalled): skip ahead instead of
+                            # sending the backlog as one burst, which would measure the burst.
+                            i = int((now - start) / period)
+                            due = start + i * period
+                        if due > now:
+                            try:
+                                await asyncio.wait_for(stop.wait(), due - now)
+                                break
+                            except TimeoutError:
+                                pass
+                        i += 1
+                        if self.in_flight >= self.max_in_flight:
+                            self._buffer.append(Record(time.time(), 0.0, -1, "", ""))  # dropped
+                            continue
+                        task = asyncio.create_task(self._one(session, next(bodies)))
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+                    if tasks:
+                        await asyncio.wait(tasks, timeout=10)
+                finally:
+                    flusher.cancel()
+                    self._flush(handle)
+
+    async def _one(self, session: aiohttp.ClientSession, body: bytes) -> None:
+        self.in_flight += 1
+        self.sent += 1
+        sent_at = time.time()
+        started = time.perf_counter()
+        status, version, pod = 0, "", ""
+        try:
+            async with session.post(
+                self.url, data=body, headers={"Content-Type": "application/json"}
+            ) as resp:
+                await resp.read()
+                status = resp.status
+                version = resp.headers.get("X-Model-Version", "")
+                pod = resp.headers.get("X-Mlcanary-Pod", "")
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            status = 0
+        finally:
+            self.in_flight -= 1
+        latency = (time.perf_counter() - started) * 1000
+        self._buffer.append(Record(sent_at, latency, status, version, pod))
+
+    def _flush(self, handle: IO[str]) -> None:
+        if not self._buffer:
+            return
+        records, self._buffer = self._buffer, []
+        writer = csv.writer(handle)
+        for r in sorted(records, key=lambda r: r.t):
+            writer.writerow((f"{r.t:.4f}", f"{r.latency_ms:.2f}", r.status, r.version, r.pod))
+        handle.flush()
+
+    async def _flush_every(self, handle: IO[str], seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            self._flush(handle)
+
+
+async def amain(args: argparse.Namespace) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    generator = LoadGenerator(args.url, args.rate, Path(args.out), shift=args.shift, seed=args.seed)
+    await generator.run(stop, args.duration)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mlcanary_local.loadgen", description=__doc__)
+    parser.add_argument("--url", required=True, help="e.g. http://127.0.0.1:PORT/NAMESPACE/NAME/predict")
+    parser.add_argument("--rate", type=float, default=50.0, help="requests per second")
+    parser.add_argument("--out", required=True, help="CSV file of every request")
+    parser.add_argument("--duration", type=float, help="seconds (default: until SIGTERM)")
+    parser.add_argument("--shift", type=float, default=1.0, help="multiply every feature (input drift)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    return asyncio.run(amain(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,1 +1,0 @@
-"""Local tooling: a Kubernetes API emulator and helpers for running mlcanary without a cluster."""
