@@ -126,7 +126,7 @@ def prepare(out: Path) -> tuple[Path, int]:
     from sklearn.preprocessing import StandardScaler
 
     from mlcanary_serving.bundle import build_bundle
-    from mlcanary_serving.onnx_export import export_onnx
+    from mlcanary_serving.bundle.onnx_export import export_onnx
 
     art = out / "artifacts"
     if art.exists():

@@ -55,8 +55,8 @@ def _load_data(path: Path, target: str | None) -> tuple[npt.NDArray[np.float64],
 def _build(args: argparse.Namespace) -> int:
     import joblib
 
-    from .bundle import build_bundle
-    from .onnx_export import OnnxExportError
+    from .bundle.build import build_bundle
+    from .bundle.onnx_export import OnnxExportError
 
     pipeline = joblib.load(args.pipeline)  # the data scientist's own file, trusted at build time
     X, y, names = _load_data(Path(args.data), args.target)
@@ -98,7 +98,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from .bundle import BundleError
+    from .bundle.format import BundleError
     from .fetch import fetch_bundle
 
     try:

@@ -25,6 +25,10 @@ class FaultConfigError(ValueError):
     pass
 
 
+class InjectedFault(Exception):
+    """Raised on purpose by ``MLCANARY_FAULT_ERROR_RATE``: answered 500 and counted as server_error."""
+
+
 @dataclass(frozen=True)
 class Faults:
     error_rate: float = 0.0

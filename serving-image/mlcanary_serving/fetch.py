@@ -24,7 +24,8 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .bundle import MANIFEST, Bundle, BundleError, sha256_bytes, verify_bundle
+from .bundle.format import MANIFEST, Bundle, BundleError, sha256_bytes
+from .bundle.read import verify_bundle
 
 log = logging.getLogger(__name__)
 

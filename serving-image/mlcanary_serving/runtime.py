@@ -14,7 +14,8 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from .bundle import Bundle, BundleError, load_joblib_verified, sha256_bytes
+from .bundle.format import Bundle
+from .bundle.read import load_joblib_verified, read_verified_artifact
 from .cpus import available_cpus
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,8 @@ class Prediction:
 
 class Runtime(Protocol):
     format: str
+    has_probabilities: bool  # classification with a probability per class (the `probabilities` output)
+    input_dtype: type[np.floating[Any]]  # the precision the model computes in
 
     def predict(self, X: npt.NDArray[np.float64]) -> Prediction: ...
 
@@ -57,18 +60,14 @@ class OnnxRuntime:
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.log_severity_level = 3
-        data = bundle.artifact_path.read_bytes()  # hash exactly the bytes we load
-        if sha256_bytes(data) != bundle.manifest.files[bundle.manifest.artifact]["sha256"]:
-            raise BundleError(
-                f"{bundle.manifest.artifact}: sha256 changed after verification; not loading it"
-            )
+        data = read_verified_artifact(bundle)  # hash exactly the bytes we load
         self.session = ort.InferenceSession(data, sess_options=so, providers=["CPUExecutionProvider"])
         inp = self.session.get_inputs()[0]
         self.input_name: str = inp.name
-        self.input_dtype = np.float64 if "double" in inp.type else np.float32
+        self.input_dtype: type[np.floating[Any]] = np.float64 if "double" in inp.type else np.float32
         self.classes = bundle.manifest.classes
         self.classification = bundle.manifest.task == "classification"
-        self._class_index = {c: i for i, c in enumerate(self.classes)}
+        self.has_probabilities = self.classification
 
     def predict(self, X: npt.NDArray[np.float64]) -> Prediction:
         x = X if X.dtype == self.input_dtype else X.astype(self.input_dtype)
@@ -83,15 +82,17 @@ class OnnxRuntime:
 
 class SklearnRuntime:
     format = "joblib"
-    input_dtype = np.float64
+    input_dtype: type[np.floating[Any]] = np.float64
 
     def __init__(self, bundle: Bundle) -> None:
         self.model = load_joblib_verified(bundle)
         self.classes = bundle.manifest.classes
-        self.has_proba = hasattr(self.model, "predict_proba") and bundle.manifest.task == "classification"
+        self.has_probabilities = (
+            hasattr(self.model, "predict_proba") and bundle.manifest.task == "classification"
+        )
 
     def predict(self, X: npt.NDArray[np.float64]) -> Prediction:
-        if self.has_proba:
+        if self.has_probabilities:
             # one model call: labels from argmax of the probabilities (what predict() does)
             proba = np.asarray(self.model.predict_proba(X), dtype=np.float64)
             return _from_proba(proba, self.classes)

@@ -15,7 +15,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -24,22 +24,24 @@ from prometheus_client import CollectorRegistry
 
 from . import metric_names as mn
 from .batching import MicroBatcher
-from .bundle import Bundle, BundleError
+from .bundle.format import Bundle, BundleError
 from .drift import WindowDrift
 from .faults import FaultInjector
 from .fetch import fetch_bundle
 from .metrics import DriftCollector, ServingMetrics, new_registry
-from .protocol import InputError, Validator
+from .protocol.errors import InputError
+from .protocol.simple import Row
+from .protocol.validator import Validator
 from .runtime import Runtime, load_runtime
 from .settings import Settings
 
 log = logging.getLogger("mlcanary_serving")
 
-Row = tuple[Any, float, list[float] | None]  # label, score, probabilities
+__all__ = ["Loaded", "ModelService", "NotReady", "Row", "new_request_id"]
 
 
 class NotReady(Exception):
-    pass
+    """No verified model is loaded (yet, or the load failed): 503, the pod is unready."""
 
 
 @dataclass(frozen=True)
@@ -169,9 +171,7 @@ class ModelService:
                 max_wait_s=s.microbatch_max_wait_ms / 1000.0,
                 executor=self._executor,
             )
-            loaded = Loaded(
-                bundle, runtime, name, version, validator, metrics, inputs, scores, batcher, constant
-            )
+            loaded = replace(loaded, batcher=batcher)
         return loaded
 
     def _constant(self, classes: Sequence[Any], task: str) -> Row:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .bundle import BuildResult, build_bundle
+from .bundle.build import BuildResult, build_bundle
 
 Kind = Literal["good", "degenerate", "bad"]
 Model = Literal["logreg", "hgb"]

@@ -22,7 +22,7 @@ from mlcanary_serving.bundle import (
     sha256_file,
     verify_bundle,
 )
-from mlcanary_serving.onnx_export import OnnxExportError
+from mlcanary_serving.bundle.onnx_export import OnnxExportError
 from mlcanary_serving.runtime import load_runtime
 from mlcanary_serving.testing import demo_data, demo_pipeline
 

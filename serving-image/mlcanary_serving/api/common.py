@@ -1,0 +1,69 @@
+"""What every endpoint shares: the request id, the identity headers, JSON answers, bounded body reads."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, Final
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..protocol.codec import dumps
+from ..protocol.errors import InputError
+from ..service import ModelService, new_request_id
+
+JSON: Final = "application/json"
+_RID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_RID_KEY: Final = "mlcanary.request_id"
+
+
+def request_id(request: Request) -> str:
+    """A sane incoming ``X-Request-ID`` is reused, else a new one; the same for the whole request."""
+    rid: str | None = request.scope.get(_RID_KEY)
+    if rid is None:
+        sent = request.headers.get("x-request-id")
+        rid = sent if sent is not None and _RID_RE.match(sent) else new_request_id()
+        request.scope[_RID_KEY] = rid
+    return rid
+
+
+def identity(svc: ModelService, rid: str) -> dict[str, str]:
+    return {"model_name": svc.name, "model_version": svc.version, "request_id": rid}
+
+
+def identity_headers(svc: ModelService, rid: str) -> dict[str, str]:
+    return {"x-model-name": svc.name, "x-model-version": svc.version, "x-request-id": rid}
+
+
+def respond(
+    svc: ModelService,
+    status: int,
+    payload: dict[str, Any],
+    rid: str,
+    extra_headers: Mapping[str, str] | None = None,
+) -> Response:
+    headers = identity_headers(svc, rid)
+    if extra_headers:
+        headers.update(extra_headers)
+    return Response(dumps(payload), status_code=status, media_type=JSON, headers=headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it exceeds ``limit`` (Content-Length or streamed)."""
+    cl = request.headers.get("content-length")
+    if cl is not None:
+        if not (cl.isascii() and cl.isdigit()):
+            raise InputError(400, "Content-Length is not a number", "content-length", "bad_header")
+        if int(cl) > limit:
+            raise InputError(
+                413, f"body of {cl} bytes exceeds the limit of {limit} bytes", "body", "too_large"
+            )
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise InputError(413, f"body exceeds the limit of {limit} bytes", "body", "too_large")
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

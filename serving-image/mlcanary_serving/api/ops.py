@@ -1,0 +1,89 @@
+"""Operations endpoints: liveness, readiness, metrics, the model card, and feedback (ground truth)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..protocol.codec import loads
+from ..protocol.feedback import parse_feedback
+from ..service import ModelService
+from .common import identity, identity_headers, read_body, request_id, respond
+from .routing import Route
+
+
+def health(svc: ModelService, request: Request, kind: str) -> Response:
+    rid = request_id(request)
+    body: dict[str, Any] = {**identity(svc, rid), "state": svc.state}
+    if kind == "live":
+        return respond(svc, 200, {"live": True, **body}, rid)
+    if svc.ready:
+        return respond(svc, 200, {"ready": True, **body}, rid)
+    return respond(svc, 503, {"ready": False, "reason": svc.reason, **body}, rid)
+
+
+async def healthz(svc: ModelService, request: Request) -> Response:
+    return health(svc, request, "live")
+
+
+async def readyz(svc: ModelService, request: Request) -> Response:
+    return health(svc, request, "ready")
+
+
+async def metrics(svc: ModelService, request: Request) -> Response:
+    data = await asyncio.to_thread(generate_latest, svc.registry)
+    return Response(data, media_type=CONTENT_TYPE_LATEST, headers=identity_headers(svc, request_id(request)))
+
+
+async def model_card(svc: ModelService, request: Request) -> Response:
+    m = svc.require()
+    man = m.bundle.manifest
+    rid = request_id(request)
+    body = {
+        **identity(svc, rid),
+        "card": m.bundle.model_card,
+        "manifest": {
+            k: man.raw.get(k) for k in ("format", "created_at", "task", "classes", "training", "onnx")
+        },
+        "schema": m.bundle.schema.as_dict(),
+        "bundle_sha256": m.bundle.manifest_sha256,
+    }
+    return respond(svc, 200, body, rid)
+
+
+async def feedback(svc: ModelService, request: Request) -> Response:
+    rid = request_id(request)
+    m = svc.require()
+    body = await read_body(request, svc.settings.max_body_bytes)
+    fb = parse_feedback(loads(body), m.validator)
+    if fb.request_id is not None:
+        correct = svc.feedback_for(fb.request_id, fb.truth)
+    else:
+        assert fb.X is not None
+        pred = await asyncio.get_running_loop().run_in_executor(None, m.runtime.predict, fb.X)
+        correct = svc.score_feedback(pred.labels, fb.truth)
+    answer = {
+        **identity(svc, rid),
+        "for_request_id": fb.request_id,
+        "correct": correct[0] if fb.single else correct,
+    }
+    return respond(svc, 200, answer, rid)
+
+
+ROUTES = (
+    Route("/healthz", "GET", healthz, "healthz", "Liveness", "health",
+          description="200 while the process runs, even when the bundle failed to load."),
+    Route("/readyz", "GET", readyz, "readyz", "Readiness", "health",
+          description="200 only when a verified model is loaded."),
+    Route("/metrics", "GET", metrics, "metrics", "Prometheus metrics", "health",
+          description="Prometheus text exposition (names in mlcanary_serving.metric_names)."),
+    Route("/model-card", "GET", model_card, "model_card", "Model card", "model",
+          description="The bundle's model card (intended use, metrics, subgroups) and manifest summary."),
+    Route("/feedback", "POST", feedback, "feedback", "Ground truth for an earlier answer", "predict",
+          request_body="FeedbackRequest",
+          description="Ground truth for an earlier request id (`label`/`labels`), or for `features` + `label`."),
+)  # fmt: skip

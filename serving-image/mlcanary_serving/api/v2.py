@@ -1,0 +1,120 @@
+"""Open Inference Protocol v2: inference, model metadata and readiness, server metadata and health."""
+
+from __future__ import annotations
+
+from importlib import metadata
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..protocol.errors import InputError
+from ..protocol.simple import Parsed, Row
+from ..protocol.v2 import parse_v2, render_v2
+from ..service import Loaded, ModelService
+from .common import identity, request_id, respond
+from .ops import health
+from .prediction import run_prediction
+from .routing import Route
+
+try:
+    SERVER_VERSION = metadata.version("mlcanary")
+except metadata.PackageNotFoundError:  # pragma: no cover - the image runs the package uninstalled
+    SERVER_VERSION = "0"
+
+
+def check_model(svc: ModelService, request: Request) -> None:
+    """404 unless the URL names the served model (and version, when it names one)."""
+    name = request.path_params["name"]
+    version = request.path_params.get("version")
+    if name != svc.name:
+        raise InputError(
+            404, f"model {name!r} not found; this server serves {svc.name!r}", "model_name", "not_found"
+        )
+    if version is not None and version != svc.version:
+        raise InputError(
+            404,
+            f"version {version!r} of model {name!r} not found; this server serves {svc.version!r}",
+            "model_version",
+            "not_found",
+        )
+
+
+def _parse(obj: Any, m: Loaded) -> Parsed:
+    return parse_v2(obj, m.validator)
+
+
+def _render(parsed: Parsed, rows: list[Row], m: Loaded, ident: dict[str, str]) -> dict[str, Any]:
+    return render_v2(parsed, rows, m.bundle.manifest.task, ident)
+
+
+async def infer(svc: ModelService, request: Request) -> Response:
+    return await run_prediction(svc, request, _parse, _render, lambda: check_model(svc, request))
+
+
+async def model_metadata(svc: ModelService, request: Request) -> Response:
+    m = svc.require()
+    check_model(svc, request)
+    man = m.bundle.manifest
+    rid = request_id(request)
+    body = {
+        "name": svc.name,
+        "versions": [svc.version],
+        "platform": "onnxruntime" if man.format == "onnx" else "sklearn",
+        "inputs": [{"name": "input", "datatype": "FP64", "shape": [-1, m.validator.n]}],
+        "outputs": (
+            [
+                {"name": "label", "datatype": "INT64", "shape": [-1]},
+                {"name": "probabilities", "datatype": "FP64", "shape": [-1, len(man.classes)]},
+                {"name": "score", "datatype": "FP64", "shape": [-1]},
+            ]
+            if man.task == "classification"
+            else [{"name": "prediction", "datatype": "FP64", "shape": [-1]}]
+        ),
+        "parameters": {
+            "feature_names": m.validator.names,
+            "classes": man.classes,
+            "task": man.task,
+            "bundle_sha256": m.bundle.manifest_sha256,
+        },
+        **identity(svc, rid),
+    }
+    return respond(svc, 200, body, rid)
+
+
+async def model_ready(svc: ModelService, request: Request) -> Response:
+    svc.require()
+    check_model(svc, request)
+    rid = request_id(request)
+    return respond(svc, 200, {"name": svc.name, "ready": True, **identity(svc, rid)}, rid)
+
+
+async def server_metadata(svc: ModelService, request: Request) -> Response:
+    rid = request_id(request)
+    body = {"name": "mlcanary-serving", "version": SERVER_VERSION, "extensions": [], **identity(svc, rid)}
+    return respond(svc, 200, body, rid)
+
+
+async def live(svc: ModelService, request: Request) -> Response:
+    return health(svc, request, "live")
+
+
+async def ready(svc: ModelService, request: Request) -> Response:
+    return health(svc, request, "ready")
+
+
+ROUTES = (
+    Route("/v2/models/{name}/infer", "POST", infer, "v2_infer", "Open Inference Protocol v2 inference", "v2",
+          request_body="InferenceRequest"),
+    Route("/v2/models/{name}/versions/{version}/infer", "POST", infer, "v2_infer_version",
+          "Open Inference Protocol v2 inference, pinned to a version", "v2", request_body="InferenceRequest"),
+    Route("/v2/models/{name}", "GET", model_metadata, "v2_model_metadata", "Model metadata", "v2"),
+    Route("/v2/models/{name}/versions/{version}", "GET", model_metadata, "v2_model_version_metadata",
+          "Model metadata of a version", "v2"),
+    Route("/v2/models/{name}/ready", "GET", model_ready, "v2_model_ready", "Model readiness", "v2"),
+    Route("/v2/models/{name}/versions/{version}/ready", "GET", model_ready, "v2_model_version_ready",
+          "Readiness of a model version", "v2"),
+    Route("/v2", "GET", server_metadata, "v2_server_metadata", "Server metadata", "v2"),
+    Route("/v2/health/live", "GET", live, "v2_live", "Server liveness", "v2"),
+    Route("/v2/health/ready", "GET", ready, "v2_ready", "Server readiness", "v2"),
+)  # fmt: skip
