@@ -30,6 +30,7 @@ import hashlib
 import itertools
 import json
 import math
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -395,7 +396,11 @@ class DeploymentController:
         meta = obj["metadata"]
         stamp = now_rfc3339(self.store.clock)
         event = {
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta.get("namespace")},
+            # Named like client-go's event recorder does: "<object>.<hex>" (a generateName "x." is invalid).
+            "metadata": {
+                "name": f"{meta['name']}.{secrets.token_hex(8)}",
+                "namespace": meta.get("namespace"),
+            },
             "involvedObject": {
                 "apiVersion": "apps/v1",
                 "kind": "Deployment",

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
-import re
 import secrets
 import time
 import uuid
@@ -23,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from kube_emulator import errors
+from kube_emulator import errors, names
 from kube_emulator.errors import ApiError, Cause
 from kube_emulator.jsonio import dumps, loads
 from kube_emulator.patch import (
@@ -35,7 +34,7 @@ from kube_emulator.patch import (
     strategic_merge_patch,
 )
 from kube_emulator.resources import ResourceInfo, ResourceRegistry, RKey, crd_resources
-from kube_emulator.selectors import FieldSelector, LabelSelector, label_key_error, label_value_error
+from kube_emulator.selectors import FieldSelector, LabelSelector
 
 Obj = dict[str, Any]
 ObjRef = tuple[RKey, str, str]  # (resource key, namespace, name)
@@ -51,8 +50,6 @@ PATCH_TYPES = {
     "application/apply-patch+yaml": "apply",
 }
 
-_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 _SERVER_OWNED_META = (
     "uid",
@@ -297,8 +294,9 @@ class Store:
         ns = self._ns(info, namespace, meta.get("namespace"))
         name = meta.get("name")
         if not name and meta.get("generateName"):
+            base = names.generated_base(str(meta["generateName"]))
             for _ in range(20):
-                name = str(meta["generateName"]) + "".join(secrets.choice(_SUFFIX_ALPHABET) for _ in range(5))
+                name = base + "".join(secrets.choice(_SUFFIX_ALPHABET) for _ in range(names.GENERATED_SUFFIX))
                 if self.peek(info.key, ns, name) is None:
                     break
         if not name:
@@ -745,37 +743,10 @@ class Store:
         name = str(meta.get("name") or "")
         causes: list[Cause] = []
         if old is None:
-            causes.extend(self._name_causes(info, name))
-        for kind_of_map in ("labels", "annotations"):
-            mapping = meta.get(kind_of_map)
-            if mapping is None:
-                continue
-            if not isinstance(mapping, dict):
-                causes.append(
-                    Cause(
-                        f"metadata.{kind_of_map}", "FieldValueTypeInvalid", "Invalid value: must be an object"
-                    )
-                )
-                continue
-            for key, value in mapping.items():
-                if error := label_key_error(str(key)):
-                    causes.append(
-                        Cause(
-                            f"metadata.{kind_of_map}", "FieldValueInvalid", f'Invalid value: "{key}": {error}'
-                        )
-                    )
-                if kind_of_map == "labels" and (error := label_value_error(value)):
-                    causes.append(
-                        Cause("metadata.labels", "FieldValueInvalid", f"Invalid value: {value!r}: {error}")
-                    )
-                elif kind_of_map == "annotations" and not isinstance(value, str):
-                    causes.append(
-                        Cause(
-                            f"metadata.annotations[{key}]",
-                            "FieldValueTypeInvalid",
-                            "Invalid value: must be a string",
-                        )
-                    )
+            generate_name = meta.get("generateName") if isinstance(meta.get("generateName"), str) else None
+            causes.extend(names.name_causes(info.key, name, generate_name=generate_name))
+        causes.extend(names.label_causes(meta.get("labels"), "metadata.labels"))
+        causes.extend(names.annotation_causes(meta.get("annotations"), "metadata.annotations"))
         if not isinstance(meta.get("finalizers", []), list):
             causes.append(
                 Cause("metadata.finalizers", "FieldValueTypeInvalid", "Invalid value: must be a list")
@@ -801,28 +772,12 @@ class Store:
             raise errors.invalid(info.kind, info.group, name, causes)
         return warnings
 
-    @staticmethod
-    def _name_causes(info: ResourceInfo, name: str) -> list[Cause]:
-        if info.group == "rbac.authorization.k8s.io":
-            ok = bool(name) and "/" not in name and name not in (".", "..")
-        elif info.key in (NAMESPACES, ("", "services")):
-            ok = len(name) <= 63 and bool(_DNS_LABEL.match(name))
-        else:
-            ok = len(name) <= 253 and bool(_SUBDOMAIN.match(name))
-        if ok:
-            return []
-        return [
-            Cause(
-                "metadata.name",
-                "FieldValueInvalid",
-                f'Invalid value: "{name}": a lowercase RFC 1123 subdomain must consist of lower case '
-                "alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
-            )
-        ]
-
     def _builtin_admission(self, info: ResourceInfo, obj: Obj, old: Obj | None) -> list[Cause]:
         key = info.key
         causes: list[Cause] = []
+        spec = obj.get("spec")
+        if isinstance(spec, dict):
+            causes.extend(_embedded_label_causes(key, spec))
         if key == NAMESPACES:
             status = obj.setdefault("status", {})
             if isinstance(status, dict):
@@ -1065,6 +1020,38 @@ def _deployment_admission(obj: Obj) -> list[Cause]:
     )
     if not containers:
         causes.append(Cause("spec.template.spec.containers", "FieldValueRequired", "Required value"))
+    return causes
+
+
+_POD_TEMPLATE_OWNERS = {
+    ("apps", "deployments"),
+    ("apps", "replicasets"),
+    ("apps", "statefulsets"),
+    ("apps", "daemonsets"),
+    ("batch", "jobs"),
+    ("", "replicationcontrollers"),
+}
+
+
+def _embedded_label_causes(key: RKey, spec: Obj) -> list[Cause]:
+    """Labels the real server checks inside a spec: pod templates, selectors, a Service's selector."""
+    causes: list[Cause] = []
+    if key in _POD_TEMPLATE_OWNERS:
+        causes.extend(names.selector_causes(spec.get("selector"), "spec.selector"))
+        causes.extend(names.template_meta_causes(spec.get("template"), "spec.template"))
+    elif key == ("batch", "cronjobs"):
+        job = spec.get("jobTemplate")
+        causes.extend(names.template_meta_causes(job, "spec.jobTemplate"))
+        if isinstance(job, dict) and isinstance(job.get("spec"), dict):
+            job_spec = job["spec"]
+            causes.extend(names.selector_causes(job_spec.get("selector"), "spec.jobTemplate.spec.selector"))
+            causes.extend(
+                names.template_meta_causes(job_spec.get("template"), "spec.jobTemplate.spec.template")
+            )
+    elif key == ("", "services"):
+        causes.extend(names.label_causes(spec.get("selector"), "spec.selector"))
+    elif key == ("policy", "poddisruptionbudgets"):
+        causes.extend(names.selector_causes(spec.get("selector"), "spec.selector"))
     return causes
 
 

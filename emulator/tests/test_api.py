@@ -479,7 +479,7 @@ async def test_table_output_for_kubectl(http: Http) -> None:
 
 async def test_events_in_both_api_groups(http: Http) -> None:
     core = {
-        "metadata": {"generateName": "w."},
+        "metadata": {"generateName": "w-"},
         "involvedObject": {"kind": "Widget", "name": "w"},
         "reason": "Started",
         "message": "m",
