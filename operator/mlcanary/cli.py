@@ -56,9 +56,13 @@ def _cmd_render(args: argparse.Namespace) -> int:
     from mlcanary.render import render_objects
 
     manifest = yaml.safe_load(Path(args.file).read_text() if args.file != "-" else sys.stdin.read())
-    objects = render_objects(
-        manifest, stable_version=args.stable_version, step=args.step, canary_weight=args.canary_weight
-    )
+    try:
+        objects = render_objects(
+            manifest, stable_version=args.stable_version, step=args.step, canary_weight=args.canary_weight
+        )
+    except ValueError as error:  # an invalid manifest (pydantic names the field) or an unservable weight
+        print(f"mlcanary render: {error}", file=sys.stderr)
+        return 2
     sys.stdout.write(yaml.safe_dump_all(objects, sort_keys=False))
     return 0
 

@@ -13,6 +13,7 @@ from mlcanary.models import Condition
 READY = "Ready"
 PROGRESSING = "Progressing"
 SPEC_VALID = "SpecValid"
+RECONCILED = "Reconciled"  # False while ticks fail (an API error, a bug): the message says why
 
 # Reasons
 REASON_HEALTHY = "Healthy"
@@ -24,6 +25,8 @@ REASON_PAUSED = "Paused"
 REASON_INVALID_SPEC = "InvalidSpec"
 REASON_VALID = "Valid"
 REASON_GENERATION_PENDING = "GenerationNotObserved"
+REASON_RECONCILED = "Reconciled"
+REASON_TICK_FAILED = "TickFailed"
 
 Status = Literal["True", "False", "Unknown"]
 

@@ -112,6 +112,8 @@ def openapi_schema() -> dict[str, Any]:
         "description": "ModelDeployment serves a machine-learning model and rolls new versions out as "
         "canaries judged by metrics, input drift and prediction drift.",
         "required": ["spec"],
+        # Children are named after the object (its Service needs a DNS-1035 label): refuse other names.
+        "x-kubernetes-validations": [models.NAME_RULE],
         "properties": {
             "apiVersion": {"type": "string", "description": "API version of this object."},
             "kind": {"type": "string", "description": "Kind of this object."},

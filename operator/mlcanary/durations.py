@@ -9,7 +9,9 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+# At most four parts of at most six digits each ("999999h" is 114 years): nothing a user can write
+# overflows a timedelta or Go's time.Duration (which the API server's CEL uses, up to ~292 years).
+DURATION_PATTERN = r"^([0-9]{1,6}(\.[0-9]{1,6})?(ms|s|m|h)){1,4}$"
 _PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 

@@ -37,11 +37,12 @@ from mlcanary.models import (
     RolloutEnding,
     RolloutOutcome,
     RolloutRecord,
+    RouterKind,
     StepReport,
     Verdict,
     revision_name,
 )
-from mlcanary.weights import replica_split, step_weight
+from mlcanary.weights import replica_plan, step_weight
 
 HISTORY_LIMIT = 10
 HISTORY_BYTES = 128 * 1024  # status.history budget; etcd refuses objects over ~1.5 MiB
@@ -71,11 +72,13 @@ class TrafficObservation:
 
     ``in_sync``: the router's objects realise the target (stable, canary, weight) it was last given.
     ``verified``: the data plane confirms it (e.g. HTTPRoute Accepted for the current generation).
+    ``served_weight``: the canary's share (percent) as read back: live route weights, or its share of
+    ready pods behind the replicas router. A share above the target is never in sync.
     """
 
     in_sync: bool
     verified: bool
-    actual_weight: int | None = None
+    served_weight: float | None = None
     message: str = ""
 
     @property
@@ -104,7 +107,7 @@ class Observations:
     traffic: TrafficObservation = field(default_factory=lambda: TrafficObservation(False, False))
     analysis: AnalysisRound | None = None
     annotations: Mapping[str, str] = field(default_factory=dict)
-    router_kind: str = "replicas"
+    router_kind: RouterKind = RouterKind.REPLICAS
 
 
 # -------------------------------------------------------------------------------------------- actions
@@ -141,7 +144,7 @@ class RemoveRevision:
 class RemoveRouterObjects:
     """Delete the objects of a router the spec no longer uses (after the new one confirmed)."""
 
-    kind: str
+    kind: RouterKind
 
 
 @dataclass(frozen=True)
@@ -192,9 +195,17 @@ class _Tick:
     status: ModelDeploymentStatus
     obs: Observations
     now: datetime
+    invalid_spec: str | None = None
     events: list[EmitEvent] = field(default_factory=list)
     requests: dict[str, bool] = field(default_factory=dict)
-    retired_router: str | None = None
+    retired_router: RouterKind | None = None
+
+    @property
+    def frozen(self) -> bool:
+        """The current spec is invalid and ``spec`` is the last accepted one: nothing moves forward
+        (no new canary, step, promotion or resume), but abort, rollback and retreat from an unready
+        canary still work."""
+        return self.invalid_spec is not None
 
     def event(self, reason: str, message: str, warning: bool = False) -> None:
         self.events.append(EmitEvent("Warning" if warning else "Normal", reason, message))
@@ -215,9 +226,18 @@ def decide(
     status: ModelDeploymentStatus,
     observations: Observations,
     now: datetime,
+    *,
+    invalid_spec: str | None = None,
 ) -> tuple[ModelDeploymentStatus, list[Action]]:
-    """One reconciliation step. Pure: same inputs, same outputs."""
-    tick = _Tick(spec=spec, status=status.model_copy(deep=True), obs=observations, now=now)
+    """One reconciliation step. Pure: same inputs, same outputs.
+
+    ``invalid_spec``: why the object's current spec was refused; ``spec`` is then the last accepted
+    one (``status.acceptedSpec``) and the tick is *frozen* (see :attr:`_Tick.frozen`)."""
+    tick = _Tick(
+        spec=spec, status=status.model_copy(deep=True), obs=observations, now=now, invalid_spec=invalid_spec
+    )
+    if not tick.frozen:
+        tick.status.accepted_spec = spec.to_wire()
     _read_requests(tick)
     _transition(tick)
     _sync_summary(tick)
@@ -244,7 +264,8 @@ def _transition(tick: _Tick) -> None:
     status = tick.status
     phase = status.phase
     if phase is None or status.stable is None:
-        _start_first_deploy(tick)
+        if not tick.frozen:
+            _start_first_deploy(tick)
         return
     match phase:
         case Phase.INITIALIZING:
@@ -323,6 +344,8 @@ def _steady(tick: _Tick) -> None:
     if tick.spec.rollout.paused:
         status.message = f"version {version} waits: rollout is paused"
         return
+    if tick.frozen:
+        return
     _start_canary(tick, desired)
 
 
@@ -380,7 +403,7 @@ def _canary_available(tick: _Tick) -> bool:
     observed = tick.obs.revisions.get(tick.status.canary.revision)
     if observed is None:
         return False
-    if tick.obs.router_kind == "replicas":
+    if tick.obs.router_kind.follows_ready_pods:
         return observed.ready_replicas >= 1
     return observed.available
 
@@ -420,6 +443,8 @@ def _preparing(tick: _Tick) -> None:
                 f"canary not ready within progressDeadline {tick.spec.rollout.progress_deadline}",
             )
         return
+    if _frozen_hold(tick, "canary ready"):
+        return
     if tick.requests.get(PROMOTE):
         _begin_promotion(tick, "promoted by the mlcanary.io/promote annotation")
         return
@@ -427,6 +452,17 @@ def _preparing(tick: _Tick) -> None:
         status.message = "canary ready; rollout is paused"
         return
     _start_step(tick, status.current_step or 1)
+
+
+def _frozen_hold(tick: _Tick, where: str) -> bool:
+    """While the spec is invalid, hold where the rollout is (after the backward checks ran)."""
+    if not tick.frozen:
+        return False
+    tick.status.message = f"{where}; holding: the spec is invalid (see SpecValid); abort still works"
+    for request in (PROMOTE, RETRY):
+        if tick.requests.get(request):
+            tick.event("RequestIgnored", f"{request} requested but the spec is invalid", warning=True)
+    return True
 
 
 def _start_step(tick: _Tick, step: int) -> None:
@@ -450,6 +486,8 @@ def _start_step(tick: _Tick, step: int) -> None:
 def _progressing(tick: _Tick) -> None:
     status = tick.status
     if _interrupted(tick) or _drop_unready_canary(tick, ""):
+        return
+    if _frozen_hold(tick, f"step {status.current_step} ({status.canary_weight}%)"):
         return
     if tick.requests.get(PROMOTE):
         _begin_promotion(tick, "promoted by the mlcanary.io/promote annotation")
@@ -568,6 +606,8 @@ def _router_deadline_passed(tick: _Tick) -> bool:
 
 def _paused(tick: _Tick) -> None:
     if _interrupted(tick) or _drop_unready_canary(tick, " while paused"):
+        return
+    if _frozen_hold(tick, f"paused at step {tick.status.current_step}"):
         return
     if tick.requests.get(PROMOTE):
         _begin_promotion(tick, "promoted by the mlcanary.io/promote annotation")
@@ -689,9 +729,39 @@ def _retire(tick: _Tick, revision: str) -> None:
 # ---------------------------------------------------------------------------------- derived status
 
 
+def allowed_weight(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, router_kind: RouterKind) -> int:
+    """The most traffic (percent) the canary may receive now: its weight, except while a canary is
+    prepared behind the replicas router, whose ready pods take the upcoming step's share at once (a
+    canary cannot be ready at weight 0 there)."""
+    if status.canary is None:
+        return 0
+    if status.phase == Phase.PREPARING and router_kind.follows_ready_pods:
+        return step_weight(spec.rollout.effective_steps(), status.current_step or 1)
+    return status.canary_weight
+
+
+def _report_served_share(tick: _Tick) -> None:
+    """Status says what the canary actually serves; more than it may is a warning (the router is
+    not in sync, so the rollout holds while the operator restores the split)."""
+    status = tick.status
+    served = tick.obs.traffic.served_weight if status.canary is not None else None
+    allowed = allowed_weight(tick.spec, status, tick.obs.router_kind)
+    previously_over = status.served_weight is not None and status.served_weight > allowed
+    if served is not None and served > allowed and not previously_over:
+        tick.event(
+            "TrafficAboveStep",
+            f"canary serves {served:g}% of traffic, more than its {allowed}%: holding the rollout "
+            f"while the split is restored ({tick.obs.traffic.message})",
+            warning=True,
+        )
+    status.served_weight = served
+
+
 def _sync_summary(tick: _Tick) -> None:
     status = tick.status
-    status.observed_generation = tick.obs.generation
+    if not tick.frozen:
+        status.observed_generation = tick.obs.generation
+    _report_served_share(tick)
     if tick.obs.traffic.confirmed or status.phase not in (Phase.PROGRESSING, Phase.PROMOTING):
         status.router_wait_since = None
     # A router switch completes once the new router confirms; only then do the old objects go.
@@ -736,15 +806,70 @@ def _set_conditions(tick: _Tick) -> None:
             ready, progressing = ("Unknown", "Unknown"), ("Unknown", "Unknown")
         case _:
             assert_never(phase)
+    if tick.invalid_spec is not None:
+        ready = ("False", cond.REASON_INVALID_SPEC)
+        spec_valid: tuple[cond.Status, str, str] = ("False", cond.REASON_INVALID_SPEC, tick.invalid_spec)
+    else:
+        spec_valid = ("True", cond.REASON_VALID, "")
     conditions = status.conditions
     conditions = cond.set_condition(conditions, cond.READY, ready[0], ready[1], message, tick.now, generation)
     conditions = cond.set_condition(
         conditions, cond.PROGRESSING, progressing[0], progressing[1], message, tick.now, generation
     )
-    conditions = cond.set_condition(
-        conditions, cond.SPEC_VALID, "True", cond.REASON_VALID, "", tick.now, generation
-    )
+    conditions = cond.set_condition(conditions, cond.SPEC_VALID, *spec_valid, tick.now, generation)
     status.conditions = conditions
+
+
+def settled(status: ModelDeploymentStatus) -> bool:
+    """Nothing time-based can happen to this object until something changes (its spec, an annotation,
+    a child): the shell may tick it rarely. Steady phases and a paused rollout, with no revision
+    waiting to be removed."""
+    return (
+        status.phase in (Phase.HEALTHY, Phase.ROLLED_BACK, Phase.PAUSED)
+        and not status.retiring
+        and status.router_wait_since is None
+    )
+
+
+def tick_failed(
+    status: ModelDeploymentStatus, error: str, generation: int, now: datetime
+) -> ModelDeploymentStatus:
+    """Status after a tick that failed: the Reconciled condition says why; nothing else changes."""
+    new = status.model_copy(deep=True)
+    new.conditions = cond.set_condition(
+        new.conditions, cond.RECONCILED, "False", cond.REASON_TICK_FAILED, error, now, generation
+    )
+    return new
+
+
+def abort_while_failing(
+    spec: ModelDeploymentSpec,
+    status: ModelDeploymentStatus,
+    value: str,
+    router_kind: RouterKind,
+    now: datetime,
+) -> tuple[ModelDeploymentStatus, list[Action]]:
+    """An abort acted on without :func:`decide` (whose tick keeps failing): traffic back to stable and
+    the canary's pods withdrawn behind the replicas router. The rollout is then RollingBack, which the
+    next tick that succeeds completes as usual."""
+    new = status.model_copy(deep=True)
+    new.handled_requests[ABORT] = value
+    if new.canary is None or new.stable is None or new.phase == Phase.ROLLING_BACK:
+        return new, []
+    reason = "aborted by the mlcanary.io/abort annotation (while ticks fail)"
+    new.canary_weight = 0
+    new.ending = RolloutEnding(outcome=RolloutOutcome.ROLLED_BACK, reason=reason)
+    new.phase_since = now
+    new.phase = Phase.ROLLING_BACK
+    new.message = f"traffic back to stable: {reason}"
+    replicas = spec.serving.replicas
+    actions: list[Action] = [
+        EnsureRevision(new.stable, "stable", replicas),
+        EnsureRevision(new.canary, "canary", 0 if router_kind.follows_ready_pods else replicas),
+        SetTraffic(new.stable.revision, new.canary.revision, 0),
+        EmitEvent("Warning", "RollingBack", f"{new.canary.template.model.version}: {reason}"),
+    ]
+    return new, actions
 
 
 def invalid_spec(
@@ -773,28 +898,23 @@ def _ensure_actions(tick: _Tick) -> list[Action]:
         return []
     actions: list[Action] = []
     total = tick.spec.serving.replicas
-    stable_obs = tick.obs.revisions.get(status.stable.revision)
-    canary_obs = tick.obs.revisions.get(status.canary.revision) if status.canary else None
-    if tick.obs.router_kind == "replicas" and status.canary is not None:
-        weight = status.canary_weight
-        if status.phase == Phase.PREPARING:
-            # With one shared Service every ready pod takes traffic, so a canary cannot be ready at
-            # weight 0: it is sized for the step it will start (unready pods get no traffic).
-            weight = step_weight(tick.steps, status.current_step or 1)
-        split = replica_split(
+    stable_replicas, canary_replicas = total, 0
+    if status.canary is not None:
+        kind = tick.obs.router_kind
+        stable_obs = tick.obs.revisions.get(status.stable.revision)
+        canary_obs = tick.obs.revisions.get(status.canary.revision)
+        plan = replica_plan(
+            kind.follows_ready_pods,
             total,
-            weight,
+            allowed_weight(tick.spec, status, kind),
             stable_ready=stable_obs.ready_replicas if stable_obs else 0,
             canary_ready=canary_obs.ready_replicas if canary_obs else 0,
         )
-        stable_replicas, canary_replicas = split.stable, split.canary
+        stable_replicas, canary_replicas = plan.stable, plan.canary
         if status.phase == Phase.PREPARING:
-            # Weight 0: stable keeps every pod until the step starts. Sized for the promotion step
-            # (after a promotion lost readiness), a ready but paused canary would otherwise leave
-            # stable with none.
+            # Stable keeps every pod until a step moves traffic (even when the canary is being
+            # prepared for the promotion step after it lost readiness there).
             stable_replicas = total
-    else:
-        stable_replicas, canary_replicas = total, total
     actions.append(EnsureRevision(status.stable, "stable", stable_replicas))
     if status.canary is not None:
         actions.append(EnsureRevision(status.canary, "canary", canary_replicas))

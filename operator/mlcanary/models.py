@@ -18,9 +18,10 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from mlcanary import weights
 from mlcanary.durations import DURATION_PATTERN, parse_duration
 
 API_GROUP = "mlcanary.io"
@@ -31,8 +32,118 @@ SINGULAR = "modeldeployment"
 SHORT_NAMES = ["mdep"]
 CATEGORIES = ["mlcanary", "all"]
 
-Duration = Annotated[str, Field(pattern=DURATION_PATTERN)]
 
+# Gateway API value formats (mirrored from the upstream v1.6.1 CRD so a bad value is reported on the
+# ModelDeployment's SpecValid condition instead of as an API error on every tick).
+GATEWAY_DURATION_PATTERN = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+HOSTNAME_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+HTTP_NAME_PATTERN = r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$"
+_PATH_CHARS = re.compile(r"^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|%[0-9a-fA-F]{2})+$")
+WEIGHTED_RULE = "weighted"
+
+
+def _duration_within(minimum: str, maximum: str) -> Any:
+    low, high = parse_duration(minimum), parse_duration(maximum)
+
+    def check(value: str) -> str:
+        if not low <= parse_duration(value) <= high:
+            raise ValueError(f"{value} is outside {minimum}-{maximum}")
+        return value
+
+    return check
+
+
+def _duration_field(maximum: str, minimum: str) -> Any:
+    rule = f"duration(self) <= duration('{maximum}')"
+    if parse_duration(minimum).total_seconds() > 0:
+        rule = f"duration(self) >= duration('{minimum}') && {rule}"
+    return Field(
+        pattern=DURATION_PATTERN,
+        max_length=32,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": rule, "message": f"must be between {minimum} and {maximum}"}
+            ]
+        },
+    )
+
+
+# Bounds of what users can write: large enough for any real rollout, small enough that no arithmetic
+# on them overflows and no object becomes uncontrollable.
+MAX_STEP_DURATION = "168h"  # a week at one step
+MAX_DEADLINE = "24h"
+MAX_SCALE_DOWN_DELAY = "24h"
+MAX_INTERVAL = "24h"
+MAX_QUERY_TIMEOUT = "5m"
+MAX_SETTLE_TIME = "10m"
+MAX_REQUEST_TIMEOUT = "24h"
+LIMIT = 1_000_000_000_000_000.0  # |min|, |max|, tolerances: far beyond any metric, always finite
+
+# A Go-style duration string between a minimum and a maximum: checked by the model (the operator names
+# the field in SpecValid) and by the CRD (pattern, length and a CEL rule, so a real API server refuses
+# it at apply time).
+StepDuration = Annotated[
+    str, _duration_field(MAX_STEP_DURATION, "0s"), AfterValidator(_duration_within("0s", MAX_STEP_DURATION))
+]
+Deadline = Annotated[
+    str, _duration_field(MAX_DEADLINE, "1s"), AfterValidator(_duration_within("1s", MAX_DEADLINE))
+]
+ScaleDownDelay = Annotated[
+    str,
+    _duration_field(MAX_SCALE_DOWN_DELAY, "0s"),
+    AfterValidator(_duration_within("0s", MAX_SCALE_DOWN_DELAY)),
+]
+AnalysisInterval = Annotated[
+    str, _duration_field(MAX_INTERVAL, "1s"), AfterValidator(_duration_within("1s", MAX_INTERVAL))
+]
+QueryTimeout = Annotated[
+    str,
+    _duration_field(MAX_QUERY_TIMEOUT, "100ms"),
+    AfterValidator(_duration_within("100ms", MAX_QUERY_TIMEOUT)),
+]
+SettleTime = Annotated[
+    str, _duration_field(MAX_SETTLE_TIME, "0s"), AfterValidator(_duration_within("0s", MAX_SETTLE_TIME))
+]
+RequestTimeout = Annotated[
+    str,
+    _duration_field(MAX_REQUEST_TIMEOUT, "1ms"),
+    AfterValidator(_duration_within("1ms", MAX_REQUEST_TIMEOUT)),
+]
+
+# Object and version names. metadata.name becomes a Service name (DNS-1035: starts with a letter, no
+# dots, at most 63 characters) and a label value; versions are what model bundles carry: SemVer 2.0.
+DNS_1035_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+SEMVER_PATTERN = (
+    r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)"
+    r"(-((0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)(\.(0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(\+([0-9a-zA-Z-]+(\.[0-9a-zA-Z-]+)*))?$"
+)
+NAME_RULE = {
+    "rule": f"self.metadata.name.size() <= 63 && self.metadata.name.matches('{DNS_1035_PATTERN}')",
+    "message": "metadata.name must be a DNS-1035 label (at most 63 lower-case letters, digits and '-', "
+    "starting with a letter): it names the model's Service",
+}
+
+
+def object_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a ModelDeployment (its children's names and labels derive from it).
+
+    >>> object_name_problem("fraud.v2")
+    "metadata.name: 'fraud.v2' is not a DNS-1035 label (lower-case letters, digits and '-', starting with a letter, at most 63 characters): the model's Service is named after it"
+    >>> object_name_problem("fraud-v2") is None
+    True
+    """
+    if len(name) <= 63 and re.fullmatch(DNS_1035_PATTERN, name):
+        return None
+    return (
+        f"metadata.name: {name!r} is not a DNS-1035 label (lower-case letters, digits and '-', starting "
+        "with a letter, at most 63 characters): the model's Service is named after it"
+    )
+
+
+DEFAULT_STEPS = (5, 20, 50)
 PLACEHOLDERS = ("name", "namespace", "version", "stableVersion", "interval")
 _PLACEHOLDER = re.compile(r"\{\{\s*([^}]*?)\s*\}\}")
 
@@ -67,11 +178,13 @@ class ModelRef(ApiModel):
     version: str = Field(
         min_length=1,
         max_length=63,
-        pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.+]*[A-Za-z0-9])?$",
-        description="Model version. Changing it starts a canary rollout of the new version.",
+        pattern=SEMVER_PATTERN,
+        description="Model version, a semantic version (e.g. 2.1.0), as the bundle's manifest carries "
+        "it. Changing it starts a canary rollout of the new version.",
     )
     uri: str = Field(
         min_length=1,
+        max_length=2048,
         pattern=r"^(file|https?|s3)://.+",
         description="Where the model bundle lives: file://, http(s):// or s3:// URI of a bundle "
         "directory or archive.",
@@ -87,15 +200,41 @@ class ModelRef(ApiModel):
 class EnvVar(ApiModel):
     """An environment variable for the serving container."""
 
-    name: str = Field(min_length=1, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", description="Variable name.")
-    value: str = Field(default="", description="Variable value.")
+    name: str = Field(
+        min_length=1, max_length=256, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", description="Variable name."
+    )
+    value: str = Field(default="", max_length=32768, description="Variable value.")
+
+
+# Kubernetes resource names (cpu, memory, nvidia.com/gpu) and quantities (500m, 1Gi, 2.5, 1e3).
+RESOURCE_NAME_PATTERN = r"^([a-z0-9.-]+/)?[a-zA-Z0-9._-]+$"
+Quantity = Annotated[
+    str,
+    Field(
+        max_length=64,
+        pattern=r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]+))?$",
+    ),
+]
 
 
 class Resources(ApiModel):
     """Compute resources of the serving container (Kubernetes quantities)."""
 
-    requests: dict[str, str] | None = Field(default=None, description="Minimum resources, e.g. cpu: 500m.")
-    limits: dict[str, str] | None = Field(default=None, description="Maximum resources, e.g. memory: 1Gi.")
+    # Map keys cannot be constrained by a structural schema: the model checks them.
+    requests: dict[str, Quantity] | None = Field(
+        default=None, max_length=16, description="Minimum resources, e.g. cpu: 500m."
+    )
+    limits: dict[str, Quantity] | None = Field(
+        default=None, max_length=16, description="Maximum resources, e.g. memory: 1Gi."
+    )
+
+    @field_validator("requests", "limits")
+    @classmethod
+    def _resource_names(cls, values: dict[str, str] | None) -> dict[str, str] | None:
+        for name in values or {}:
+            if len(name) > 253 or not re.fullmatch(RESOURCE_NAME_PATTERN, name):
+                raise ValueError(f"{name!r} is not a resource name (cpu, memory, example.com/gpu)")
+        return values
 
 
 class Serving(ApiModel):
@@ -104,6 +243,7 @@ class Serving(ApiModel):
     image: str = Field(
         default="mlcanary/serving:0.1.0",
         min_length=1,
+        max_length=1024,
         description="Serving image; it runs `python -m mlcanary_serving --bundle URI`.",
     )
     replicas: int = Field(
@@ -115,9 +255,14 @@ class Serving(ApiModel):
     )
     port: int = Field(default=8080, ge=1, le=65535, description="Container port the server listens on.")
     resources: Resources | None = Field(default=None, description="Container resources.")
-    env: list[EnvVar] | None = Field(default=None, description="Extra environment for the container.")
+    env: list[EnvVar] | None = Field(
+        default=None, max_length=64, description="Extra environment for the container."
+    )
     service_account_name: str | None = Field(
-        default=None, description="Service account the serving pods run as."
+        default=None,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="Service account the serving pods run as.",
     )
 
 
@@ -125,24 +270,26 @@ class Rollout(ApiModel):
     """How traffic moves to a new version."""
 
     steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
-        default_factory=lambda: [5, 20, 50, 100],
+        default_factory=lambda: [*DEFAULT_STEPS, 100],
         min_length=1,
         max_length=20,
         description="Canary traffic weights in percent, strictly increasing, each 1-100. A final 100 "
         "is implied when the list stops short. Each step below 100 is judged by the analysis; "
-        "reaching 100 promotes the canary.",
+        "reaching 100 promotes the canary. Default 5, 20, 50; with the replicas router, those of them "
+        "it can serve with whole pods (see serving.replicas).",
     )
-    step_duration: Duration = Field(
-        default="5m", description="Minimum time at each step before it may advance (e.g. 5m)."
+    step_duration: StepDuration = Field(
+        default="5m", description="Minimum time at each step before it may advance (e.g. 5m; at most 168h)."
     )
-    progress_deadline: Duration = Field(
+    progress_deadline: Deadline = Field(
         default="10m",
-        description="How long a canary may take to become ready before the rollout is rolled back.",
+        description="How long a canary may take to become ready, or the router to confirm a weight, "
+        "before the rollout is rolled back (1s-24h).",
     )
-    scale_down_delay: Duration = Field(
+    scale_down_delay: ScaleDownDelay = Field(
         default="30s",
         description="How long a revision that no longer receives traffic keeps running before it is "
-        "removed, so clients with open connections drain.",
+        "removed, so clients with open connections drain (at most 24h).",
     )
     paused: bool = Field(
         default=False, description="Hold the rollout where it is: no step advances while true."
@@ -203,11 +350,24 @@ class Metric(ApiModel):
     query: str | None = Field(
         default=None,
         min_length=1,
+        max_length=4096,
         description="A PromQL query returning one number. Placeholders: {{name}}, {{namespace}}, "
         "{{version}}, {{stableVersion}}, {{interval}}; values are escaped as PromQL strings.",
     )
-    min: float | None = Field(default=None, description="The check fails when the value is below this.")
-    max: float | None = Field(default=None, description="The check fails when the value is above this.")
+    min: float | None = Field(
+        default=None,
+        ge=-LIMIT,
+        le=LIMIT,
+        allow_inf_nan=False,
+        description="The check fails when the value is below this.",
+    )
+    max: float | None = Field(
+        default=None,
+        ge=-LIMIT,
+        le=LIMIT,
+        allow_inf_nan=False,
+        description="The check fails when the value is above this.",
+    )
     compare_to: Literal["stable"] | None = Field(
         default=None,
         description="Compare the canary with the stable revision instead of (or as well as) fixed "
@@ -216,11 +376,15 @@ class Metric(ApiModel):
     tolerance: float | None = Field(
         default=None,
         ge=0,
+        le=LIMIT,
+        allow_inf_nan=False,
         description="With compareTo: allowed absolute difference from stable (default 0).",
     )
     relative_tolerance: float | None = Field(
         default=None,
         ge=0,
+        le=1000,
+        allow_inf_nan=False,
         description="With compareTo: allowed difference as a fraction of the stable value (0.1 = 10%).",
     )
     quantile: float | None = Field(
@@ -239,6 +403,7 @@ class Metric(ApiModel):
     min_requests: int | None = Field(
         default=None,
         ge=0,
+        le=1_000_000_000,
         description="Fewer canary requests than this in the window make the check Inconclusive.",
     )
     dry_run: bool = Field(
@@ -273,45 +438,54 @@ class InconclusivePolicy(enum.StrEnum):
 class SecretKeyRef(ApiModel):
     """A key of a Secret in the ModelDeployment's namespace."""
 
-    name: str = Field(min_length=1, description="Secret name.")
-    key: str = Field(min_length=1, description="Key within the Secret.")
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN, description="Secret name.")
+    key: str = Field(
+        min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key within the Secret."
+    )
 
 
 class PrometheusSource(ApiModel):
     """Where analysis queries go, when not the operator's default Prometheus."""
 
-    address: str = Field(pattern=r"^https?://.+", description="Prometheus base URL.")
+    address: str = Field(max_length=2048, pattern=r"^https?://.+", description="Prometheus base URL.")
     bearer_token_secret: SecretKeyRef | None = Field(
         default=None, description="Secret key holding a bearer token."
     )
     basic_auth_secret: str | None = Field(
-        default=None, description="Name of a Secret with `username` and `password` keys."
+        default=None,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="Name of a Secret with `username` and `password` keys.",
     )
     insecure_skip_verify: bool = Field(
         default=False, description="Skip TLS certificate verification (not recommended)."
     )
-    timeout: Duration = Field(default="10s", description="Query timeout.")
+    timeout: QueryTimeout = Field(default="10s", description="Query timeout (100ms-5m).")
 
 
 class Analysis(ApiModel):
     """How each step is judged."""
 
-    interval: Duration = Field(
-        default="1m", description="Time between analysis rounds, and the window each query covers."
+    interval: AnalysisInterval = Field(
+        default="1m",
+        description="Time between analysis rounds, and the window each query covers (1s-24h).",
     )
     failure_limit: int = Field(
         default=1,
         ge=1,
+        le=100,
         description="Failed rounds in one rollout that trigger a rollback (1 = the first failure).",
     )
     inconclusive_limit: int = Field(
         default=3,
         ge=1,
+        le=100,
         description="Inconclusive rounds in a row after which onInconclusive applies.",
     )
     consecutive_error_limit: int = Field(
         default=4,
         ge=1,
+        le=100,
         description="Rounds in a row whose queries errored (metrics backend down) after which they "
         "count as inconclusive. Errors alone never fail a canary.",
     )
@@ -337,16 +511,6 @@ class Analysis(ApiModel):
             seen.add(metric.name)
         return metrics
 
-
-# Gateway API value formats (mirrored from the upstream v1.6.1 CRD so a bad value is reported on the
-# ModelDeployment's SpecValid condition instead of as an API error on every tick).
-GATEWAY_DURATION_PATTERN = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"
-DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-HOSTNAME_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-HTTP_NAME_PATTERN = r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$"
-_PATH_CHARS = re.compile(r"^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|%[0-9a-fA-F]{2})+$")
-WEIGHTED_RULE = "weighted"
 
 GatewayDuration = Annotated[str, Field(pattern=GATEWAY_DURATION_PATTERN)]
 
@@ -583,9 +747,9 @@ class IstioRetries(ApiModel):
     """Istio retry policy of the routes."""
 
     attempts: int = Field(ge=0, le=100, description="Number of retries (0 disables retries).")
-    per_try_timeout: Duration | None = Field(default=None, description="Timeout of each try.")
+    per_try_timeout: RequestTimeout | None = Field(default=None, description="Timeout of each try (1ms-24h).")
     retry_on: str | None = Field(
-        default=None, description="Envoy retry conditions, e.g. 5xx,connect-failure,reset."
+        default=None, max_length=256, description="Envoy retry conditions, e.g. 5xx,connect-failure,reset."
     )
 
 
@@ -595,18 +759,20 @@ class IstioRouter(ApiModel):
     # CEL mirror of the extraRules validator, so a real API server refuses these at apply time.
     model_config = _EXTRA_RULES_CONFIG
 
-    hosts: list[str] = Field(
+    hosts: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
         min_length=1,
+        max_length=32,
         description="Hosts the VirtualService applies to: the model's entry Service name for mesh "
         "traffic, and/or external hostnames served through `gateways`.",
     )
-    gateways: list[str] | None = Field(
+    gateways: list[Annotated[str, Field(min_length=1, max_length=317)]] | None = Field(
         default=None,
+        max_length=16,
         description="Istio Gateways (namespace/name) to bind to; add `mesh` to keep applying to "
         "sidecar traffic too. Omit for mesh traffic only.",
     )
     path: PathMatch | None = Field(default=None, description="Path match of every route (default: all).")
-    timeout: Duration | None = Field(default=None, description="Timeout of each request (at least 1ms).")
+    timeout: RequestTimeout | None = Field(default=None, description="Timeout of each request (1ms-24h).")
     retries: IstioRetries | None = Field(default=None, description="Retry policy of each route.")
     extra_rules: list[RouteRule] | None = Field(
         default=None,
@@ -614,7 +780,7 @@ class IstioRouter(ApiModel):
         description="Extra routes evaluated before the weighted one, each sending its matches to one "
         "revision; weight changes never touch them.",
     )
-    settle_time: Duration = Field(
+    settle_time: SettleTime = Field(
         default="10s",
         description="When istiod reports no status for the VirtualService (status reporting is off by "
         "default), its weights count as in effect once the same generation has been read back for "
@@ -631,16 +797,28 @@ class IstioRouter(ApiModel):
     def _rule_names(cls, rules: list[RouteRule] | None) -> list[RouteRule] | None:
         return _unique_rule_names(rules)
 
-    @field_validator("timeout")
-    @classmethod
-    def _timeout_at_least_1ms(cls, value: str | None) -> str | None:
-        if value is not None and parse_duration(value).total_seconds() < 0.001:
-            raise ValueError(f"timeout {value} must be at least 1ms")
-        return value
-
 
 class ReplicaRouter(ApiModel):
     """No mesh: traffic follows the ratio of ready replicas behind one shared Service."""
+
+
+class RouterKind(enum.StrEnum):
+    """The traffic routers. What differs between them for the engine is decided here, once."""
+
+    GATEWAY_API = "gatewayAPI"
+    ISTIO = "istio"
+    REPLICAS = "replicas"
+
+    @property
+    def follows_ready_pods(self) -> bool:
+        """Whether the canary's share is its share of ready pods behind one Service (no proxy).
+
+        Then the canary is sized for its step (:func:`mlcanary.weights.replica_plan`), its pods take
+        traffic as soon as they are ready, a partly ready canary serves with the pods it has, and the
+        model's entry Service selects the pods of every revision. Otherwise a proxy applies weights
+        to the revision Services, both revisions run every replica, and the entry Service selects
+        only the stable revision (clients outside the mesh never bypass the weights)."""
+        return self is RouterKind.REPLICAS
 
 
 class Traffic(ApiModel):
@@ -669,7 +847,7 @@ class Traffic(ApiModel):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Traffic:
-        chosen = [n for n in ("gatewayAPI", "istio", "replicas") if self.router_config(n) is not None]
+        chosen = [kind.value for kind in RouterKind if self.router_config(kind) is not None]
         if len(chosen) != 1:
             raise ValueError(
                 "give exactly one router of gatewayAPI, istio, replicas"
@@ -677,12 +855,18 @@ class Traffic(ApiModel):
             )
         return self
 
-    def router_config(self, kind: str) -> BaseModel | None:
-        return {"gatewayAPI": self.gateway_api, "istio": self.istio, "replicas": self.replicas}[kind]
+    def router_config(self, kind: RouterKind) -> BaseModel | None:
+        match kind:
+            case RouterKind.GATEWAY_API:
+                return self.gateway_api
+            case RouterKind.ISTIO:
+                return self.istio
+            case RouterKind.REPLICAS:
+                return self.replicas
 
     @property
-    def router_kind(self) -> str:
-        for kind in ("gatewayAPI", "istio", "replicas"):
+    def router_kind(self) -> RouterKind:
+        for kind in RouterKind:
             if self.router_config(kind) is not None:
                 return kind
         raise AssertionError("validated: one router is set")
@@ -699,6 +883,28 @@ class ModelDeploymentSpec(ApiModel):
         default_factory=lambda: Traffic(replicas=ReplicaRouter()),
         description="How traffic is split (default: replica ratio).",
     )
+
+    @model_validator(mode="after")
+    def _steps_the_router_can_serve(self) -> ModelDeploymentSpec:
+        """The replicas router can only give a canary whole pods: a step smaller than one pod's share
+        would expose more than asked. Unset steps default to those of 5, 20, 50 it can serve."""
+        if not self.traffic.router_kind.follows_ready_pods:
+            return self
+        replicas = self.serving.replicas
+        if "steps" not in self.rollout.model_fields_set:
+            fitting = [w for w in DEFAULT_STEPS if weights.realisable(replicas, w)]
+            self.rollout.steps = fitting or [weights.smallest_step(replicas)]
+            return self
+        for index, weight in enumerate(self.rollout.steps):
+            if not weights.realisable(replicas, weight):
+                smallest = weights.smallest_step(replicas)
+                raise ValueError(
+                    f"rollout.steps[{index}]: {weight}% cannot be served by the replicas router with "
+                    f"serving.replicas {replicas}: one canary pod beside {replicas} stable pods is "
+                    f"{weights.served_share(replicas, 1)}%; use steps of at least {smallest}%, more "
+                    "replicas, or the gatewayAPI or istio router"
+                )
+        return self
 
     def revision_template(self) -> RevisionTemplate:
         """What defines a revision: the model and how it is served (replica count excluded)."""
@@ -854,6 +1060,12 @@ class ModelDeploymentStatus(ApiModel):
     stable_version: str | None = Field(default=None, description="Version serving as stable.")
     canary_version: str | None = Field(default=None, description="Version under test, if any.")
     canary_weight: int = Field(default=0, description="Percent of traffic the canary should receive.")
+    served_weight: float | None = Field(
+        default=None,
+        description="Percent of traffic the canary actually receives, as the router reads it back (for "
+        "the replicas router: its share of ready pods). Never above canaryWeight for long: a higher "
+        "share holds the rollout until the operator has restored the split.",
+    )
     current_step: int | None = Field(default=None, description="Step index during a rollout, from 1.")
     step_started_at: datetime | None = Field(default=None, description="When the current step began.")
     canary_started_at: datetime | None = Field(default=None, description="When the canary was created.")
@@ -864,7 +1076,7 @@ class ModelDeploymentStatus(ApiModel):
     ending: RolloutEnding | None = Field(
         default=None, description="How the running rollout is ending (while Promoting or RollingBack)."
     )
-    router_kind: str | None = Field(
+    router_kind: RouterKind | None = Field(
         default=None, description="Router that carries the traffic (gatewayAPI, istio or replicas)."
     )
     stable: RevisionState | None = Field(default=None, description="The stable revision.")
@@ -890,7 +1102,14 @@ class ModelDeploymentStatus(ApiModel):
         default_factory=dict,
         description="Value of each mlcanary.io/{promote,abort,retry} annotation already acted on.",
     )
-    conditions: list[Condition] = Field(default_factory=list, description="Ready, Progressing, SpecValid.")
+    accepted_spec: dict[str, Any] | None = Field(
+        default=None,
+        description="The last spec that passed validation. While the current spec is invalid nothing "
+        "moves forward, but an abort or a rollback in flight still completes with this one.",
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Ready, Progressing, SpecValid, Reconciled."
+    )
 
 
 class ModelDeployment(ApiModel):

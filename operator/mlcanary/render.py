@@ -10,7 +10,7 @@ from mlcanary.engine import RevisionObservation, SetTraffic
 from mlcanary.models import ModelDeploymentSpec, ModelRef, RevisionState, revision_name
 from mlcanary.routers import get_router
 from mlcanary.routers.base import RouteContext
-from mlcanary.weights import replica_split, step_weight
+from mlcanary.weights import realisable, replica_plan, smallest_step, step_weight
 
 PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"
 
@@ -58,11 +58,19 @@ def render_objects(
         stable = RevisionState(revision=revision_name(owner.name, stable_template), template=stable_template)
         if canary_weight is None:
             canary_weight = step_weight(spec.rollout.effective_steps(), step or 1)
-        if spec.traffic.router_kind == "replicas":
-            split = replica_split(total, canary_weight, stable_ready=total, canary_ready=total)
-            stable_replicas, canary_replicas = split.stable, split.canary
-        else:
-            stable_replicas, canary_replicas = total, total
+        if spec.traffic.router_kind.follows_ready_pods and not realisable(total, canary_weight):
+            raise ValueError(
+                f"{canary_weight}% cannot be served by the replicas router with serving.replicas {total} "
+                f"(at least {smallest_step(total)}%)"
+            )
+        plan = replica_plan(
+            spec.traffic.router_kind.follows_ready_pods,
+            total,
+            canary_weight,
+            stable_ready=total,
+            canary_ready=total,
+        )
+        stable_replicas, canary_replicas = plan.stable, plan.canary
         objects += [
             resources.deployment(owner, spec, stable, "stable", stable_replicas, image_pull_policy),
             resources.revision_service(owner, spec, stable, "stable"),

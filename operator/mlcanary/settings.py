@@ -4,9 +4,13 @@
 |---|---|---|
 | MLCANARY_PROMETHEUS_URL | http://prometheus-operated.monitoring:9090 | default Prometheus for analysis |
 | MLCANARY_METRICS_SOURCE | prometheus | `prometheus`, or `file:/path.json` (tests/dev stand-in) |
-| MLCANARY_TICK_SECONDS | 10 | how often each ModelDeployment is reconciled |
+| MLCANARY_TICK_SECONDS | 10 | how often a ModelDeployment with a rollout in flight is reconciled (and the retry interval after a failed tick) |
+| MLCANARY_IDLE_SECONDS | 300 | how often a settled ModelDeployment is reconciled when nothing changes (changes to it or its children wake it at once) |
 | MLCANARY_QUERY_TIMEOUT_SECONDS | 10 | timeout of one analysis query |
-| MLCANARY_PROMETHEUS_NAMESPACE_LABEL | (none) | also select serving series by this label = the ModelDeployment's namespace (e.g. `namespace` when the scrape config adds it) |
+| MLCANARY_PROMETHEUS_NAMESPACE_LABEL | (none) | scope every analysis query, built-in and custom, to the ModelDeployment's namespace by this label (e.g. `namespace`, which PodMonitors add): the matcher is injected into every selector |
+| MLCANARY_CUSTOM_QUERIES | scoped | custom PromQL in `spec.analysis.metrics[].query`: `scoped` (allowed only with a namespace label, which is then enforced), `unscoped` (allowed without one: such queries can read every namespace's series), `disabled` |
+| MLCANARY_QUERY_MAX_RANGE_SECONDS | 3600 | longest range (`[5m]`) or subquery window a custom query may use; `[{{interval}}]` counts as the spec's interval |
+| MLCANARY_QUERY_MIN_SUBQUERY_STEP_SECONDS | 10 | finest subquery resolution (`[30m:10s]`) a custom query may use; nested subqueries may evaluate at most max range / this many points |
 | MLCANARY_METRICS_PORT | 8080 | port of the operator's own /metrics (0 disables) |
 | MLCANARY_METRICS_HOST | 0.0.0.0 | address of the operator's own /metrics |
 | MLCANARY_LOG_FORMAT | plain | `plain` or `json` |
@@ -17,7 +21,12 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
+from typing import Literal
+
+CustomQueryMode = Literal["scoped", "unscoped", "disabled"]
+CUSTOM_QUERY_MODES: tuple[CustomQueryMode, ...] = ("scoped", "unscoped", "disabled")
 
 
 @dataclass(frozen=True)
@@ -25,8 +34,12 @@ class Settings:
     prometheus_url: str = "http://prometheus-operated.monitoring:9090"
     metrics_source: str = "prometheus"
     tick_seconds: float = 10.0
+    idle_seconds: float = 300.0
     query_timeout_seconds: float = 10.0
     prometheus_namespace_label: str | None = None
+    custom_queries: CustomQueryMode = "scoped"
+    query_max_range_seconds: float = 3600.0
+    query_min_subquery_step_seconds: float = 10.0
     metrics_port: int = 8080
     metrics_host: str = "0.0.0.0"
     log_format: str = "plain"
@@ -45,12 +58,31 @@ class Settings:
         log_format = get("LOG_FORMAT", defaults.log_format)
         if log_format not in ("plain", "json"):
             raise ValueError(f"MLCANARY_LOG_FORMAT must be plain or json, not {log_format!r}")
+        label = get("PROMETHEUS_NAMESPACE_LABEL", "") or None
+        if label is not None and not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", label):
+            raise ValueError(f"MLCANARY_PROMETHEUS_NAMESPACE_LABEL {label!r} is not a Prometheus label name")
+        custom_queries = get("CUSTOM_QUERIES", defaults.custom_queries)
+        if custom_queries not in CUSTOM_QUERY_MODES:
+            raise ValueError(f"MLCANARY_CUSTOM_QUERIES must be one of {', '.join(CUSTOM_QUERY_MODES)}")
+
+        def positive(name: str, default: float) -> float:
+            value = float(get(name, str(default)))
+            if not 0 < value < float("inf"):
+                raise ValueError(f"MLCANARY_{name} must be a positive number of seconds")
+            return value
+
         return cls(
             prometheus_url=get("PROMETHEUS_URL", defaults.prometheus_url),
             metrics_source=get("METRICS_SOURCE", defaults.metrics_source),
             tick_seconds=float(get("TICK_SECONDS", str(defaults.tick_seconds))),
+            idle_seconds=float(get("IDLE_SECONDS", str(defaults.idle_seconds))),
             query_timeout_seconds=float(get("QUERY_TIMEOUT_SECONDS", str(defaults.query_timeout_seconds))),
-            prometheus_namespace_label=get("PROMETHEUS_NAMESPACE_LABEL", "") or None,
+            prometheus_namespace_label=label,
+            custom_queries=custom_queries,
+            query_max_range_seconds=positive("QUERY_MAX_RANGE_SECONDS", defaults.query_max_range_seconds),
+            query_min_subquery_step_seconds=positive(
+                "QUERY_MIN_SUBQUERY_STEP_SECONDS", defaults.query_min_subquery_step_seconds
+            ),
             metrics_port=int(get("METRICS_PORT", str(defaults.metrics_port))),
             metrics_host=get("METRICS_HOST", defaults.metrics_host),
             log_format=log_format,

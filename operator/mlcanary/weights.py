@@ -1,79 +1,120 @@
-"""Pure step and replica arithmetic.
+"""Pure step and replica arithmetic: how many pods each revision runs, decided in one place.
 
-The replica-ratio router has no proxy to split traffic: one Service selects the pods of both
-revisions, so the canary's share is its share of ready pods. :func:`replica_split` turns a weight into
-replica counts and keeps capacity while it moves.
+:func:`replica_plan` is used by the engine (every tick) and by ``mlcanary render``.
 
-Worked examples (``total=4``):
+**Mesh routers** (Gateway API, Istio) split traffic by weight in the proxy, so both revisions run
+``serving.replicas`` (N) pods and the weight alone decides the share.
 
-=======  ==================  ===============================================
-weight   (stable, canary)    why
-=======  ==================  ===============================================
-0        (4, 0)              no canary traffic
-5        (3, 1)              ceil(4*5/100)=1: the smallest share that exists
-50       (2, 2)              exact
-80       (1, 3)              stable keeps one pod while any traffic stays on it
-100      (0, 4)              all traffic on the canary
-=======  ==================  ===============================================
+**The replicas router** has no proxy: one Service selects the ready pods of both revisions, so the
+canary's share of traffic is its share of ready pods. Up to 50% the stable revision keeps its N pods
+(capacity never drops, and a rollback only removes canary pods) and the canary runs the most pods
+that keep its share at or below the step's weight ``w``; above 50% the canary runs N pods and stable
+the fewest that keep the canary's share at or below ``w``::
 
-With ``total=1`` a split is impossible; any weight strictly between 0 and 100 runs one pod of each
-(50% actual). Capacity rule: a revision is only scaled *down* as far as the other revision has ready
-pods to take its place, so the sum of ready pods never drops below ``total`` because of a weight change.
+    w <= 50:  stable N, canary floor(N * w / (100 - w))      share = canary / (stable + canary) <= w
+    w >  50:  canary N, stable ceil(N * (100 - w) / w)
+
+Worked examples (N = 10):
+
+=======  ============  ============  ========  ============================================
+weight   stable pods   canary pods   share     why
+=======  ============  ============  ========  ============================================
+5        10            0             -         not realisable: one pod beside 10 is 9.1%
+10       10            1             9.1%      1 / 11
+20       10            2             16.7%     2 / 12 (3 pods would be 23%)
+50       10            10            50%       as many as stable
+80       3             10            76.9%     10 / 13 (2 stable pods would be 83%)
+100      0             10            100%      stable goes once the canary's 10 are ready
+=======  ============  ============  ========  ============================================
+
+The count is taken against stable's **ready** pods too, so when stable loses pods (a crash, a hand
+edit) the canary shrinks with it and never serves more than its step. A step is realisable when it
+gives the canary at least one pod, i.e. ``w ≥ 100 / (N + 1)``; the models refuse steps that are not.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
-class ReplicaSplit:
+class ReplicaPlan:
     stable: int
     canary: int
 
 
-def target_split(total: int, weight: int) -> ReplicaSplit:
-    """Replica counts that realise ``weight`` once every pod is ready (see the module table)."""
+def canary_pods(stable_pods: int, weight: int) -> int:
+    """The most canary pods whose share beside ``stable_pods`` stays at or below ``weight`` percent.
+
+    >>> canary_pods(10, 20), canary_pods(10, 5), canary_pods(3, 50), canary_pods(3, 80)
+    (2, 0, 3, 12)
+    """
     if not 0 <= weight <= 100:
         raise ValueError(f"weight {weight} is outside 0-100")
-    if total < 1:
-        raise ValueError(f"total replicas {total} must be at least 1")
-    if weight == 0:
-        return ReplicaSplit(stable=total, canary=0)
+    if weight == 0 or stable_pods <= 0:
+        return 0
     if weight == 100:
-        return ReplicaSplit(stable=0, canary=total)
-    if total == 1:
-        return ReplicaSplit(stable=1, canary=1)
-    canary = min(max(1, math.ceil(total * weight / 100)), total - 1)
-    return ReplicaSplit(stable=total - canary, canary=canary)
+        raise ValueError("at 100% the canary is sized by the promotion, not by a share")
+    return (stable_pods * weight) // (100 - weight)
 
 
-def replica_split(total: int, weight: int, stable_ready: int, canary_ready: int) -> ReplicaSplit:
-    """Replica counts to ask for now: the target, but never shrink a revision below what the other
-    revision cannot yet replace with ready pods.
+def smallest_step(replicas: int) -> int:
+    """The smallest weight (percent) the replicas router can give a canary beside ``replicas`` pods.
 
-    >>> replica_split(4, 50, stable_ready=4, canary_ready=0)   # canary pods not ready: keep stable
-    ReplicaSplit(stable=4, canary=2)
-    >>> replica_split(4, 50, stable_ready=4, canary_ready=2)
-    ReplicaSplit(stable=2, canary=2)
-    >>> replica_split(4, 0, stable_ready=2, canary_ready=2)    # rollback: restore stable first
-    ReplicaSplit(stable=4, canary=2)
+    >>> smallest_step(1), smallest_step(4), smallest_step(10), smallest_step(19)
+    (50, 20, 10, 5)
     """
-    target = target_split(total, weight)
-    stable = max(target.stable, min(total, total - canary_ready))
-    canary = max(target.canary, min(total, total - stable_ready))
-    if target.canary == 0 and canary_ready == 0:
-        canary = 0  # nothing ready to keep: a canary that never came up is not capacity
-    return ReplicaSplit(stable=stable, canary=canary)
+    weight = 1
+    while canary_pods(replicas, weight) < 1:
+        weight += 1
+    return weight
 
 
-def actual_weight(stable_ready: int, canary_ready: int) -> int | None:
-    """The canary's share of ready pods in percent (None when nothing is ready)."""
+def realisable(replicas: int, weight: int) -> bool:
+    """Whether the replicas router can serve ``weight`` with ``replicas`` stable pods."""
+    return weight == 100 or canary_pods(replicas, weight) >= 1
+
+
+def replica_plan(
+    follows_ready_pods: bool,
+    replicas: int,
+    weight: int,
+    *,
+    stable_ready: int,
+    canary_ready: int,
+) -> ReplicaPlan:
+    """Pods to ask for now for stable and canary (see the module docstring).
+
+    >>> replica_plan(True, 10, 20, stable_ready=10, canary_ready=0)
+    ReplicaPlan(stable=10, canary=2)
+    >>> replica_plan(True, 10, 20, stable_ready=0, canary_ready=2)     # stable lost its pods
+    ReplicaPlan(stable=10, canary=0)
+    >>> replica_plan(True, 10, 80, stable_ready=10, canary_ready=10)   # above 50%: stable shrinks
+    ReplicaPlan(stable=3, canary=10)
+    >>> replica_plan(True, 4, 100, stable_ready=4, canary_ready=2)     # promoting: canary first
+    ReplicaPlan(stable=4, canary=4)
+    >>> replica_plan(True, 4, 100, stable_ready=4, canary_ready=4)
+    ReplicaPlan(stable=0, canary=4)
+    >>> replica_plan(False, 3, 20, stable_ready=3, canary_ready=0)     # a mesh router
+    ReplicaPlan(stable=3, canary=3)
+    """
+    if replicas < 1:
+        raise ValueError(f"replicas {replicas} must be at least 1")
+    if not follows_ready_pods:
+        return ReplicaPlan(stable=replicas, canary=replicas)
+    if weight == 100:
+        return ReplicaPlan(stable=0 if canary_ready >= replicas else replicas, canary=replicas)
+    stable = replicas if weight <= 50 else -(-replicas * (100 - weight) // weight)
+    canary = min(replicas, canary_pods(replicas, weight), canary_pods(stable_ready, weight))
+    return ReplicaPlan(stable=stable, canary=canary)
+
+
+def served_share(stable_ready: int, canary_ready: int) -> float | None:
+    """The canary's share of ready pods in percent, to one decimal (None when nothing is ready)."""
     ready = stable_ready + canary_ready
     if ready == 0:
         return None
-    return round(100 * canary_ready / ready)
+    return round(100 * canary_ready / ready, 1)
 
 
 def step_weight(steps: list[int], step: int) -> int:

@@ -65,7 +65,7 @@ def spec_wire(
     progress_deadline: str = "10m",
     scale_down_delay: str = "30s",
     paused: bool = False,
-    replicas: int = 3,
+    replicas: int = 20,  # the replicas router can serve 5% with whole pods (1 of 21)
     router: str = "replicas",
     metrics: list[dict[str, Any]] | None = None,
     **analysis: Any,

@@ -34,10 +34,12 @@ from mlcanary.engine import (
     AnalysisRound,
     Observations,
     SetTraffic,
+    allowed_weight,
     analysis_due,
     decide,
 )
-from mlcanary.models import ModelDeploymentStatus, Phase, RolloutOutcome, Verdict
+from mlcanary.models import ModelDeploymentSpec, ModelDeploymentStatus, Phase, RolloutOutcome, Verdict
+from mlcanary.weights import canary_pods, realisable, served_share, smallest_step
 
 VERSIONS = ["1.0.0", "2.0.0", "3.0.0", "4.0.0"]
 IN_FLIGHT = {Phase.PREPARING, Phase.PROGRESSING, Phase.PAUSED, Phase.PROMOTING, Phase.ROLLING_BACK}
@@ -53,6 +55,15 @@ PROPERTY_SETTINGS = settings(
 
 steps_st = st.lists(st.integers(1, 100), min_size=1, max_size=5, unique=True).map(sorted)
 
+
+def servable(config: dict[str, Any]) -> dict[str, Any]:
+    """Steps the router can serve: the replicas router gives whole pods only (the models refuse others)."""
+    if config["router"] != "replicas":
+        return config
+    steps = [w for w in config["steps"] if realisable(config["replicas"], w)]
+    return {**config, "steps": steps or [smallest_step(config["replicas"])]}
+
+
 spec_st = st.fixed_dictionaries(
     {
         "router": st.sampled_from(["replicas", "gatewayAPI", "istio"]),
@@ -67,7 +78,7 @@ spec_st = st.fixed_dictionaries(
         "consecutiveErrorLimit": st.integers(1, 4),
         "onInconclusive": st.sampled_from(["Hold", "Rollback"]),
     }
-)
+).map(servable)
 
 event_st = st.one_of(
     st.tuples(st.just("wait"), st.sampled_from([0, 1, 29, 30, 31, 59, 60, 61, 120, 299, 300, 301, 900])),
@@ -185,6 +196,21 @@ class Checker:
             assert all(a.replicas == total for a in roles.values())
         else:
             assert all(0 <= a.replicas <= total for a in roles.values())
+            # The canary's share of ready pods never exceeds what it may serve now, however many
+            # pods stable has ready (a crash, a hand edit), once the planned counts are in effect.
+            allowed = allowed_weight(sim.spec, new, sim.router_kind)
+            if "canary" in roles and 0 < allowed < 100:
+                stable_seen = obs.revisions.get(new.stable.revision)
+                stable_ready = stable_seen.ready_replicas if stable_seen else 0
+                assert roles["canary"].replicas <= canary_pods(stable_ready, allowed)
+                share = served_share(stable_ready, min(roles["canary"].replicas, total))
+                assert share is None or share <= allowed
+            if new.canary is None or allowed == 0:
+                assert (
+                    roles.get("canary") is None
+                    or roles["canary"].replicas == 0
+                    or new.phase == Phase.PREPARING
+                )
 
         # Promotion flips the stable pointer to the canary's revision; nothing else moves it.
         moved = old.stable is not None and new.stable.revision != old.stable.revision
@@ -311,10 +337,13 @@ def apply_event(checker: Checker, event: tuple[Any, ...], counter: list[int]) ->
     elif kind == "pause":
         sim.set_paused(event[1])
     elif kind == "replicas":
-        sim.spec = sim.spec.model_copy(
-            update={"serving": sim.spec.serving.model_copy(update={"replicas": event[1]})}
-        )
-        sim.generation += 1
+        wire = sim.spec.to_wire()
+        wire["serving"]["replicas"] = event[1]
+        try:
+            sim.spec = ModelDeploymentSpec.model_validate(wire)
+            sim.generation += 1
+        except ValueError:
+            pass  # steps the replicas router cannot serve with that many replicas: the spec is refused
     elif kind == "stable_pod_lost":
         if sim.status.stable and sim.status.stable.revision in sim.revisions:
             fake = sim.revisions[sim.status.stable.revision]

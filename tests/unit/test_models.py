@@ -17,6 +17,7 @@ from mlcanary.models import (
     ModelDeployment,
     ModelDeploymentSpec,
     Rollout,
+    object_name_problem,
 )
 
 # The example manifest of the operator-core issue (sha256 and resources filled in: the issue elides them).
@@ -46,7 +47,8 @@ spec:
       - {name: prediction-drift, builtin: predictionDrift, max: 0.1}
       - {name: custom, query: 'sum(rate(x{model_version="{{version}}"}[{{interval}}]))', max: 5}
   traffic:
-    replicas: {}
+    gatewayAPI:
+      parentRefs: [{name: public-gateway, namespace: infra}]
 """
 
 
@@ -65,7 +67,7 @@ def test_the_issue_example_manifest_is_accepted() -> None:
         BuiltinMetric.PREDICTION_DRIFT,
     ]
     assert spec.analysis.metrics[4].query is not None and spec.analysis.metrics[4].builtin is None
-    assert spec.traffic.router_kind == "replicas"
+    assert spec.traffic.router_kind == "gatewayAPI"
     # What the operator writes back is what it reads.
     assert ModelDeploymentSpec.model_validate(spec.to_wire()) == spec
     assert spec.to_wire()["rollout"]["stepDuration"] == "5m"
@@ -73,11 +75,27 @@ def test_the_issue_example_manifest_is_accepted() -> None:
 
 def test_a_minimal_spec_gets_the_documented_defaults() -> None:
     spec = ModelDeploymentSpec.model_validate(
-        {"model": {"name": "m", "version": "1", "uri": "file:///models/m"}}
+        {"model": {"name": "m", "version": "1.0.0", "uri": "file:///models/m"}}
     )
-    assert spec.rollout.steps == [5, 20, 50, 100]
+    # One replica behind the replicas router: of 5, 20, 50 only 50% can be served with whole pods.
+    assert spec.rollout.steps == [50] and spec.rollout.effective_steps() == [50, 100]
     assert spec.traffic.router_kind == "replicas"
     assert spec.serving.replicas == 1
+    meshed = ModelDeploymentSpec.model_validate(
+        {
+            "model": {"name": "m", "version": "1.0.0", "uri": "file:///models/m"},
+            "traffic": {"istio": {"hosts": ["m"]}},
+        }
+    )
+    assert meshed.rollout.effective_steps() == [5, 20, 50, 100]
+
+
+@pytest.mark.parametrize(("replicas", "steps"), [(1, [50]), (4, [20, 50]), (10, [20, 50]), (19, [5, 20, 50])])
+def test_default_steps_follow_what_the_replicas_router_can_serve(replicas: int, steps: list[int]) -> None:
+    spec = ModelDeploymentSpec.model_validate(
+        {"model": {"name": "m", "version": "1.0.0", "uri": "file:///m"}, "serving": {"replicas": replicas}}
+    )
+    assert spec.rollout.steps == steps
     assert spec.analysis.metrics == [] and spec.analysis.on_inconclusive == InconclusivePolicy.HOLD
 
 
@@ -172,6 +190,36 @@ M1 = ("analysis", "metrics", 1)
         (set_in(("rollout", "stepDurations"), "5m"), ("rollout", "stepDurations"), ""),
         (set_in(("serving", "replicas"), 0), ("serving", "replicas"), ""),
         (set_in(("model", "uri"), "ftp://x"), ("model", "uri"), ""),
+        # bounds: nothing a user writes may overflow or stay uncontrollable
+        (set_in(("rollout", "stepDuration"), "99999999999h"), ("rollout", "stepDuration"), ""),
+        (set_in(("rollout", "stepDuration"), "169h"), ("rollout", "stepDuration"), "0s-168h"),
+        (set_in(("rollout", "progressDeadline"), "0s"), ("rollout", "progressDeadline"), "1s-24h"),
+        (set_in(("rollout", "scaleDownDelay"), "25h"), ("rollout", "scaleDownDelay"), "0s-24h"),
+        (set_in(("analysis", "interval"), "500ms"), ("analysis", "interval"), "1s-24h"),
+        (set_in(("analysis", "failureLimit"), 101), ("analysis", "failureLimit"), ""),
+        (set_in(("analysis", "consecutiveErrorLimit"), 10**9), ("analysis", "consecutiveErrorLimit"), ""),
+        (set_in((*M0, "max"), float("inf")), (*M0, "max"), ""),
+        (set_in((*M0, "max"), float("nan")), (*M0, "max"), ""),
+        (set_in((*M0, "max"), 1e300), (*M0, "max"), ""),
+        (set_in((*M0, "minRequests"), 10**12), (*M0, "minRequests"), ""),
+        (set_in(("model", "uri"), "s3://" + "x" * 3000), ("model", "uri"), ""),
+        (
+            set_in(("serving", "env"), [{"name": f"V{i}", "value": ""} for i in range(65)]),
+            ("serving", "env"),
+            "",
+        ),
+        (set_in(("serving", "resources"), {"limits": {"memory": "lots"}}), ("serving", "resources"), ""),
+        (set_in(("serving", "resources"), {"limits": {"memory!": "1Gi"}}), ("serving", "resources"), ""),
+        # versions a model bundle can carry: semantic versions only
+        (set_in(("model", "version"), "V2"), ("model", "version"), ""),
+        (set_in(("model", "version"), "2"), ("model", "version"), ""),
+        (set_in(("model", "version"), "2.0.0.1"), ("model", "version"), ""),
+        # steps the replicas router cannot serve with whole pods
+        (
+            set_in(("serving", "replicas"), 3),
+            (),
+            "rollout.steps[0]: 5% cannot be served by the replicas router",
+        ),
     ],
 )
 def test_invalid_specs_are_refused_naming_the_field(
@@ -182,6 +230,33 @@ def test_invalid_specs_are_refused_naming_the_field(
     error = errors[0]
     assert tuple(error["loc"])[: len(loc)] == loc
     assert words in error["msg"]
+
+
+@pytest.mark.parametrize(
+    "version", ["1.0.0", "2.1.0-rc.1", "10.20.30+build.5", "1.0.0-alpha.beta+exp.sha.5114f85"]
+)
+def test_semantic_versions_are_accepted(version: str) -> None:
+    ModelDeploymentSpec.model_validate(spec_wire(version))
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [
+        ("fraud", True),
+        ("fraud-v2", True),
+        ("f" * 63, True),
+        ("fraud.v2", False),  # a dotted name makes an invalid Service name
+        ("f" * 64, False),  # over 63: an invalid label value
+        ("1fraud", False),  # starts with a digit: not a DNS-1035 label (Service names)
+        ("Fraud", False),
+        ("fraud-", False),
+    ],
+)
+def test_object_names_that_make_invalid_children_are_refused(name: str, ok: bool) -> None:
+    problem = object_name_problem(name)
+    assert (problem is None) == ok
+    if not ok:
+        assert problem is not None and problem.startswith("metadata.name:") and repr(name) in problem
 
 
 def test_valid_queries_and_durations_pass() -> None:

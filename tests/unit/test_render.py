@@ -36,9 +36,10 @@ def test_at_rest_one_revision_and_the_entry_service() -> None:
 
 
 def test_replica_router_splits_replicas_by_step() -> None:
-    objects = render_objects(MANIFEST, stable_version="1.0.0", step=3)  # 50%
+    # 4 replicas: the default steps the replicas router can serve are 20% and 50%
+    objects = render_objects(MANIFEST, stable_version="1.0.0", step=2)  # 50%
     stable, canary = by_kind(objects, "Deployment")
-    assert (stable["spec"]["replicas"], canary["spec"]["replicas"]) == (2, 2)
+    assert (stable["spec"]["replicas"], canary["spec"]["replicas"]) == (4, 4)
     assert (
         stable["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"] == "s3://models/fraud/1.0.0/"
     )
@@ -60,6 +61,13 @@ def test_serving_pods_run_restricted() -> None:
 def test_cli_prints_yaml(tmp_path, capsys) -> None:
     path = tmp_path / "mdep.yaml"
     path.write_text(yaml.safe_dump(MANIFEST))
-    assert main(["render", "-f", str(path), "--stable-version", "1.0.0", "--canary-weight", "5"]) == 0
+    assert main(["render", "-f", str(path), "--stable-version", "1.0.0", "--canary-weight", "20"]) == 0
     docs = list(yaml.safe_load_all(capsys.readouterr().out))
-    assert sorted(d["spec"]["replicas"] for d in docs if d["kind"] == "Deployment") == [1, 3]
+    assert sorted(d["spec"]["replicas"] for d in docs if d["kind"] == "Deployment") == [1, 4]
+
+
+def test_a_weight_the_replicas_router_cannot_serve_is_refused(tmp_path, capsys) -> None:
+    path = tmp_path / "mdep.yaml"
+    path.write_text(yaml.safe_dump(MANIFEST))
+    assert main(["render", "-f", str(path), "--stable-version", "1.0.0", "--canary-weight", "5"]) == 2
+    assert "5% cannot be served by the replicas router" in capsys.readouterr().err
