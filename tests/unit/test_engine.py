@@ -537,6 +537,304 @@ def test_replica_router_shrinks_the_canary_when_stable_loses_pods_and_holds_the_
     assert sim.status.served_weight == 20.0
 
 
+# -------------------------------------------------------------------------------- changes mid-rollout
+
+
+@pytest.mark.parametrize("router", ALL_ROUTERS)
+def test_a_new_version_mid_rollout_supersedes_the_canary_and_restarts_at_step_1(router: str) -> None:
+    sim = Sim(make_spec(V1, router=router)).to_progressing(V2)
+    sim.pass_step()
+    assert sim.status.current_step == 2
+    sim.settle = False
+    sim.new_version(V3)
+    actions = sim.tick(10)
+    assert sim.phase == Phase.ROLLING_BACK
+    assert traffic(actions) == SetTraffic(r(V1), r(V2), 0)  # traffic back to v1 first
+    assert sim.status.ending is not None and sim.status.ending.outcome == RolloutOutcome.SUPERSEDED
+
+    sim.make_ready()
+    sim.confirm()
+    sim.run_until(Phase.HEALTHY)
+    record = sim.status.history[-1]
+    assert (record.version, record.outcome) == (V2, RolloutOutcome.SUPERSEDED)
+    assert V3 in record.reason
+    assert V2 not in sim.status.rejected_versions
+
+    actions = sim.tick(1)
+    assert sim.phase == Phase.PREPARING
+    assert sim.status.canary is not None and sim.status.canary.revision == r(V3)
+    assert sim.status.current_step is None and sim.weight == 0 and sim.status.steps == []
+    sim.settle = True
+    sim.make_ready()
+    sim.confirm()
+    sim.run_until(Phase.PROGRESSING)
+    assert (sim.status.current_step, sim.weight) == (1, 5)
+
+
+def test_spec_reverting_to_the_stable_version_ends_the_rollout_without_rejecting() -> None:
+    sim = Sim(make_spec(V1)).to_progressing(V2)
+    sim.new_version(V1)
+    sim.tick(1)
+    assert sim.phase == Phase.ROLLING_BACK and sim.weight == 0
+    assert sim.status.ending is not None and "stable version" in sim.status.ending.reason
+    sim.run_until(Phase.HEALTHY)
+    assert sim.status.canary is None
+    assert sim.status.stable is not None and sim.status.stable.revision == r(V1)
+    assert sim.status.history[-1].outcome == RolloutOutcome.SUPERSEDED
+    assert sim.status.rejected_versions == []
+    for _ in range(3):
+        sim.tick(60)
+        assert sim.phase == Phase.HEALTHY and sim.status.canary is None
+
+
+# ------------------------------------------------------------------------------------------------ pause
+
+
+def test_pause_holds_the_step_and_resume_restarts_its_timer() -> None:
+    sim = Sim(make_spec(V1, step_duration="5m")).to_progressing(V2)
+    sim.tick(60)
+    sim.set_paused(True)
+    actions = sim.tick(1)
+    assert sim.phase == Phase.PAUSED and (sim.status.current_step, sim.weight) == (1, 5)
+    assert "Paused" in reasons(actions)
+    assert condition(sim, cond.READY) == ("False", cond.REASON_PAUSED)
+    assert condition(sim, cond.PROGRESSING) == ("Unknown", cond.REASON_PAUSED)
+
+    actions = sim.tick(timedelta(minutes=30))
+    assert sim.phase == Phase.PAUSED and sim.status.current_step == 1
+    assert traffic(actions).canary_weight == 5
+
+    sim.set_paused(False)
+    actions = sim.tick(1)
+    resumed = sim.now
+    assert sim.phase == Phase.PROGRESSING and sim.status.current_step == 1
+    assert sim.status.step_started_at == resumed
+    assert "Resumed" in reasons(actions)
+    sim.tick(timedelta(minutes=5) - timedelta(seconds=1))
+    assert sim.status.current_step == 1
+    sim.tick(1)
+    assert sim.status.current_step == 2
+
+
+def test_a_paused_spec_does_not_start_a_canary() -> None:
+    sim = Sim(make_spec(V1, paused=True)).deploy()
+    sim.new_version(V2)
+    actions = sim.tick(1)
+    assert sim.phase == Phase.HEALTHY and sim.status.canary is None
+    assert set(ensured(actions)) == {"stable"}
+    assert "paused" in (sim.status.message or "")
+    sim.set_paused(False)
+    sim.tick(1)
+    assert sim.phase == Phase.PREPARING
+
+
+def test_pause_while_preparing_keeps_a_ready_canary_at_weight_0() -> None:
+    sim = Sim(make_spec(V1)).deploy()
+    sim.settle = False
+    sim.new_version(V2)
+    sim.tick(1)
+    sim.set_paused(True)
+    sim.make_ready()
+    actions = sim.tick(1)
+    assert sim.phase == Phase.PREPARING and traffic(actions).canary_weight == 0
+    assert "paused" in (sim.status.message or "")
+    sim.set_paused(False)
+    sim.tick(1)
+    assert sim.phase == Phase.PROGRESSING and sim.status.current_step == 1
+
+
+# ---------------------------------------------------------------------------------- manual requests
+
+
+def test_promote_annotation_acts_once_per_value() -> None:
+    sim = Sim(make_spec(V1, router="istio")).to_progressing(V2)
+    sim.annotate("promote", "1")
+    actions = sim.tick(1)
+    assert sim.phase == Phase.PROMOTING and sim.weight == 100
+    assert sim.status.current_step == len(sim.spec.rollout.effective_steps())
+    assert sim.status.handled_requests == {"promote": "1"}
+    assert "Promoting" in reasons(actions)
+    sim.run_until(Phase.HEALTHY)
+    assert sim.status.stable_version == V2
+    assert "mlcanary.io/promote" in sim.status.history[-1].reason
+
+    sim.new_version(V3)
+    sim.run_until(Phase.PROGRESSING)
+    for _ in range(3):  # the same value again does nothing
+        sim.tick(10)
+        assert sim.phase == Phase.PROGRESSING and sim.status.current_step == 1
+    sim.annotate("promote", "2")
+    sim.tick(1)
+    assert sim.phase == Phase.PROMOTING
+    assert sim.status.handled_requests["promote"] == "2"
+
+
+def test_abort_annotation_rolls_back_and_rejects_the_version() -> None:
+    sim = Sim(make_spec(V1)).to_progressing(V2)
+    sim.annotate("abort", "please")
+    actions = sim.tick(1)
+    assert sim.phase == Phase.ROLLING_BACK and traffic(actions).canary_weight == 0
+    sim.run_until(Phase.ROLLED_BACK)
+    assert sim.status.rejected_versions == [V2]
+    record = sim.status.history[-1]
+    assert record.outcome == RolloutOutcome.ROLLED_BACK and "abort" in record.reason
+
+
+def test_a_rolled_back_version_is_not_started_again_until_retry() -> None:
+    sim = Sim(make_spec(V1)).to_progressing(V2)
+    sim.annotate("abort", "1")
+    sim.tick(1)
+    sim.run_until(Phase.ROLLED_BACK)
+    for _ in range(5):  # re-syncs of the same spec (each tick is a restart)
+        actions = sim.tick(600)
+        assert sim.phase == Phase.ROLLED_BACK and sim.status.canary is None
+        assert set(ensured(actions)) == {"stable"}
+
+    # back to the stable version, then to the rejected one again: still rejected
+    sim.new_version(V1)
+    sim.tick(1)
+    assert sim.phase == Phase.HEALTHY
+    sim.new_version(V2)
+    sim.tick(1)
+    assert sim.phase == Phase.ROLLED_BACK and sim.status.canary is None
+
+    sim.annotate("retry", "1")
+    actions = sim.tick(1)
+    assert sim.phase == Phase.PREPARING and sim.status.canary_version == V2
+    assert sim.status.rejected_versions == []
+    assert {"Retry", "CanaryStarted"} <= set(reasons(actions))
+
+    # rejected again; the retry value already used does not restart it
+    sim.annotate("abort", "2")
+    sim.tick(1)
+    sim.run_until(Phase.ROLLED_BACK)
+    sim.tick(60)
+    assert sim.phase == Phase.ROLLED_BACK and sim.status.canary is None
+    sim.annotate("retry", "2")
+    sim.tick(1)
+    assert sim.phase == Phase.PREPARING
+
+
+def test_another_version_may_start_while_one_is_rejected() -> None:
+    sim = Sim(make_spec(V1)).to_progressing(V2)
+    sim.annotate("abort", "1")
+    sim.tick(1)
+    sim.run_until(Phase.ROLLED_BACK)
+    sim.new_version(V3)
+    sim.tick(1)
+    assert sim.phase == Phase.PREPARING and sim.status.canary_version == V3
+    assert sim.status.rejected_versions == [V2]
+
+
+def test_requests_with_nothing_to_act_on_are_recorded_and_ignored() -> None:
+    sim = Sim(make_spec(V1)).deploy()
+    sim.annotate("promote", "a").annotate("abort", "b").annotate("retry", "c")
+    actions = sim.tick(1)
+    assert sim.phase == Phase.HEALTHY
+    assert reasons(actions).count("RequestIgnored") == 2
+    assert sim.status.handled_requests == {"promote": "a", "abort": "b", "retry": "c"}
+    sim.new_version(V2)
+    sim.run_until(Phase.PROGRESSING)
+    sim.tick(1)
+    assert sim.phase == Phase.PROGRESSING  # old values do not act on the new rollout
+
+
+def test_annotations_present_at_creation_are_not_acted_on_later() -> None:
+    sim = Sim(make_spec(V1), annotations={"mlcanary.io/promote": "x", "mlcanary.io/abort": "y"})
+    sim.deploy()
+    sim.new_version(V2)
+    sim.run_until(Phase.PROGRESSING)
+    sim.tick(1)
+    assert sim.phase == Phase.PROGRESSING
+
+
+def test_retry_during_a_rollout_is_ignored_with_an_event() -> None:
+    sim = Sim(make_spec(V1)).to_progressing(V2)
+    sim.annotate("retry", "1")
+    actions = sim.tick(1)
+    assert sim.phase == Phase.PROGRESSING
+    assert "RequestIgnored" in reasons(actions)
+
+
+# ----------------------------------------------------------------------------------------- readiness
+
+
+@pytest.mark.parametrize("router", ALL_ROUTERS)
+def test_a_canary_losing_readiness_mid_step_drops_to_0_and_resumes_the_same_step(router: str) -> None:
+    sim = Sim(make_spec(V1, router=router)).to_progressing(V2)
+    sim.pass_step()
+    sim.tick(60)
+    assert (sim.status.current_step, sim.weight) == (2, 20)
+    sim.break_version(V2)
+    actions = sim.tick(1)
+    assert sim.phase == Phase.PREPARING and sim.weight == 0
+    assert traffic(actions).canary_weight == 0
+    assert any(
+        a.reason == "CanaryUnavailable" and a.type == "Warning" for a in actions if isinstance(a, EmitEvent)
+    )
+    assert sim.status.current_step == 2
+    sim.tick(60)
+    assert sim.phase == Phase.PREPARING
+    sim.heal_version(V2)
+    sim.make_ready()
+    sim.tick(1)
+    assert sim.phase == Phase.PROGRESSING and (sim.status.current_step, sim.weight) == (2, 20)
+    assert sim.status.step_started_at == sim.now
+
+
+@pytest.mark.parametrize("router", ALL_ROUTERS)
+def test_a_canary_losing_readiness_while_promoting_goes_back_to_0_then_promotes(router: str) -> None:
+    sim = Sim(make_spec(V1, router=router)).to_progressing(V2)
+    sim.settle = False
+    sim.annotate("promote", "1")
+    sim.tick(1)
+    assert sim.phase == Phase.PROMOTING
+    sim.break_version(V2)
+    sim.tick(1)
+    assert sim.phase == Phase.PREPARING and sim.weight == 0
+    sim.heal_version(V2)
+    sim.settle = True
+    sim.make_ready()
+    sim.tick(1)
+    assert sim.phase == Phase.PROMOTING and sim.weight == 100
+    sim.run_until(Phase.HEALTHY)
+    assert sim.status.stable_version == V2
+
+
+@pytest.mark.parametrize("router", ALL_ROUTERS)
+def test_a_canary_losing_readiness_while_paused_drops_to_0(router: str) -> None:
+    sim = Sim(make_spec(V1, router=router, progress_deadline="10m")).to_progressing(V2)
+    sim.set_paused(True)
+    sim.tick(1)
+    assert sim.phase == Phase.PAUSED and sim.weight == 5
+    sim.break_version(V2)
+    actions = sim.tick(1)
+    assert sim.weight == 0 and traffic(actions).canary_weight == 0
+    assert sim.phase == Phase.PREPARING
+    sim.heal_version(V2)
+    sim.make_ready()
+    sim.tick(1)
+    assert sim.phase == Phase.PREPARING and sim.weight == 0  # ready, but still paused
+    sim.set_paused(False)
+    sim.tick(1)
+    assert sim.phase == Phase.PROGRESSING and (sim.status.current_step, sim.weight) == (1, 5)
+
+
+@pytest.mark.parametrize("phase", [Phase.PROGRESSING, Phase.PAUSED])
+def test_promote_is_not_applied_to_an_unready_canary(phase: Phase) -> None:
+    sim = Sim(make_spec(V1, router="istio")).to_progressing(V2)
+    if phase == Phase.PAUSED:
+        sim.set_paused(True)
+        sim.tick(1)
+    assert sim.phase == phase
+    sim.break_version(V2)
+    sim.annotate("promote", "1")
+    actions = sim.tick(1)
+    assert sim.weight == 0 and traffic(actions).canary_weight == 0
+    assert sim.phase == Phase.PREPARING
+    assert "RequestIgnored" in reasons(actions)
+
+
 def test_mesh_router_needs_every_canary_pod_ready() -> None:
     sim = Sim(make_spec(V1, router="istio", replicas=3)).deploy()
     sim.settle = False
