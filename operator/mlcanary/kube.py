@@ -1,210 +1,243 @@
-"""The only module that talks to the Kubernetes API (through the official client).
+"""The operator's side of the Kubernetes API: reads from informer caches, owner-aware "ensure" writes.
 
-A small generic layer: objects are plain dicts addressed by ``apiVersion``/``kind``; blocking client
-calls run in threads so the operator's event loop never stalls. Writes of children are "ensure":
-create when missing, merge-patch when the desired content's hash differs from the one recorded on
-the object, nothing otherwise (so a tick that changes nothing writes nothing).
+Built on :mod:`mlcanary.kubeapi` (the project's one client layer). Two things make it cheap and safe:
+
+* **Reads come from caches.** :class:`ChildCache` keeps informers (list + watch) of the kinds the
+  operator creates, selected server-side by the ``app.kubernetes.io/managed-by=mlcanary`` label and
+  indexed by ModelDeployment. A tick reads its children from memory: an idle ModelDeployment costs no
+  API request at all. Without a cache (tests, ``mlcanary render``) every read is a request.
+* **Writes compare with the live object.** :meth:`Kube.ensure` compares every field the operator owns
+  (:mod:`mlcanary.ownership`) with what is live, not only a hash of what it last wrote, so a hand
+  edit (``kubectl scale``, an edited selector, a route weight) is seen and undone on the next tick,
+  and an object that already carries the desired state is never written. An object controlled by
+  someone else is never touched.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import base64
+import enum
 import hashlib
 import json
 import logging
+import secrets
+import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import kubernetes.client
-from kubernetes.client.exceptions import ApiException
+from mlcanary import ownership
+from mlcanary.kubeapi import (
+    DEPLOYMENTS,
+    HTTPROUTES,
+    MODEL_DEPLOYMENTS,
+    SECRETS,
+    SERVICES,
+    VIRTUALSERVICES,
+    ApiError,
+    Informer,
+    Obj,
+    Resource,
+    Transport,
+    resource_for,
+)
+from mlcanary.resources import LABEL_MANAGED_BY, LABEL_MDEP, MANAGED_BY, Owner
 
 logger = logging.getLogger(__name__)
 
+__all__ = [
+    "DEPLOYMENTS",
+    "HTTPROUTES",
+    "MODEL_DEPLOYMENTS",
+    "SERVICES",
+    "VIRTUALSERVICES",
+    "ApiError",
+    "ChildCache",
+    "ConflictError",
+    "EnsureResult",
+    "Kube",
+]
+
 HASH_ANNOTATION = "mlcanary.io/desired-hash"
-MERGE_PATCH = "application/merge-patch+json"
-
-
-@dataclass(frozen=True)
-class Resource:
-    api_version: str
-    plural: str
-    namespaced: bool = True
-
-    def path(self, namespace: str | None, name: str | None = None, subresource: str | None = None) -> str:
-        base = f"/api/{self.api_version}" if "/" not in self.api_version else f"/apis/{self.api_version}"
-        if self.namespaced and namespace is not None:
-            base += f"/namespaces/{namespace}"
-        base += f"/{self.plural}"
-        if name is not None:
-            base += f"/{name}"
-        if subresource is not None:
-            base += f"/{subresource}"
-        return base
-
-
-DEPLOYMENTS = Resource("apps/v1", "deployments")
-SERVICES = Resource("v1", "services")
-SECRETS = Resource("v1", "secrets")
-EVENTS = Resource("v1", "events")
-MODEL_DEPLOYMENTS = Resource("mlcanary.io/v1alpha1", "modeldeployments")
-HTTPROUTES = Resource("gateway.networking.k8s.io/v1", "httproutes")
-VIRTUALSERVICES = Resource("networking.istio.io/v1", "virtualservices")
-
-_BY_KIND = {
-    ("apps/v1", "Deployment"): DEPLOYMENTS,
-    ("v1", "Service"): SERVICES,
-    ("v1", "Secret"): SECRETS,
-    ("v1", "Event"): EVENTS,
-    ("mlcanary.io/v1alpha1", "ModelDeployment"): MODEL_DEPLOYMENTS,
-    ("gateway.networking.k8s.io/v1", "HTTPRoute"): HTTPROUTES,
-    ("networking.istio.io/v1", "VirtualService"): VIRTUALSERVICES,
-}
-
-
-def resource_for(obj: dict[str, Any]) -> Resource:
-    try:
-        return _BY_KIND[(obj["apiVersion"], obj["kind"])]
-    except KeyError:
-        raise ValueError(f"unknown kind {obj.get('apiVersion')}/{obj.get('kind')}") from None
+CHILD_KINDS: tuple[Resource, ...] = (DEPLOYMENTS, SERVICES, HTTPROUTES, VIRTUALSERVICES)
 
 
 class ConflictError(Exception):
-    """The object changed since it was read (HTTP 409): re-read and retry."""
-
-
-class KubeError(Exception):
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(f"{status} {reason}: {message}")
-        self.status = status
-        self.reason = reason
+    """The object changed since it was read (HTTP 409 on a conditional write): re-read and retry."""
 
 
 def content_hash(obj: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
-def replacing_patch(live: Any, desired: Any) -> Any:
-    """A JSON merge patch (RFC 7386) that turns ``live`` into exactly ``desired``.
+def controller_uid(obj: Obj) -> str | None:
+    """UID of the object's controlling owner, if any."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            uid = ref.get("uid")
+            return str(uid) if uid is not None else None
+    return None
 
-    Unlike sending ``desired`` as the patch, keys that only ``live`` has are set to null (removed).
 
-    >>> replacing_patch({"a": 1, "b": {"c": 2, "d": 3}}, {"b": {"c": 2}})
-    {'a': None, 'b': {'d': None, 'c': 2}}
-    """
-    if not isinstance(live, dict) or not isinstance(desired, dict):
-        return desired
-    patch: dict[str, Any] = {key: None for key in live if key not in desired}
-    for key, value in desired.items():
-        patch[key] = replacing_patch(live[key], value) if key in live else value
-    return patch
+def controlled_by(obj: Obj, owner: Owner) -> bool:
+    """Whether ``owner`` may write ``obj``: it is the controller, or the object has no controller and
+    carries the owner's labels (an owner reference removed by hand is restored, not abandoned)."""
+    uid = controller_uid(obj)
+    if uid is not None:
+        return uid == owner.uid
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return labels.get(LABEL_MDEP) == owner.name and labels.get(LABEL_MANAGED_BY) == MANAGED_BY
+
+
+class Outcome(enum.StrEnum):
+    CREATED = "created"
+    UNCHANGED = "unchanged"
+    UPDATED = "updated"  # our desired state moved on
+    REVERTED = "reverted"  # someone else edited what we own
+    FOREIGN = "foreign"  # the name is taken by an object we do not control
+    NOT_SERVED = "not-served"  # the API server does not serve the kind (a CRD not installed)
+
+
+@dataclass(frozen=True)
+class EnsureResult:
+    outcome: Outcome
+    obj: Obj | None = None
+    drift: str | None = None
+
+
+class ChildCache:
+    """Informers for the kinds the operator creates, in the namespaces it watches (all when empty)."""
+
+    def __init__(
+        self, transport: Transport, namespaces: Sequence[str] = (), kinds: Iterable[Resource] = CHILD_KINDS
+    ) -> None:
+        self.informers = {
+            resource: Informer(
+                transport,
+                resource,
+                namespaces=list(namespaces) or None,
+                label_selector=f"{LABEL_MANAGED_BY}={MANAGED_BY}",
+                index_label=LABEL_MDEP,
+            )
+            for resource in kinds
+        }
+
+    def start(self) -> None:
+        for informer in self.informers.values():
+            informer.start()
+
+    async def stop(self) -> None:
+        for informer in self.informers.values():
+            await informer.stop()
+
+    async def wait_synced(self, within: float | None = None) -> bool:
+        results = [await informer.wait_synced(within) for informer in self.informers.values()]
+        return all(results)
+
+    def informer(self, resource: Resource) -> Informer | None:
+        informer = self.informers.get(resource)
+        return informer if informer is not None and informer.synced.is_set() else None
+
+    def objects(self) -> int:
+        return sum(len(informer) for informer in self.informers.values())
 
 
 class Kube:
-    """Async facade over ``kubernetes.client.ApiClient``."""
+    """Async facade for the operator: cached reads, owner-aware writes, status, Secrets, Events."""
 
-    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
-        self.api = api_client
-        self.writes = 0  # counted for tests and the operator's metrics: a quiet tick writes nothing
+    def __init__(self, transport: Transport, cache: ChildCache | None = None) -> None:
+        self.api = transport
+        self.cache = cache
+        self.writes = 0  # counted for tests and metrics: a quiet tick writes nothing
 
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        query: list[tuple[str, str]] | None = None,
-        content_type: str = "application/json",
-    ) -> Any:
-        def call() -> tuple[int, bytes]:
-            method_, url, headers, body_, _ = self.api.param_serialize(
-                method=method,
-                resource_path=path,
-                query_params=query or [],
-                header_params={"Accept": "application/json", "Content-Type": content_type},
-                body=body,
-                auth_settings=["BearerToken"],
-            )
-            response = self.api.call_api(method_, url, header_params=headers, body=body_, _request_timeout=30)
-            data = response.read()  # type: ignore[no-untyped-call]
-            return response.status, data or b""
+    # ------------------------------------------------------------------------------------- reads
 
+    def _informer(self, resource: Resource) -> Informer | None:
+        return self.cache.informer(resource) if self.cache is not None else None
+
+    def served(self, resource: Resource) -> bool:
+        """False when the cache learnt that the API server does not serve ``resource``."""
+        informer = self._informer(resource)
+        return informer is None or informer.available
+
+    async def get(self, resource: Resource, namespace: str, name: str) -> Obj | None:
+        informer = self._informer(resource)
+        if informer is not None:
+            return informer.get(namespace, name)
         try:
-            status, data = await asyncio.to_thread(call)
-        except ApiException as error:  # raised by some client versions instead of returning the status
-            status, data = error.status or 0, (error.body or "").encode()
-        if status >= 400:
-            reason, message = "", data.decode(errors="replace")
-            with contextlib.suppress(ValueError, AttributeError):
-                parsed = json.loads(message)
-                reason, message = str(parsed.get("reason", "")), str(parsed.get("message", message))
-            if status == 409:
-                raise ConflictError(message[:500])
-            raise KubeError(status, reason, message[:500])
-        result = json.loads(data) if data else {}
-        if method != "GET":
-            self.writes += 1
-        return result
-
-    async def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            result: dict[str, Any] = await self._call("GET", resource.path(namespace, name))
-            return result
-        except KubeError as error:
-            if error.status == 404:
+            return await self.api.get(resource, namespace, name)
+        except ApiError as error:
+            if error.not_found:  # the kind itself is not served
                 return None
             raise
 
-    async def list_objects(
-        self, resource: Resource, namespace: str | None, label_selector: str = ""
-    ) -> list[dict[str, Any]]:
-        """Objects in ``namespace`` (every namespace when None) matching ``label_selector``."""
-        query = [("labelSelector", label_selector)] if label_selector else []
-        result = await self._call("GET", resource.path(namespace), query=query)
-        items: list[dict[str, Any]] = result.get("items") or []
+    async def children(self, resource: Resource, namespace: str, owner_name: str) -> list[Obj]:
+        """The objects labelled as children of the ModelDeployment ``owner_name``."""
+        informer = self._informer(resource)
+        if informer is not None:
+            return informer.with_label(namespace, owner_name)
+        selector = f"{LABEL_MDEP}={owner_name},{LABEL_MANAGED_BY}={MANAGED_BY}"
+        items, _ = await self.api.list(resource, namespace, selector)
         return items
 
-    async def ensure(self, desired: dict[str, Any], force: bool = False) -> dict[str, Any]:
-        """Create ``desired`` or bring the live object in line with it; write only on a change.
+    # ------------------------------------------------------------------------------------ writes
 
-        A change is seen through the hash of the desired content recorded on the object, so an edit
-        made by someone else to the live object goes unnoticed. A caller that compares the live
-        object itself (the routers re-assert their weights every tick) passes ``force=True`` when it
-        found a difference: the object is then written even though the hash matches, and its
-        ``spec`` is made exactly the desired one (fields the desired spec lacks are removed, which a
-        plain merge patch would keep)."""
+    def _remember(self, resource: Resource, obj: Obj) -> None:
+        informer = self._informer(resource)
+        if informer is not None:
+            informer.write_through(obj)
+
+    async def _write(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        self.writes += 1
+        return await getattr(self.api, method)(*args, **kwargs)
+
+    async def ensure(self, desired: Obj, owner: Owner, *, can_create: bool = True) -> EnsureResult:
+        """Create ``desired`` or make the live object carry it again; write only on a difference.
+
+        ``can_create=False`` only repairs an existing object (a route before any revision can answer)."""
         resource = resource_for(desired)
         meta = desired["metadata"]
-        digest = content_hash(desired)
+        namespace, name = meta["namespace"], meta["name"]
         stamped = json.loads(json.dumps(desired))
-        stamped["metadata"].setdefault("annotations", {})[HASH_ANNOTATION] = digest
-        current = await self.get(resource, meta["namespace"], meta["name"])
-        if current is None:
+        stamped["metadata"].setdefault("annotations", {})[HASH_ANNOTATION] = content_hash(desired)
+        live = await self.get(resource, namespace, name)
+        if live is None:
+            if not can_create:
+                return EnsureResult(Outcome.UNCHANGED)
             try:
-                created: dict[str, Any] = await self._call("POST", resource.path(meta["namespace"]), stamped)
-                return created
-            except ConflictError:  # created concurrently: fall through to compare and patch
-                current = await self.get(resource, meta["namespace"], meta["name"])
-                if current is None:
+                created: Obj = await self._write("create", stamped)
+                self._remember(resource, created)
+                return EnsureResult(Outcome.CREATED, created)
+            except ApiError as error:
+                if error.not_found:
+                    return EnsureResult(Outcome.NOT_SERVED, drift=error.message)
+                if not error.conflict:
                     raise
-        if not force and (current["metadata"].get("annotations") or {}).get(HASH_ANNOTATION) == digest:
-            return current
-        body = stamped
-        if force and "spec" in stamped:
-            body = {**stamped, "spec": replacing_patch(current.get("spec"), stamped["spec"])}
-        patched: dict[str, Any] = await self._call(
-            "PATCH", resource.path(meta["namespace"], meta["name"]), body, content_type=MERGE_PATCH
+            # It exists after all: created concurrently, or hidden from the cache (its labels edited).
+            live = await self.api.get(resource, namespace, name)
+            if live is None:
+                raise ConflictError(f"{resource.kind} {namespace}/{name} exists and does not")
+        if not controlled_by(live, owner):
+            return EnsureResult(Outcome.FOREIGN, live)
+        difference = ownership.drift(stamped, live)
+        if difference is None:
+            return EnsureResult(Outcome.UNCHANGED, live)
+        hand_edit = ((live.get("metadata") or {}).get("annotations") or {}).get(
+            HASH_ANNOTATION
+        ) == content_hash(desired)
+        patched: Obj = await self._write(
+            "patch", resource, namespace, name, ownership.repair_patch(stamped, live)
         )
-        return patched
+        self._remember(resource, patched)
+        return EnsureResult(Outcome.REVERTED if hand_edit else Outcome.UPDATED, patched, difference)
 
     async def delete(self, resource: Resource, namespace: str, name: str) -> bool:
-        try:
-            await self._call("DELETE", resource.path(namespace, name), {"propagationPolicy": "Background"})
-            return True
-        except KubeError as error:
-            if error.status == 404:
-                return False
-            raise
+        deleted: bool = await self._write("delete", resource, namespace, name)
+        informer = self._informer(resource)
+        if informer is not None:
+            informer.forget(namespace, name)
+        return deleted
 
     async def patch_status(
         self,
@@ -213,31 +246,35 @@ class Kube:
         name: str,
         status_patch: dict[str, Any],
         resource_version: str,
-    ) -> dict[str, Any]:
+    ) -> Obj:
         """Merge-patch the status subresource, conditional on ``resource_version`` (409 if stale)."""
         body = {"metadata": {"resourceVersion": resource_version}, "status": status_patch}
-        result: dict[str, Any] = await self._call(
-            "PATCH", resource.path(namespace, name, "status"), body, content_type=MERGE_PATCH
-        )
-        return result
+        try:
+            patched: Obj = await self._write("patch", resource, namespace, name, body, subresource="status")
+        except ApiError as error:
+            if error.conflict:
+                raise ConflictError(error.message) from None
+            raise
+        return patched
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, str]:
-        import base64
-
-        secret = await self.get(SECRETS, namespace, name)
+        secret = await self.api.get(SECRETS, namespace, name)
         if secret is None:
-            raise KubeError(404, "NotFound", f"secret {namespace}/{name} not found")
+            raise ApiError(404, "NotFound", f"secret {namespace}/{name} not found")
         return {key: base64.b64decode(value).decode() for key, value in (secret.get("data") or {}).items()}
 
     async def post_event(
-        self, involved: dict[str, Any], type_: str, reason: str, message: str, component: str = "mlcanary"
+        self, involved: Obj, type_: str, reason: str, message: str, component: str = "mlcanary"
     ) -> None:
         meta = involved["metadata"]
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        # Named as client-go's recorder names them (<object>.<hex time>): a generateName ending in
+        # "." is not a valid DNS-1123 prefix, and a real API server refuses it.
+        event_name = f"{meta['name']}.{time.time_ns():x}{secrets.token_hex(2)}"
         event = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "metadata": {"name": event_name, "namespace": meta["namespace"]},
             "involvedObject": {
                 "apiVersion": involved.get("apiVersion"),
                 "kind": involved.get("kind"),
@@ -257,6 +294,8 @@ class Kube:
             "count": 1,
         }
         try:
-            await self._call("POST", EVENTS.path(meta["namespace"]), event)
-        except KubeError as error:  # events are best effort: never fail a tick for one
-            logger.warning("could not post event %s: %s", reason, error)
+            await self._write("create", event)
+        except ApiError as error:  # events are best effort: never fail a tick for one
+            logger.warning(
+                "could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], error
+            )

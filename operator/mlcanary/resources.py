@@ -3,6 +3,11 @@ plus the entry Service that addresses the model as a whole.
 
 The role (stable/canary) is a label on the Deployment object only, never on its pod template:
 promotion flips the label and the pointer in status, and no pod restarts.
+
+Every field that decides where traffic goes or whether pods run is written explicitly, defaults
+included (``paused: false``, ``sessionAffinity: None``, ``publishNotReadyAddresses: false`` ...): the
+operator compares what it owns with the live objects every tick (:mod:`mlcanary.ownership`), and a
+field it leaves to the server's default is a field a hand edit could change unseen.
 """
 
 from __future__ import annotations
@@ -144,6 +149,10 @@ def deployment(
             "replicas": replicas,
             "selector": {"matchLabels": {LABEL_MDEP: owner.name, LABEL_REVISION: revision.revision}},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "minReadySeconds": 0,
+            "paused": False,
+            "progressDeadlineSeconds": 600,
+            "revisionHistoryLimit": 2,
             "template": {
                 "metadata": {
                     "labels": labels,
@@ -159,6 +168,19 @@ def deployment(
     }
 
 
+def _service_spec(selector: dict[str, str], port: int) -> dict[str, Any]:
+    """A ClusterIP Service spec that balances over ready pods only, without stickiness: the
+    replicas router's split is exactly the ready-pod ratio only under these settings."""
+    return {
+        "type": "ClusterIP",
+        "selector": selector,
+        "ports": [{"name": HTTP_PORT_NAME, "port": port, "targetPort": HTTP_PORT_NAME, "protocol": "TCP"}],
+        "sessionAffinity": "None",
+        "publishNotReadyAddresses": False,
+        "internalTrafficPolicy": "Cluster",
+    }
+
+
 def revision_service(
     owner: Owner, spec: ModelDeploymentSpec, revision: RevisionState, role: str
 ) -> dict[str, Any]:
@@ -168,12 +190,9 @@ def revision_service(
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": owner.metadata(revision.revision, labels),
-        "spec": {
-            "selector": {LABEL_MDEP: owner.name, LABEL_REVISION: revision.revision},
-            "ports": [
-                {"name": HTTP_PORT_NAME, "port": revision.template.serving.port, "targetPort": HTTP_PORT_NAME}
-            ],
-        },
+        "spec": _service_spec(
+            {LABEL_MDEP: owner.name, LABEL_REVISION: revision.revision}, revision.template.serving.port
+        ),
     }
 
 
@@ -187,7 +206,7 @@ def entry_service(
     the mesh never bypasses the weights and reaches the canary; mesh clients are routed by the
     HTTPRoute or VirtualService."""
     selector = {LABEL_MDEP: owner.name}
-    if spec.traffic.router_kind != "replicas" and stable_revision is not None:
+    if not spec.traffic.router_kind.follows_ready_pods and stable_revision is not None:
         selector[LABEL_REVISION] = stable_revision
     labels = {
         "app.kubernetes.io/name": spec.model.name,
@@ -199,8 +218,5 @@ def entry_service(
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": owner.metadata(owner.name, labels),
-        "spec": {
-            "selector": selector,
-            "ports": [{"name": HTTP_PORT_NAME, "port": spec.serving.port, "targetPort": HTTP_PORT_NAME}],
-        },
+        "spec": _service_spec(selector, spec.serving.port),
     }

@@ -20,8 +20,6 @@ from typing import Any
 
 import pytest
 
-from mlcanary.routers import readback
-
 from .kit import GATEWAY_CRDS, ISTIO_CRDS, UPSTREAM, iter_yaml
 
 
@@ -68,14 +66,6 @@ def merge_patch(url: str, path: str, patch: dict[str, Any]) -> dict[str, Any]:
     with urllib.request.urlopen(request, timeout=10) as response:
         result: dict[str, Any] = json.loads(response.read())
         return result
-
-
-@pytest.fixture(autouse=True)
-def _fresh_port_cache() -> Iterator[None]:
-    """Tests reuse revision names with different ports; real revision names determine their port."""
-    readback._PORTS.clear()
-    yield
-    readback._PORTS.clear()
 
 
 @pytest.fixture

@@ -3,10 +3,10 @@
 * :func:`upstream_validator` reads the Gateway API / Istio CRDs from ``../shared/upstream-crds``
   (never copied into the repo; tests skip when it is absent) and turns the ``openAPIV3Schema`` into a
   JSON Schema that refuses unknown fields the way the API server prunes/refuses them.
-* :class:`MemoryKube` is :class:`mlcanary.kube.Kube` with its one HTTP method replaced by an
-  in-memory store that keeps the API server semantics the routers depend on: ``generation`` bumps
-  on spec changes only, ``resourceVersion`` preconditions (409), merge patches, a ``/status``
-  subresource, and optional server-side defaulting.
+* :class:`MemoryKube` is :class:`mlcanary.kube.Kube` over :class:`MemoryApi`, an in-memory store
+  behind the client layer's verbs that keeps the API server semantics the routers depend on:
+  ``generation`` bumps on spec changes only, ``resourceVersion`` preconditions (409), merge patches,
+  a ``/status`` subresource, and optional server-side defaulting.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ import pytest
 import yaml
 
 from mlcanary.engine import RevisionObservation, SetTraffic
-from mlcanary.kube import ConflictError, Kube, KubeError
+from mlcanary.kube import Kube
+from mlcanary.kubeapi import ApiError, Transport
 from mlcanary.models import ModelDeploymentSpec
 from mlcanary.resources import Owner
 from mlcanary.routers.base import RouteContext
@@ -198,18 +199,15 @@ def httproute_defaults(route: dict[str, Any]) -> None:
             ref.setdefault("weight", 1)
 
 
-class MemoryKube(Kube):
-    """``Kube`` over an in-memory object store with the API server semantics routers rely on."""
+class MemoryApi(Transport):
+    """An in-memory API server behind the client layer's verbs, with the semantics routers rely on."""
 
     def __init__(self, defaults: Mapping[str, Defaulter] | None = None) -> None:
-        super().__init__(api_client=None)  # type: ignore[arg-type]
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.defaults = dict(defaults or {})
         self.calls: list[tuple[str, str]] = []
         self._versions = itertools.count(1)
         self._uids = itertools.count(1)
-
-    # --- direct access for tests (no call recorded)
 
     def put(self, plural: str, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]
@@ -219,26 +217,6 @@ class MemoryKube(Kube):
         stored["metadata"]["resourceVersion"] = str(next(self._versions))
         self.objects[(plural, meta["namespace"], meta["name"])] = stored
         return copy.deepcopy(stored)
-
-    def obj(self, plural: str, name: str, namespace: str = NAMESPACE) -> dict[str, Any] | None:
-        found = self.objects.get((plural, namespace, name))
-        return copy.deepcopy(found) if found else None
-
-    def edit(
-        self, plural: str, name: str, change: Callable[[dict[str, Any]], None], namespace: str = NAMESPACE
-    ) -> None:
-        """A user's hand edit: change the spec, bump generation like the API server does."""
-        stored = self.objects[(plural, namespace, name)]
-        before = copy.deepcopy(stored.get("spec"))
-        change(stored)
-        if stored.get("spec") != before:
-            stored["metadata"]["generation"] += 1
-        stored["metadata"]["resourceVersion"] = str(next(self._versions))
-
-    def writes_to(self, plural: str) -> int:
-        return sum(1 for method, path in self.calls if method != "GET" and f"/{plural}" in path)
-
-    # --- the HTTP layer
 
     @staticmethod
     def _parse(path: str) -> tuple[str, str | None, str | None, str | None]:
@@ -252,20 +230,20 @@ class MemoryKube(Kube):
         sub = rest[2] if len(rest) > 2 else None
         return plural, namespace, name, sub
 
-    async def _call(
+    async def request(
         self,
         method: str,
         path: str,
+        *,
         body: Any = None,
-        query: list[tuple[str, str]] | None = None,
+        params: dict[str, str] | None = None,
         content_type: str = "application/json",
+        seconds: float | None = None,
     ) -> Any:
         self.calls.append((method, path))
         plural, namespace, name, sub = self._parse(path)
-        if method != "GET":
-            self.writes += 1
         if method == "GET" and name is None:
-            selector = dict(query or []).get("labelSelector", "")
+            selector = (params or {}).get("labelSelector", "")
             wanted = dict(term.split("=", 1) for term in selector.split(",") if term)
             items = [
                 copy.deepcopy(o)
@@ -274,11 +252,11 @@ class MemoryKube(Kube):
                 and (namespace is None or ns == namespace)
                 and all((o["metadata"].get("labels") or {}).get(k) == v for k, v in wanted.items())
             ]
-            return {"items": items}
+            return {"items": items, "metadata": {"resourceVersion": str(next(self._versions))}}
         key = (plural, namespace or "", name or "")
         if method == "GET":
             if key not in self.objects:
-                raise KubeError(404, "NotFound", f"{plural} {name} not found")
+                raise ApiError(404, "NotFound", f"{plural} {name} not found")
             return copy.deepcopy(self.objects[key])
         if method == "POST":
             body = copy.deepcopy(body)
@@ -287,7 +265,7 @@ class MemoryKube(Kube):
             body["metadata"].setdefault("namespace", namespace)
             key = (plural, namespace or "", body["metadata"]["name"])
             if key in self.objects:
-                raise ConflictError(f"{plural} {key[2]} already exists")
+                raise ApiError(409, "AlreadyExists", f"{plural} {key[2]} already exists")
             obj = copy.deepcopy(body)
             obj.pop("status", None)
             if plural in self.defaults:
@@ -295,16 +273,16 @@ class MemoryKube(Kube):
             return copy.deepcopy(self.put(plural, obj))
         if method == "DELETE":
             if self.objects.pop(key, None) is None:
-                raise KubeError(404, "NotFound", f"{plural} {name} not found")
+                raise ApiError(404, "NotFound", f"{plural} {name} not found")
             return {}
         if method == "PATCH":
             assert content_type == "application/merge-patch+json", content_type
             if key not in self.objects:
-                raise KubeError(404, "NotFound", f"{plural} {name} not found")
+                raise ApiError(404, "NotFound", f"{plural} {name} not found")
             stored = self.objects[key]
             wanted_rv = ((body or {}).get("metadata") or {}).get("resourceVersion")
             if wanted_rv is not None and wanted_rv != stored["metadata"]["resourceVersion"]:
-                raise ConflictError(f"{plural} {name}: resourceVersion {wanted_rv} is stale")
+                raise ApiError(409, "Conflict", f"{plural} {name}: resourceVersion {wanted_rv} is stale")
             if sub == "status":
                 patched = copy.deepcopy(stored)
                 patched["status"] = merge_patch(stored.get("status") or {}, body.get("status") or {})
@@ -321,6 +299,46 @@ class MemoryKube(Kube):
                 self.objects[key] = patched
             return copy.deepcopy(self.objects[key])
         raise AssertionError(f"unexpected {method} {path}")
+
+
+class MemoryKube(Kube):
+    """:class:`mlcanary.kube.Kube` over :class:`MemoryApi` (no informer cache: every read is a call)."""
+
+    api: MemoryApi
+
+    def __init__(self, defaults: Mapping[str, Defaulter] | None = None) -> None:
+        super().__init__(MemoryApi(defaults))
+
+    # --- direct access for tests (no call recorded)
+
+    @property
+    def objects(self) -> dict[tuple[str, str, str], dict[str, Any]]:
+        return self.api.objects
+
+    @property
+    def calls(self) -> list[tuple[str, str]]:
+        return self.api.calls
+
+    def put(self, plural: str, obj: dict[str, Any]) -> dict[str, Any]:
+        return self.api.put(plural, obj)
+
+    def obj(self, plural: str, name: str, namespace: str = NAMESPACE) -> dict[str, Any] | None:
+        found = self.api.objects.get((plural, namespace, name))
+        return copy.deepcopy(found) if found else None
+
+    def edit(
+        self, plural: str, name: str, change: Callable[[dict[str, Any]], None], namespace: str = NAMESPACE
+    ) -> None:
+        """A user's hand edit: change the object, bump generation like the API server does."""
+        stored = self.api.objects[(plural, namespace, name)]
+        before = copy.deepcopy(stored.get("spec"))
+        change(stored)
+        if stored.get("spec") != before:
+            stored["metadata"]["generation"] += 1
+        stored["metadata"]["resourceVersion"] = str(next(self.api._versions))
+
+    def writes_to(self, plural: str) -> int:
+        return sum(1 for method, path in self.api.calls if method != "GET" and f"/{plural}" in path)
 
 
 def accept_route(

@@ -7,6 +7,7 @@ import copy
 import pytest
 
 from mlcanary.engine import SetTraffic
+from mlcanary.kube import Outcome
 from mlcanary.models import ModelDeploymentSpec
 from mlcanary.routers import get_router
 from mlcanary.routers.gateway_api import GatewayAPIRouter, httproute, parents_verdict
@@ -261,8 +262,8 @@ def test_compare_reads_weights_back_and_tolerates_server_defaults() -> None:
             match.setdefault("extraDefaultedField", "x")  # whatever a newer API server adds
     live["status"] = {"parents": [status_entry(1, name="public")]}
     live["status"]["parents"][0]["parentRef"].pop("namespace")
-    observation = GatewayAPIRouter.compare(desired, live, target(20))
-    assert observation.in_sync and observation.verified and observation.actual_weight == 20
+    observation = ROUTER.compare(context(PINNED), desired, live, target(20))
+    assert observation.in_sync and observation.verified and observation.served_weight == 20
 
 
 @pytest.mark.parametrize(
@@ -279,7 +280,7 @@ def test_any_hand_edit_of_the_owned_spec_is_out_of_sync(edit, why) -> None:
     (desired,) = ROUTER.desired_objects(context(PINNED), target(20))
     live = copy.deepcopy(desired)
     edit(live["spec"])
-    observation = GatewayAPIRouter.compare(desired, live, target(20))
+    observation = ROUTER.compare(context(PINNED), desired, live, target(20))
     assert not observation.in_sync and why in observation.message
 
 
@@ -294,7 +295,7 @@ async def test_apply_creates_reads_back_and_verifies_after_the_controller_accept
     assert observation.in_sync and not observation.verified and not observation.confirmed
     accept_route(kube)
     observation = await ROUTER.observe(kube, ctx, target(20))
-    assert observation.confirmed and observation.actual_weight == 20, observation.message
+    assert observation.confirmed and observation.served_weight == 20, observation.message
 
 
 async def test_a_tick_that_changes_nothing_writes_nothing() -> None:
@@ -321,7 +322,7 @@ async def test_a_hand_edit_of_the_weights_is_reverted_even_though_the_hash_match
     kube.edit("httproutes", NAME, to_canary)
     accept_route(kube)  # the gateway happily accepts the edited route
     observation = await ROUTER.observe(kube, ctx, target(20))
-    assert not observation.confirmed and observation.actual_weight == 100
+    assert not observation.confirmed and observation.served_weight == 100
     await ROUTER.apply(kube, ctx, target(20))
     live = kube.obj("httproutes", NAME)
     assert weighted(live) == [(STABLE, 80), (CANARY, 20)]
@@ -362,10 +363,15 @@ async def test_first_deploy_creates_no_route_until_a_revision_is_available() -> 
     assert weighted(kube.obj("httproutes", NAME)) == [(STABLE, 100)]
 
 
-async def test_a_route_the_model_deployment_does_not_control_is_left_alone() -> None:
+@pytest.mark.parametrize(
+    "owner_refs",
+    [[], [{"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "uid": "u", "controller": True}]],
+)
+async def test_a_route_the_model_deployment_does_not_control_is_left_alone(owner_refs: list) -> None:
     kube = MemoryKube()
     (route,) = ROUTER.desired_objects(context(GATEWAY), target(0))
-    route["metadata"]["ownerReferences"] = []
+    route["metadata"]["ownerReferences"] = owner_refs
+    route["metadata"]["labels"] = {"team": "someone-else"}  # not labelled as ours either
     kube.put("httproutes", route)
     before = kube.obj("httproutes", NAME)
     await ROUTER.apply(kube, context(GATEWAY), target(20))
@@ -389,33 +395,30 @@ async def test_ports_are_read_from_the_revision_services() -> None:
     assert [(r["name"], r["port"]) for r in refs] == [(STABLE, 8080), (CANARY, 9090)]
 
 
-async def test_only_an_outside_edit_is_reported_as_one(caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_route_whose_owner_reference_was_removed_by_hand_is_restored() -> None:
     kube = MemoryKube(defaults={"httproutes": httproute_defaults})
     ctx = context(GATEWAY)
     await ROUTER.apply(kube, ctx, target(20))
-    await ROUTER.apply(kube, ctx, target(50))  # our own target moved on: an update, not a revert
-    assert "edited outside" not in caplog.text
+    kube.edit("httproutes", NAME, lambda r: r["metadata"].update(ownerReferences=[]))
+    (result,) = await ROUTER.apply(kube, ctx, target(20))
+    assert result.outcome == Outcome.REVERTED and "ownerReferences" in (result.drift or "")
+    assert kube.obj("httproutes", NAME)["metadata"]["ownerReferences"][0]["uid"] == UID
+
+
+async def test_only_an_outside_edit_is_reported_as_one() -> None:
+    kube = MemoryKube(defaults={"httproutes": httproute_defaults})
+    ctx = context(GATEWAY)
+    (first,) = await ROUTER.apply(kube, ctx, target(20))
+    assert first.outcome == Outcome.CREATED
+    (moved,) = await ROUTER.apply(kube, ctx, target(50))  # our own target moved on: an update
+    assert moved.outcome == Outcome.UPDATED
     kube.edit("httproutes", NAME, lambda r: r["spec"]["rules"][-1]["backendRefs"][1].update(weight=99))
-    await ROUTER.apply(kube, ctx, target(50))
-    assert "edited outside the operator (spec.rules[0].backendRefs[1].weight: 99, want 50)" in caplog.text
+    (reverted,) = await ROUTER.apply(kube, ctx, target(50))
+    assert reverted.outcome == Outcome.REVERTED
+    assert reverted.drift == "spec.rules[0].backendRefs[1].weight: 99, want 50"
     assert weighted(kube.obj("httproutes", NAME)) == [(STABLE, 50), (CANARY, 50)]
-
-
-async def test_revision_ports_are_read_once_per_revision() -> None:
-    kube = MemoryKube()
-    for name in (STABLE, CANARY):
-        kube.put(
-            "services",
-            {
-                "metadata": {"name": name, "namespace": NAMESPACE},
-                "spec": {"ports": [{"name": "http", "port": 8080}]},
-            },
-        )
-    for _ in range(3):
-        await ROUTER.apply(kube, context(GATEWAY), target(20))
-        await ROUTER.observe(kube, context(GATEWAY), target(20))
-    service_reads = [path for method, path in kube.calls if method == "GET" and "/services/" in path]
-    assert len(service_reads) == 2
+    (quiet,) = await ROUTER.apply(kube, ctx, target(50))
+    assert quiet.outcome == Outcome.UNCHANGED
 
 
 async def test_a_top_level_field_a_newer_crd_defaults_is_not_drift() -> None:

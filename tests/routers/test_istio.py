@@ -137,7 +137,7 @@ async def test_without_istiod_status_a_generation_must_stay_put_for_settle_time(
     assert not (await router.observe(kube, ctx, target(20))).verified
     clock.now += 1
     observation = await router.observe(kube, ctx, target(20))
-    assert observation.confirmed and observation.actual_weight == 20
+    assert observation.confirmed and observation.served_weight == 20
     # A new weight is a new generation: the wait starts again.
     await router.apply(kube, ctx, target(50))
     assert not (await router.observe(kube, ctx, target(50))).verified
@@ -178,7 +178,7 @@ async def test_a_hand_edit_is_reverted_and_restarts_the_settle_wait() -> None:
 
     kube.edit("virtualservices", NAME, all_to_canary)
     observation = await router.observe(kube, ctx, target(20))
-    assert not observation.in_sync and observation.actual_weight == 100
+    assert not observation.in_sync and observation.served_weight == 100
     await router.apply(kube, ctx, target(20))
     live = kube.obj("virtualservices", NAME)
     assert weighted(live) == [(STABLE, 80), (CANARY, 20)] and "exportTo" not in live["spec"]

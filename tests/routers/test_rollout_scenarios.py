@@ -88,7 +88,7 @@ def check_invariants(world: World) -> None:
                 assert revision in deployments, f"{where}, which has no Deployment"
                 assert available(deployments[revision]), f"{where}, which is not available"
                 if router in MESH:
-                    assert deployments[revision]["spec"]["replicas"] == 2, f"{where} scaled down"
+                    assert deployments[revision]["spec"]["replicas"] == 4, f"{where} scaled down"
         if router == "replicas" and first_healthy is not None and index >= first_healthy:
             ready = sum(int((d.get("status") or {}).get("readyReplicas") or 0) for d in deployments.values())
             assert ready > 0, f"tick {snapshot.tick}: no ready pod behind the entry Service"
@@ -250,7 +250,7 @@ async def test_a_changed_parent_ref_is_applied_and_the_rollout_carries_on() -> N
 
 async def test_istio_with_istiod_status_reporting_required() -> None:
     traffic = copy.deepcopy(ROUTERS["istio"])
-    traffic["istio"].update(requireStatus=True, settleTime="1h")
+    traffic["istio"].update(requireStatus=True, settleTime="10m")
     world = await deployed("istio", traffic=traffic, istio_status=True)
     world.deploy("2.0.0")
     await world.run_until(lambda s: s.phase == "Healthy" and s.status.get("stableVersion") == "2.0.0")

@@ -46,7 +46,7 @@ async def test_accepts_every_parent_for_the_current_generation_and_then_stays_qu
     kube.put("services", service(STABLE))
     kube.put("services", service(CANARY))
     await route_in(kube)
-    controller = RouteStatusController(kube)
+    controller = RouteStatusController(kube.api)
     await controller.sync_once()
     route = kube.obj("httproutes", NAME)
     assert conditions(route) == {"Accepted": "True", "ResolvedRefs": "True"}
@@ -60,7 +60,7 @@ async def test_missing_backend_service_is_reported_and_keeps_the_route_unverifie
     kube = MemoryKube()
     kube.put("services", service(STABLE))
     await route_in(kube)
-    await RouteStatusController(kube).sync_once()
+    await RouteStatusController(kube.api).sync_once()
     route = kube.obj("httproutes", NAME)
     assert conditions(route) == {"Accepted": "True", "ResolvedRefs": "False"}
     ok, why = parents_verdict(route, route["spec"]["parentRefs"])
@@ -73,7 +73,7 @@ async def test_refused_parents_and_other_controllers_entries() -> None:
     route = kube.objects[("httproutes", NAMESPACE, NAME)]
     foreign = {"parentRef": {"name": "x"}, "controllerName": "example.com/other", "conditions": []}
     route["status"] = {"parents": [foreign]}
-    await RouteStatusController(kube, accept=lambda route, parent: False).sync_once()
+    await RouteStatusController(kube.api, accept=lambda route, parent: False).sync_once()
     route = kube.obj("httproutes", NAME)
     assert route["status"]["parents"][0] == foreign
     assert conditions(route)["Accepted"] == "False"
@@ -83,9 +83,9 @@ async def test_refused_parents_and_other_controllers_entries() -> None:
 async def test_virtualservices_get_istiod_style_status_only_when_asked() -> None:
     kube = MemoryKube()
     await IstioRouter().apply(kube, context(ISTIO), target(20))
-    await RouteStatusController(kube).sync_once()
+    await RouteStatusController(kube.api).sync_once()
     assert "status" not in kube.obj("virtualservices", NAME)
-    await RouteStatusController(kube, virtualservices=True).sync_once()
+    await RouteStatusController(kube.api, virtualservices=True).sync_once()
     vs = kube.obj("virtualservices", NAME)
     assert istiod_verdict(vs, require_status=True)[0] is True
 
@@ -96,7 +96,7 @@ async def test_written_status_is_valid_for_the_upstream_schemas() -> None:
     kube.put("services", service(STABLE))
     await route_in(kube)
     await IstioRouter().apply(kube, context(ISTIO), target(20))
-    await RouteStatusController(kube, virtualservices=True).sync_once()
+    await RouteStatusController(kube.api, virtualservices=True).sync_once()
     for plural in ("httproutes", "virtualservices"):
         obj = kube.obj(plural, NAME)
         assert obj is not None and obj["status"]

@@ -9,6 +9,7 @@ invariants over the whole rollout and validate every object the operator produce
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from dataclasses import dataclass, field
@@ -108,7 +109,7 @@ class World:
             provider_factory=lambda spec, namespace: self.provider,
             clock=lambda: self.now,
         )
-        self.gateway = RouteStatusController(self.kube, virtualservices=self.istio_status)
+        self.gateway = RouteStatusController(self.kube.api, virtualservices=self.istio_status)
 
     # --- the user
 
@@ -116,7 +117,7 @@ class World:
         spec = {
             "model": {"name": "fraud", "version": version, "uri": f"s3://models/fraud/{version}/"},
             "serving": {
-                "replicas": 2,
+                "replicas": 4,
                 "resources": {"requests": {"cpu": "100m"}, "limits": {"memory": "1Gi"}},
             },
             "rollout": {
@@ -159,6 +160,8 @@ class World:
         md = self.kube.obj("modeldeployments", NAME)
         assert md is not None
         await reconcile(md, self.ctx)
+        for _ in range(3):  # analysis rounds run beside the ticks: let a due one finish
+            await asyncio.sleep(0)
         snapshot = self.snapshot()
         self.history.append(snapshot)
         self.kubelet()

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from mlcanary.models import RouterKind
 from mlcanary.routers.base import Router
 from mlcanary.routers.gateway_api import GatewayAPIRouter
 from mlcanary.routers.istio import IstioRouter
 from mlcanary.routers.replicas import ReplicaRouter
 
-ROUTERS: dict[str, Router] = {
-    GatewayAPIRouter.kind: GatewayAPIRouter(),
-    IstioRouter.kind: IstioRouter(),
-    ReplicaRouter.kind: ReplicaRouter(),
+ROUTERS: dict[RouterKind, Router] = {
+    RouterKind.GATEWAY_API: GatewayAPIRouter(),
+    RouterKind.ISTIO: IstioRouter(),
+    RouterKind.REPLICAS: ReplicaRouter(),
 }
 
 
@@ -18,11 +19,10 @@ class UnknownRouterError(LookupError):
     pass
 
 
-def get_router(kind: str) -> Router:
+def get_router(kind: RouterKind | str) -> Router:
     try:
-        return ROUTERS[kind]
-    except KeyError:
+        return ROUTERS[RouterKind(kind)]
+    except (KeyError, ValueError):
         raise UnknownRouterError(
-            f"spec.traffic.{kind}: this operator has no {kind} router "
-            f"(available: {', '.join(sorted(ROUTERS))})"
+            f"spec.traffic.{kind}: this operator has no {kind} router (available: {', '.join(sorted(ROUTERS))})"
         ) from None

@@ -1,8 +1,9 @@
 """The router interface: how a traffic split is applied and read back.
 
 A router can build its desired objects (pure, used by ``mlcanary render`` and golden tests), apply
-them, and observe whether the target it was given is in effect. Routers never weight a backend whose
-Deployment is not available: :func:`safe_target` clamps the target before anything is built.
+them, and observe whether the target it was given is in effect and what share the canary actually
+gets. Routers never weight a backend whose Deployment is not available: :func:`safe_target` clamps
+the target before anything is built.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from mlcanary.engine import RevisionObservation, SetTraffic, TrafficObservation
-from mlcanary.kube import Kube, KubeError, Resource
-from mlcanary.models import ModelDeploymentSpec
+from mlcanary.kube import EnsureResult, Kube
+from mlcanary.models import ModelDeploymentSpec, RouterKind
 from mlcanary.resources import Owner
 
 
@@ -22,6 +23,11 @@ class RouteContext:
     owner: Owner
     spec: ModelDeploymentSpec
     revisions: Mapping[str, RevisionObservation]
+
+
+def available(ctx: RouteContext, revision: str) -> bool:
+    observed = ctx.revisions.get(revision)
+    return observed is not None and observed.available
 
 
 def safe_target(target: SetTraffic, revisions: Mapping[str, RevisionObservation]) -> SetTraffic:
@@ -38,34 +44,20 @@ def safe_target(target: SetTraffic, revisions: Mapping[str, RevisionObservation]
 
 
 class Router(Protocol):
-    kind: ClassVar[str]
+    kind: ClassVar[RouterKind]
 
     def desired_objects(self, ctx: RouteContext, target: SetTraffic) -> list[dict[str, Any]]:
-        """The router's own objects for ``target`` (already made safe)."""
+        """The router's own objects for ``target`` (made safe first)."""
         ...
 
-    async def apply(self, kube: Kube, ctx: RouteContext, target: SetTraffic) -> None: ...
+    async def apply(self, kube: Kube, ctx: RouteContext, target: SetTraffic) -> list[EnsureResult]:
+        """Bring the router's objects in line with ``target`` (made safe first); what each write did."""
+        ...
 
     async def observe(self, kube: Kube, ctx: RouteContext, target: SetTraffic) -> TrafficObservation:
-        """Whether ``target`` (made safe) is in effect, read back from the cluster."""
+        """Whether ``target`` (made safe) is in effect, and the share served, read back from the cluster."""
         ...
 
     async def remove(self, kube: Kube, owner: Owner) -> None:
         """Delete this router's own objects (the ModelDeployment switched to another router)."""
         ...
-
-
-async def remove_owned(kube: Kube, resource: Resource, owner: Owner) -> bool:
-    """Delete the object named after ``owner`` if, and only if, ``owner`` controls it."""
-    try:
-        live = await kube.get(resource, owner.namespace, owner.name)
-    except KubeError as error:
-        if error.status == 404:  # the kind is not installed at all
-            return False
-        raise
-    if live is None:
-        return False
-    refs = live["metadata"].get("ownerReferences") or []
-    if not any(ref.get("uid") == owner.uid and ref.get("controller") for ref in refs):
-        return False  # a user's object of the same name: never ours to delete
-    return await kube.delete(resource, owner.namespace, owner.name)

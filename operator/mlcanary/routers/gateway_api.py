@@ -9,40 +9,23 @@ Gateway, or the model's entry Service in mesh/GAMMA mode) and has:
   Service with ``w``. A backend whose weight is 0 is left out, so a canary that is not available,
   or whose Service does not exist yet, is never referenced.
 
-Every tick the live route is read back: when it no longer carries the desired spec (a hand edit)
-it is written again, whatever the hash annotation says. Weights are *in sync* when the live
-route carries the desired spec, and *verified* when every parent's status reports it ``Accepted``
-(and not ``ResolvedRefs=False``) for the route's current ``metadata.generation``; the engine only
-advances on both.
-
-Backend ports are the revision Services' own ports, read from the Services: a rollout that changes
-``serving.port`` keeps the stable revision reachable on its old port.
+Apply and read-back are :class:`~mlcanary.routers.mesh.MeshRouter`'s: a hand edit is written over,
+weights are *in sync* when the live route carries the desired one, and *verified* when every
+parent's status reports it ``Accepted`` (and not ``ResolvedRefs=False``) for the route's current
+``metadata.generation``; the engine only advances on both.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from mlcanary import models
-from mlcanary.engine import SetTraffic, TrafficObservation
-from mlcanary.kube import HTTPROUTES, Kube
-from mlcanary.resources import LABEL_MANAGED_BY, LABEL_MDEP, MANAGED_BY, Owner
-from mlcanary.routers.base import RouteContext, remove_owned, safe_target
-from mlcanary.routers.readback import (
-    ensure_route,
-    generation,
-    owned_by,
-    revision_ports,
-    spec_drift,
-)
-
-logger = logging.getLogger(__name__)
-
-# Top-level spec fields the operator decides: one of these set by hand is reverted even when unset
-# in the desired object. Fields a newer CRD adds are left alone (see readback.spec_drift).
-MANAGED_SPEC = frozenset({"parentRefs", "hostnames", "rules"})
+from mlcanary.engine import SetTraffic
+from mlcanary.kube import HTTPROUTES
+from mlcanary.models import RouterKind
+from mlcanary.routers.base import RouteContext
+from mlcanary.routers.mesh import MeshRouter, backends, generation, pinned_revision, route_labels, share
 
 API_VERSION = "gateway.networking.k8s.io/v1"
 GATEWAY_GROUP = "gateway.networking.k8s.io"
@@ -50,45 +33,6 @@ CONTROLLER_NOTE = "the Gateway implementation's controller"
 
 
 # ------------------------------------------------------------------------------------ pure building
-
-
-def backends(target: SetTraffic) -> list[tuple[str, int]]:
-    """(revision, weight) pairs of the weighted rule; a weight of 0 is left out.
-
-    >>> backends(SetTraffic("v1", None, 0))
-    [('v1', 100)]
-    >>> backends(SetTraffic("v1", "v2", 0))
-    [('v1', 100)]
-    >>> backends(SetTraffic("v1", "v2", 20))
-    [('v1', 80), ('v2', 20)]
-    >>> backends(SetTraffic("v1", "v2", 100))
-    [('v2', 100)]
-    """
-    if target.canary is None or target.canary_weight <= 0:
-        return [(target.stable, 100)]
-    if target.canary_weight >= 100:
-        return [(target.canary, 100)]
-    return [(target.stable, 100 - target.canary_weight), (target.canary, target.canary_weight)]
-
-
-def pinned_revision(rule: models.RouteRule, ctx: RouteContext, target: SetTraffic) -> str:
-    """The revision an extra rule sends to: its backend, or stable while the canary is absent or
-    not available (pinning testers must not send them to a revision that cannot answer)."""
-    if rule.backend == "canary" and target.canary is not None:
-        canary = ctx.revisions.get(target.canary)
-        if canary is not None and canary.available:
-            return target.canary
-    return target.stable
-
-
-def route_labels(ctx: RouteContext) -> dict[str, str]:
-    return {
-        "app.kubernetes.io/name": ctx.spec.model.name,
-        "app.kubernetes.io/instance": ctx.owner.name,
-        "app.kubernetes.io/component": "traffic-split",
-        LABEL_MANAGED_BY: MANAGED_BY,
-        LABEL_MDEP: ctx.owner.name,
-    }
 
 
 def parent_ref(ref: models.ParentRef) -> dict[str, Any]:
@@ -244,70 +188,31 @@ def parents_verdict(route: Mapping[str, Any], parent_refs: list[dict[str, Any]])
     return True, f"accepted by every parent at generation {current}"
 
 
-def live_canary_weight(route: Mapping[str, Any], canary: str | None) -> int | None:
+def live_served_weight(route: Mapping[str, Any], canary: str | None) -> float | None:
     """The canary's share (percent) of the live weighted rule, the route's last rule."""
     rules = (route.get("spec") or {}).get("rules") or []
     if not rules:
         return None
     refs = rules[-1].get("backendRefs") or []
-    weights = {str(r.get("name")): int(r.get("weight", 1)) for r in refs}
-    total = sum(weights.values())
-    if total <= 0:
-        return None
-    return round(100 * weights.get(canary or "", 0) / total)
+    return share({str(r.get("name")): int(r.get("weight", 1)) for r in refs}, canary)
 
 
 # ------------------------------------------------------------------------------------------- router
 
 
-class GatewayAPIRouter:
-    kind: ClassVar[str] = "gatewayAPI"
+class GatewayAPIRouter(MeshRouter):
+    kind: ClassVar[RouterKind] = RouterKind.GATEWAY_API
+    resource = HTTPROUTES
 
-    def desired_objects(
+    def build(
         self, ctx: RouteContext, target: SetTraffic, ports: Mapping[str, int] | None = None
-    ) -> list[dict[str, Any]]:
-        return [httproute(ctx, safe_target(target, ctx.revisions), ports)]
+    ) -> dict[str, Any]:
+        return httproute(ctx, target, ports)
 
-    async def apply(self, kube: Kube, ctx: RouteContext, target: SetTraffic) -> None:
-        target = safe_target(target, ctx.revisions)
-        desired = httproute(ctx, target, await revision_ports(kube, ctx.owner.namespace, target))
-        can_create = any(available(ctx, rev) for rev, _ in backends(target))
-        await ensure_route(kube, HTTPROUTES, desired, ctx.owner, MANAGED_SPEC, can_create=can_create)
+    def verify(
+        self, ctx: RouteContext, desired: Mapping[str, Any], live: Mapping[str, Any]
+    ) -> tuple[bool, str]:
+        return parents_verdict(live, desired["spec"]["parentRefs"])
 
-    async def remove(self, kube: Kube, owner: Owner) -> None:
-        await remove_owned(kube, HTTPROUTES, owner)
-
-    async def observe(self, kube: Kube, ctx: RouteContext, target: SetTraffic) -> TrafficObservation:
-        target = safe_target(target, ctx.revisions)
-        owner = ctx.owner
-        name = f"HTTPRoute {owner.name}"
-        live = await kube.get(HTTPROUTES, owner.namespace, owner.name)
-        if live is None:
-            return TrafficObservation(False, False, None, f"{name} does not exist yet")
-        if not owned_by(live, owner):
-            return TrafficObservation(
-                False, False, None, f"{name} exists but is not controlled by this ModelDeployment"
-            )
-        desired = httproute(ctx, target, await revision_ports(kube, ctx.owner.namespace, target))
-        return self.compare(desired, live, target)
-
-    @staticmethod
-    def compare(desired: dict[str, Any], live: dict[str, Any], target: SetTraffic) -> TrafficObservation:
-        """Read-back verdict for a live route against the desired one (pure, for tests)."""
-        drift = spec_drift(desired, live, MANAGED_SPEC)
-        verified, why = parents_verdict(live, desired["spec"]["parentRefs"])
-        weight = live_canary_weight(live, target.canary)
-        if drift is not None:
-            message = f"HTTPRoute differs from desired: {drift}"
-        elif verified:
-            message = f"HTTPRoute at canary {weight}%: {why}"
-        else:
-            message = f"HTTPRoute at canary {weight}%, not yet verified: {why}"
-        return TrafficObservation(
-            in_sync=drift is None, verified=verified, actual_weight=weight, message=message
-        )
-
-
-def available(ctx: RouteContext, revision: str) -> bool:
-    observed = ctx.revisions.get(revision)
-    return observed is not None and observed.available
+    def served_weight(self, live: Mapping[str, Any], canary: str | None) -> float | None:
+        return live_served_weight(live, canary)

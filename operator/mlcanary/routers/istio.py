@@ -8,8 +8,9 @@ given, ``gateways``. Its ``http`` routes are evaluated in order (first match win
 * last, the weighted route: the stable Service with ``100 - w`` and the canary Service with ``w``;
   a destination whose weight is 0 is left out, so an unavailable canary is never referenced.
 
-Read-back is the Gateway API router's: the live object must carry the desired spec (a hand edit is
-written over on the next tick) for the weights to be *in sync*.
+Apply and read-back are :class:`~mlcanary.routers.mesh.MeshRouter`'s, as for the Gateway API
+router: the live object must carry the desired one (a hand edit is written over) for the weights to
+be *in sync*.
 
 *Verified* is weaker than for an HTTPRoute because Istio reports no status by default. When istiod
 runs with status reporting (``PILOT_ENABLE_STATUS=true`` and config distribution tracking), it writes
@@ -23,31 +24,17 @@ Envoy has it; ``requireStatus: true`` refuses that fallback.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from mlcanary import models
 from mlcanary.durations import parse_duration
-from mlcanary.engine import SetTraffic, TrafficObservation
-from mlcanary.kube import VIRTUALSERVICES, Kube
-from mlcanary.resources import Owner
-from mlcanary.routers.base import RouteContext, remove_owned, safe_target
-from mlcanary.routers.gateway_api import available, backends, pinned_revision, route_labels
-from mlcanary.routers.readback import (
-    ensure_route,
-    generation,
-    owned_by,
-    revision_ports,
-    spec_drift,
-)
-
-logger = logging.getLogger(__name__)
-
-# Top-level spec fields the operator decides: one of these set by hand is reverted even when unset
-# in the desired object. Fields a newer CRD adds are left alone (see readback.spec_drift).
-MANAGED_SPEC = frozenset({"hosts", "gateways", "http", "tcp", "tls", "exportTo"})
+from mlcanary.engine import SetTraffic
+from mlcanary.kube import VIRTUALSERVICES
+from mlcanary.models import RouterKind
+from mlcanary.routers.base import RouteContext
+from mlcanary.routers.mesh import MeshRouter, backends, generation, pinned_revision, route_labels, share
 
 API_VERSION = "networking.istio.io/v1"
 WEIGHTED_ROUTE = models.WEIGHTED_RULE
@@ -139,7 +126,7 @@ def virtualservice(
 # ----------------------------------------------------------------------------------------- read-back
 
 
-def live_canary_weight(vs: Mapping[str, Any], canary: str | None) -> int | None:
+def live_served_weight(vs: Mapping[str, Any], canary: str | None) -> float | None:
     """The canary's share (percent) of the live weighted route (the last one)."""
     routes = (vs.get("spec") or {}).get("http") or []
     if not routes:
@@ -150,10 +137,7 @@ def live_canary_weight(vs: Mapping[str, Any], canary: str | None) -> int | None:
         host = str((entry.get("destination") or {}).get("host"))
         # Istio: a lone destination may omit its weight and takes everything.
         weights[host] = int(entry.get("weight", 100 if len(entries) == 1 else 0))
-    total = sum(weights.values())
-    if total <= 0:
-        return None
-    return round(100 * weights.get(canary or "", 0) / total)
+    return share(weights, canary)
 
 
 def istiod_verdict(vs: Mapping[str, Any], require_status: bool) -> tuple[bool | None, str]:
@@ -182,8 +166,9 @@ def istiod_verdict(vs: Mapping[str, Any], require_status: bool) -> tuple[bool | 
 # ------------------------------------------------------------------------------------------- router
 
 
-class IstioRouter:
-    kind: ClassVar[str] = "istio"
+class IstioRouter(MeshRouter):
+    kind: ClassVar[RouterKind] = RouterKind.ISTIO
+    resource = VIRTUALSERVICES
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
@@ -191,56 +176,23 @@ class IstioRouter:
         # operator waits one settleTime again, which only delays a step.
         self._first_seen: dict[tuple[str, str, str], tuple[int, float]] = {}
 
-    def desired_objects(
+    def build(
         self, ctx: RouteContext, target: SetTraffic, ports: Mapping[str, int] | None = None
-    ) -> list[dict[str, Any]]:
-        return [virtualservice(ctx, safe_target(target, ctx.revisions), ports)]
+    ) -> dict[str, Any]:
+        return virtualservice(ctx, target, ports)
 
-    async def apply(self, kube: Kube, ctx: RouteContext, target: SetTraffic) -> None:
-        target = safe_target(target, ctx.revisions)
-        desired = virtualservice(ctx, target, await revision_ports(kube, ctx.owner.namespace, target))
-        can_create = any(available(ctx, rev) for rev, _ in backends(target))
-        await ensure_route(kube, VIRTUALSERVICES, desired, ctx.owner, MANAGED_SPEC, can_create=can_create)
+    def served_weight(self, live: Mapping[str, Any], canary: str | None) -> float | None:
+        return live_served_weight(live, canary)
 
-    async def remove(self, kube: Kube, owner: Owner) -> None:
-        await remove_owned(kube, VIRTUALSERVICES, owner)
-
-    async def observe(self, kube: Kube, ctx: RouteContext, target: SetTraffic) -> TrafficObservation:
-        target = safe_target(target, ctx.revisions)
-        owner = ctx.owner
-        live = await kube.get(VIRTUALSERVICES, owner.namespace, owner.name)
-        if live is None:
-            return TrafficObservation(False, False, None, f"VirtualService {owner.name} does not exist yet")
-        if not owned_by(live, owner):
-            return TrafficObservation(
-                False,
-                False,
-                None,
-                f"VirtualService {owner.name} exists but is not controlled by this ModelDeployment",
-            )
-        desired = virtualservice(ctx, target, await revision_ports(kube, owner.namespace, target))
-        return self.compare(ctx, desired, live, target)
-
-    def compare(
-        self, ctx: RouteContext, desired: dict[str, Any], live: dict[str, Any], target: SetTraffic
-    ) -> TrafficObservation:
-        """Read-back verdict for a live VirtualService against the desired one."""
+    def verify(
+        self, ctx: RouteContext, desired: Mapping[str, Any], live: Mapping[str, Any]
+    ) -> tuple[bool, str]:
         config = ctx.spec.traffic.istio
         assert config is not None
-        drift = spec_drift(desired, live, MANAGED_SPEC)
         verified, why = istiod_verdict(live, config.require_status)
         if verified is None:
-            verified, why = self._settled(live, parse_duration(config.settle_time).total_seconds())
-        weight = live_canary_weight(live, target.canary)
-        if drift is not None:
-            message = f"VirtualService differs from desired: {drift}"
-        elif verified:
-            message = f"VirtualService at canary {weight}%: {why}"
-        else:
-            message = f"VirtualService at canary {weight}%, not yet verified: {why}"
-        return TrafficObservation(
-            in_sync=drift is None, verified=verified, actual_weight=weight, message=message
-        )
+            return self._settled(live, parse_duration(config.settle_time).total_seconds())
+        return verified, why
 
     def _settled(self, live: Mapping[str, Any], settle_seconds: float) -> tuple[bool, str]:
         meta = live.get("metadata") or {}

@@ -1,6 +1,7 @@
-"""Replica-ratio router: no mesh. One entry Service selects the pods of both revisions, so the canary
-gets the share of traffic that its ready pods are of all ready pods (see :mod:`mlcanary.weights` for
-the rounding). The engine sets the replica counts; this router only reads back whether they settled.
+"""Replica-ratio router: no mesh. The model's entry Service selects the ready pods of both revisions,
+so the canary's share of traffic is its share of ready pods. The engine sizes both revisions with
+:func:`mlcanary.weights.replica_plan`; this router owns no object of its own and reads the split back
+from the revisions' ready pods.
 """
 
 from __future__ import annotations
@@ -8,48 +9,55 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from mlcanary.engine import SetTraffic, TrafficObservation
-from mlcanary.kube import Kube
+from mlcanary.kube import EnsureResult, Kube
+from mlcanary.models import RouterKind
 from mlcanary.resources import Owner
 from mlcanary.routers.base import RouteContext, safe_target
-from mlcanary.weights import actual_weight
+from mlcanary.weights import served_share
 
 
 class ReplicaRouter:
-    kind: ClassVar[str] = "replicas"
+    kind: ClassVar[RouterKind] = RouterKind.REPLICAS
 
     def desired_objects(self, ctx: RouteContext, target: SetTraffic) -> list[dict[str, Any]]:
-        return []  # the entry Service, common to every router, is all it needs
+        return []  # the entry Service, common to every router, is the split
 
-    async def apply(self, kube: Kube, ctx: RouteContext, target: SetTraffic) -> None:
-        return None
+    async def apply(self, kube: Kube, ctx: RouteContext, target: SetTraffic) -> list[EnsureResult]:
+        return []  # the replica counts the engine asks for are the split
 
     async def observe(self, kube: Kube, ctx: RouteContext, target: SetTraffic) -> TrafficObservation:
         return self.observe_revisions(ctx, target)
 
     async def remove(self, kube: Kube, owner: Owner) -> None:
-        return None  # it owns nothing beyond the entry Service every router uses
+        return None
 
     @staticmethod
     def observe_revisions(ctx: RouteContext, target: SetTraffic) -> TrafficObservation:
+        """In sync when every revision has the pods it was asked for and the canary's share of ready
+        pods is what the target allows: none at 0%, all at 100%, at most the weight in between."""
         target = safe_target(target, ctx.revisions)
         stable = ctx.revisions.get(target.stable)
         canary = ctx.revisions.get(target.canary) if target.canary else None
         stable_ready = stable.ready_replicas if stable else 0
         canary_ready = canary.ready_replicas if canary else 0
-        weight = actual_weight(stable_ready, canary_ready)
-        settled = (
-            all(r is None or r.ready_replicas == r.desired_replicas for r in (stable, canary))
-            and stable is not None
+        served = served_share(stable_ready, canary_ready)
+        settled = stable is not None and all(
+            r is None or r.ready_replicas == r.desired_replicas for r in (stable, canary)
         )
-        if target.canary_weight == 0:
+        weight = target.canary_weight
+        message = f"ready pods stable={stable_ready} canary={canary_ready}"
+        if weight == 0:
             in_sync = settled and canary_ready == 0 and stable_ready > 0
-        elif target.canary_weight == 100:
+        elif weight == 100:
             in_sync = settled and stable_ready == 0 and canary_ready > 0
         else:
-            in_sync = settled and canary_ready > 0 and stable_ready > 0
+            over = served is not None and served > weight
+            if over:
+                message += f": the canary serves {served:g}%, more than {weight}%"
+            in_sync = settled and canary_ready > 0 and stable_ready > 0 and not over
         return TrafficObservation(
             in_sync=in_sync,
             verified=True,  # the Service's endpoints are the ready pods: nothing more to confirm
-            actual_weight=weight,
-            message=f"ready pods stable={stable_ready} canary={canary_ready}",
+            served_weight=served if target.canary else 0.0,
+            message=message,
         )
