@@ -1,38 +1,33 @@
 """Kopf handlers: the only module that imports kopf. Thin on purpose.
 
-One timer per ModelDeployment is the single writer of its status; everything else happens in
-:mod:`mlcanary.reconcile`. Kopf's own bookkeeping goes to annotations under our prefix, and no handler
-returns a value (Kopf would write it into status).
+One daemon per ModelDeployment runs its loop (:mod:`mlcanary.runner`), the single writer of its
+status; Kopf's watch events wake it. Kopf's own bookkeeping goes to annotations under our prefix,
+and no handler returns a value (Kopf would write it into status).
 """
 
 from __future__ import annotations
 
-import copy
+import asyncio
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
 
 import kopf
-import kubernetes.client
-import kubernetes.config
 
 from mlcanary.analysis.provider import MetricProvider
 from mlcanary.analysis.static import FileMetricProvider
-from mlcanary.kube import Kube
+from mlcanary.kube import ChildCache, Kube
+from mlcanary.kubeapi import ApiClient, load_connection
 from mlcanary.models import API_GROUP, API_VERSION, PLURAL, ModelDeploymentSpec
-from mlcanary.reconcile import OperatorContext, reconcile
+from mlcanary.operator_metrics import OperatorMetrics
+from mlcanary.reconcile import OperatorContext
+from mlcanary.runner import Runner
 from mlcanary.settings import Settings
 
 SETTINGS = Settings.from_env()
 logger = logging.getLogger("mlcanary")
-
-
-def _api_client() -> kubernetes.client.ApiClient:
-    try:
-        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
-    except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
-    return kubernetes.client.ApiClient()
+CACHE_SYNC_SECONDS = 120.0
 
 
 def make_provider_factory(settings: Settings, kube: Kube) -> Any:
@@ -63,20 +58,56 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         # Namespaced mode runs with Roles only: Kopf must not try to watch CRDs or namespaces
         # cluster-wide (it would log permission errors); the CRD is installed before the operator.
         settings.scanning.disabled = True
-    kube = Kube(_api_client())
+    metrics = OperatorMetrics()
+    client = ApiClient(load_connection(), on_request=metrics.count_request)
+    cache = ChildCache(client, SETTINGS.namespaces)
+    cache.start()
+    # A tick must see every child that exists: a restarted operator that missed one would act on a
+    # partial picture. Resources the server does not serve count as synced (and empty).
+    if not await cache.wait_synced(CACHE_SYNC_SECONDS):
+        raise kopf.PermanentError("the caches of the operator's children did not fill in time")
+    kube = Kube(client, cache)
     context = OperatorContext(
-        kube=kube, settings=SETTINGS, provider_factory=make_provider_factory(SETTINGS, kube)
+        kube=kube, settings=SETTINGS, provider_factory=make_provider_factory(SETTINGS, kube), metrics=metrics
     )
-    memo["mlcanary"] = context
+    runner = Runner(context)
+    for informer in cache.informers.values():
+        informer.listeners.append(runner.notify_child)
+    memo["mlcanary"] = runner
+    memo["mlcanary_client"] = client
+    memo["mlcanary_cache"] = cache
     if SETTINGS.metrics_port:
         from prometheus_client import start_http_server
 
-        start_http_server(
-            SETTINGS.metrics_port, addr=SETTINGS.metrics_host, registry=context.metrics.registry
-        )
+        start_http_server(SETTINGS.metrics_port, addr=SETTINGS.metrics_host, registry=metrics.registry)
         logger.info("operator metrics on %s:%s/metrics", SETTINGS.metrics_host, SETTINGS.metrics_port)
 
 
-@kopf.timer(API_GROUP, API_VERSION, PLURAL, interval=SETTINGS.tick_seconds, sharp=False)
-async def tick(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await reconcile(copy.deepcopy(dict(body)), memo["mlcanary"])
+@kopf.on.cleanup()
+async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    with contextlib.suppress(KeyError):
+        await memo["mlcanary_cache"].stop()
+        await memo["mlcanary_client"].close()
+
+
+@kopf.daemon(API_GROUP, API_VERSION, PLURAL, cancellation_timeout=10.0)
+async def run(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any) -> None:
+    """The object's loop; ``body`` is kept current by Kopf."""
+    halt = asyncio.Event()
+
+    async def relay() -> None:
+        await stopped.wait()
+        halt.set()
+
+    relay_task = asyncio.create_task(relay())
+    try:
+        await memo["mlcanary"].run(body, halt)
+    finally:
+        relay_task.cancel()
+
+
+@kopf.on.event(API_GROUP, API_VERSION, PLURAL)
+def changed(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    runner = memo.get("mlcanary")
+    if runner is not None:
+        runner.notify(str(event.get("type")), body)

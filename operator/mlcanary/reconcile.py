@@ -4,24 +4,31 @@ The async shell around the pure engine. Status is written before the actions are
 action is an idempotent ensure-step derived from the status, so a crash between the two only means
 the next tick applies them again. The status write is conditional on the resourceVersion that was
 read; on 409 the whole tick is run again from a fresh read.
+
+Observations come from the informer caches (:mod:`mlcanary.kube`), so a tick that changes nothing
+makes no API request. Analysis rounds run beside the ticks (:class:`AnalysisRounds`): a slow or
+hanging Prometheus never delays a tick, so an abort is acted on at once whatever Prometheus does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
+from mlcanary import conditions as cond
 from mlcanary import engine, resources
 from mlcanary.analysis.provider import AnalysisContext, MetricProvider, run_round
 from mlcanary.analysis.queries import QueryTemplateError, check_template
 from mlcanary.durations import parse_duration
 from mlcanary.engine import (
+    AnalysisRound,
     EmitEvent,
     EnsureRevision,
     Observations,
@@ -31,8 +38,9 @@ from mlcanary.engine import (
     SetTraffic,
     TrafficObservation,
 )
-from mlcanary.kube import DEPLOYMENTS, MODEL_DEPLOYMENTS, SERVICES, ConflictError, Kube
-from mlcanary.models import ModelDeploymentSpec, ModelDeploymentStatus
+from mlcanary.kube import DEPLOYMENTS, MODEL_DEPLOYMENTS, SERVICES, ConflictError, EnsureResult, Kube, Outcome
+from mlcanary.kubeapi.informer import newer, resource_version
+from mlcanary.models import ModelDeploymentSpec, ModelDeploymentStatus, Phase, object_name_problem
 from mlcanary.operator_metrics import OperatorMetrics
 from mlcanary.routers import UnknownRouterError, get_router
 from mlcanary.routers.base import RouteContext, safe_target
@@ -41,6 +49,55 @@ from mlcanary.settings import Settings
 logger = logging.getLogger(__name__)
 
 MAX_CONFLICT_RETRIES = 5
+RoundKey = tuple[str, int | None, str]  # (canary revision, step, step started at): what a round judges
+
+
+class AnalysisRounds:
+    """Analysis rounds running beside the ticks, at most one per ModelDeployment.
+
+    A tick that finds a round due starts it and carries on; a later tick (woken when the round ends)
+    hands the finished round to the engine. A round is only ever judged for the canary, step and
+    step start it was run for: one that finishes after the rollout moved on is thrown away."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, tuple[RoundKey, asyncio.Task[AnalysisRound]]] = {}
+
+    def take(self, uid: str, key: RoundKey) -> AnalysisRound | None:
+        """The finished round for ``key``, once; a round for another key is cancelled and dropped."""
+        entry = self._tasks.get(uid)
+        if entry is None:
+            return None
+        running_key, task = entry
+        if running_key != key:
+            task.cancel()
+            del self._tasks[uid]
+            return None
+        if not task.done():
+            return None
+        del self._tasks[uid]
+        if task.cancelled() or task.exception() is not None:
+            return None
+        return task.result()
+
+    def running(self, uid: str) -> bool:
+        return uid in self._tasks
+
+    def start(
+        self,
+        uid: str,
+        key: RoundKey,
+        work: Coroutine[Any, Any, AnalysisRound],
+        on_done: Callable[[], None] | None = None,
+    ) -> None:
+        task = asyncio.get_running_loop().create_task(work, name=f"analysis {uid}")
+        if on_done is not None:
+            task.add_done_callback(lambda _: on_done())
+        self._tasks[uid] = (key, task)
+
+    def discard(self, uid: str) -> None:
+        entry = self._tasks.pop(uid, None)
+        if entry is not None:
+            entry[1].cancel()
 
 
 @dataclass
@@ -50,6 +107,19 @@ class OperatorContext:
     provider_factory: Callable[[ModelDeploymentSpec, str], MetricProvider]
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    rounds: AnalysisRounds = field(default_factory=AnalysisRounds)
+    # Called (with the object's uid) when a background analysis round finishes.
+    wake: Callable[[str], None] = field(default=lambda uid: None)
+    # What our last status write returned, per uid: a body handed to us that is older than it (the
+    # watch has not delivered our write yet) is replaced by it, so a tick never acts on stale status.
+    last_written: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Conflicts already reported per uid (an object someone else controls), so each is one Event.
+    reported_conflicts: dict[str, set[str]] = field(default_factory=dict)
+
+    def forget(self, uid: str) -> None:
+        self.rounds.discard(uid)
+        self.last_written.pop(uid, None)
+        self.reported_conflicts.pop(uid, None)
 
 
 @dataclass(frozen=True)
@@ -57,6 +127,7 @@ class TickResult:
     status: ModelDeploymentStatus | None
     actions: list[engine.Action]
     conflicts: int = 0
+    settled: bool = False  # nothing in flight: the object may be left alone until something changes
 
 
 def merge_diff(old: Any, new: Any) -> Any:
@@ -78,13 +149,45 @@ def merge_diff(old: Any, new: Any) -> Any:
     return patch
 
 
+_PATTERN_MEANINGS = {
+    "version": "a semantic version such as 2.1.0 (what model bundles carry)",
+    "Duration": "a duration such as 30s, 5m or 1h30m",
+    "Timeout": "a duration such as 30s, 5m or 1h30m",
+    "Delay": "a duration such as 30s, 5m or 1h30m",
+    "Deadline": "a duration such as 30s, 5m or 1h30m",
+    "interval": "a duration such as 30s, 5m or 1h30m",
+    "settleTime": "a duration such as 30s, 5m or 1h30m",
+}
+
+
+def _pattern_meaning(field_name: str) -> str | None:
+    for suffix, meaning in _PATTERN_MEANINGS.items():
+        if field_name.endswith(suffix) or field_name.endswith(suffix.lower()):
+            return meaning
+    return None
+
+
 def format_validation_error(error: ValidationError, prefix: str = "spec") -> str:
     """'spec.rollout.steps: steps must be strictly increasing (5 then 3)' — the field comes first."""
     parts = []
     for item in error.errors():
-        location = ".".join([prefix, *(str(p) if not isinstance(p, int) else f"[{p}]" for p in item["loc"])])
-        location = location.replace(".[", "[")
+        loc = [str(p) if not isinstance(p, int) else f"[{p}]" for p in item["loc"]]
+        location = ".".join([prefix, *loc]).replace(".[", "[")
         message = str(item["msg"]).removeprefix("Value error, ")
+        if item["type"] == "string_pattern_mismatch":
+            meaning = _pattern_meaning(loc[-1] if loc else "")
+            value = repr(item.get("input"))[:80]
+            message = (
+                f"{value} is not {meaning}" if meaning else f"{value} does not match {item['ctx']['pattern']}"
+            )
+        elif (
+            not loc
+            and ": " in message
+            and message.split(": ", 1)[0].replace(".", "").replace("[", "").replace("]", "").isalnum()
+        ):
+            # A model-level rule that names its own field ("rollout.steps[0]: ...").
+            field_path, message = message.split(": ", 1)
+            location = f"{prefix}.{field_path}"
         parts.append(f"{location}: {message}")
     return "; ".join(parts)
 
@@ -105,6 +208,22 @@ def check_query_templates(spec: ModelDeploymentSpec) -> None:
             raise InvalidQueryError(f"spec.analysis.metrics[{index}].query: {error}") from None
 
 
+def read_spec(obj: dict[str, Any]) -> tuple[ModelDeploymentSpec | None, str | None]:
+    """The object's spec, or why it cannot be acted on (the message names the field)."""
+    problem = object_name_problem(str(obj["metadata"]["name"]))
+    if problem is not None:
+        return None, problem
+    try:
+        spec = ModelDeploymentSpec.model_validate(obj.get("spec") or {})
+        get_router(spec.traffic.router_kind)
+        check_query_templates(spec)
+    except ValidationError as error:
+        return None, format_validation_error(error)
+    except (UnknownRouterError, InvalidQueryError) as error:
+        return None, str(error)
+    return spec, None
+
+
 def observe_revisions(deployments: list[dict[str, Any]], owner_uid: str) -> dict[str, RevisionObservation]:
     revisions: dict[str, RevisionObservation] = {}
     for deployment in deployments:
@@ -120,29 +239,38 @@ def observe_revisions(deployments: list[dict[str, Any]], owner_uid: str) -> dict
     return revisions
 
 
-async def reconcile(obj: dict[str, Any], ctx: OperatorContext) -> TickResult:
+def freshest(obj: dict[str, Any], ctx: OperatorContext) -> dict[str, Any]:
+    """``obj``, or what our last status write returned when that is newer (not yet watched back)."""
+    written = ctx.last_written.get(str(obj["metadata"].get("uid")))
+    if written is not None and newer(resource_version(written), resource_version(obj)):
+        return written
+    return obj
+
+
+async def reconcile(obj: dict[str, Any], ctx: OperatorContext, *, reread: bool = False) -> TickResult:
     """Run one tick for ``obj``; on a write conflict re-read and run it again.
 
-    The object is always re-read first: the body Kopf hands over can predate our own last status
-    write, and acting on an older status (with no write to fail on) could move traffic backwards."""
+    ``reread``: fetch the object first instead of trusting ``obj`` (tests, and after a failure)."""
     started = time.perf_counter()
     conflicts = 0
     meta = obj["metadata"]
     try:
-        fresh = await ctx.kube.get(MODEL_DEPLOYMENTS, meta["namespace"], meta["name"])
-        if fresh is None:
-            return TickResult(None, [], conflicts)
-        obj = fresh
+        if reread:
+            fresh = await ctx.kube.api.get(MODEL_DEPLOYMENTS, meta["namespace"], meta["name"])
+            if fresh is None:
+                return TickResult(None, [], conflicts)
+            obj = fresh
+        obj = freshest(obj, ctx)
         while True:
             try:
                 result = await _tick(obj, ctx)
-                return TickResult(result.status, result.actions, conflicts)
+                return TickResult(result.status, result.actions, conflicts, result.settled)
             except ConflictError:
                 conflicts += 1
                 ctx.metrics.status_conflicts.inc()
                 if conflicts > MAX_CONFLICT_RETRIES:
                     raise
-                fresh = await ctx.kube.get(MODEL_DEPLOYMENTS, meta["namespace"], meta["name"])
+                fresh = await ctx.kube.api.get(MODEL_DEPLOYMENTS, meta["namespace"], meta["name"])
                 if fresh is None:
                     return TickResult(None, [], conflicts)
                 obj = fresh
@@ -150,29 +278,58 @@ async def reconcile(obj: dict[str, Any], ctx: OperatorContext) -> TickResult:
         ctx.metrics.tick_seconds.observe(time.perf_counter() - started)
 
 
+def parse_status(raw: dict[str, Any], name: str, namespace: str) -> ModelDeploymentStatus:
+    try:
+        return ModelDeploymentStatus.model_validate(raw)
+    except ValidationError as error:
+        # Starting from scratch would re-run the first deploy; keep what can be read instead.
+        logger.error("%s/%s: unreadable status, keeping readable fields: %s", namespace, name, error)
+        readable = {
+            k: v
+            for k, v in raw.items()
+            if k in {"stable", "stableVersion", "rejectedVersions", "acceptedSpec"}
+        }
+        try:
+            return ModelDeploymentStatus.model_validate(readable)
+        except ValidationError:
+            return ModelDeploymentStatus()
+
+
+def accepted_spec(status: ModelDeploymentStatus) -> ModelDeploymentSpec | None:
+    if status.accepted_spec is None:
+        return None
+    try:
+        return ModelDeploymentSpec.model_validate(status.accepted_spec)
+    except ValidationError:
+        return None
+
+
 async def _tick(obj: dict[str, Any], ctx: OperatorContext) -> TickResult:
     meta = obj["metadata"]
-    name, namespace = meta["name"], meta["namespace"]
+    name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
+    if meta.get("deletionTimestamp"):
+        return TickResult(None, [], settled=True)  # going away: its children follow by garbage collection
     generation = int(meta.get("generation") or 1)
     now = ctx.clock()
     old_raw: dict[str, Any] = obj.get("status") or {}
-    status = _parse_status(old_raw, name, namespace)
-    owner = resources.Owner(name=name, namespace=namespace, uid=meta["uid"])
+    status = parse_status(old_raw, name, namespace)
+    owner = resources.Owner(name=name, namespace=namespace, uid=uid)
 
-    try:
-        spec = ModelDeploymentSpec.model_validate(obj.get("spec") or {})
-        router = get_router(spec.traffic.router_kind)
-        check_query_templates(spec)
-    except (ValidationError, UnknownRouterError, InvalidQueryError) as error:
-        text = format_validation_error(error) if isinstance(error, ValidationError) else str(error)
-        new_status = engine.invalid_spec(status, text, generation, now)
-        await _write_status(ctx, obj, old_raw, new_status)
-        if not _was_invalid_with(status, text):
-            await ctx.kube.post_event(obj, "Warning", "InvalidSpec", text)
-        logger.warning("%s/%s: invalid spec: %s", namespace, name, text)
-        return TickResult(new_status, [])
+    spec, invalid = read_spec(obj)
+    if spec is None:
+        assert invalid is not None
+        if not _was_invalid_with(status, invalid):
+            await ctx.kube.post_event(obj, "Warning", "InvalidSpec", invalid)
+            logger.warning("%s/%s: invalid spec: %s", namespace, name, invalid)
+        spec = accepted_spec(status) if object_name_problem(name) is None else None
+        if spec is None:
+            # Nothing accepted ever ran (or its name can never work): report, touch nothing.
+            new_status = engine.invalid_spec(status, invalid, generation, now)
+            await _write_status(ctx, obj, old_raw, new_status)
+            return TickResult(new_status, [], settled=True)
 
-    deployments = await ctx.kube.list_objects(DEPLOYMENTS, namespace, resources.selector_for(name))
+    router = get_router(spec.traffic.router_kind)
+    deployments = await ctx.kube.children(DEPLOYMENTS, namespace, name)
     revisions = observe_revisions(deployments, owner.uid)
     route_ctx = RouteContext(owner=owner, spec=spec, revisions=revisions)
     traffic = TrafficObservation(in_sync=False, verified=False)
@@ -183,25 +340,17 @@ async def _tick(obj: dict[str, Any], ctx: OperatorContext) -> TickResult:
         traffic = await router.observe(ctx.kube, route_ctx, previous)
 
     analysis_round = None
-    if engine.analysis_due(spec, status, now) and status.canary and status.stable:
-        provider = ctx.provider_factory(spec, namespace)
-        context = AnalysisContext(
-            name=name,
-            namespace=namespace,
-            model_name=status.canary.template.model.name,
-            version=status.canary.template.model.version,
-            stable_version=status.stable.template.model.version,
-            interval=spec.analysis.interval,
-            canary_weight=status.canary_weight,
+    if invalid is None and status.canary and status.stable and status.phase == Phase.PROGRESSING:
+        key: RoundKey = (
+            status.canary.revision,
+            status.current_step,
+            status.step_started_at.isoformat() if status.step_started_at else "",
         )
-        query_timeout = ctx.settings.query_timeout_seconds
-        if spec.analysis.prometheus is not None:
-            query_timeout = parse_duration(spec.analysis.prometheus.timeout).total_seconds()
-        # The provider enforces the query timeout; this outer bound only catches a provider bug.
-        analysis_round = await run_round(
-            provider, spec.analysis, context, now, timeout_seconds=query_timeout + 5
-        )
-        ctx.metrics.record_round(namespace, name, analysis_round.measurements)
+        analysis_round = ctx.rounds.take(uid, key)
+        if analysis_round is not None:
+            ctx.metrics.record_round(namespace, name, analysis_round.measurements)
+        elif engine.analysis_due(spec, status, now) and not ctx.rounds.running(uid):
+            _start_round(ctx, uid, key, spec, status, namespace, name, now)
 
     observations = Observations(
         name=name,
@@ -212,24 +361,50 @@ async def _tick(obj: dict[str, Any], ctx: OperatorContext) -> TickResult:
         annotations=meta.get("annotations") or {},
         router_kind=spec.traffic.router_kind,
     )
-    new_status, actions = engine.decide(spec, status, observations, now)
+    new_status, actions = engine.decide(spec, status, observations, now, invalid_spec=invalid)
+    new_status.conditions = cond.set_condition(
+        new_status.conditions, cond.RECONCILED, "True", cond.REASON_RECONCILED, "", now, generation
+    )
     await _write_status(ctx, obj, old_raw, new_status)
+    writes_before = ctx.kube.writes
     await _apply(ctx, obj, spec, route_ctx, actions)
     ctx.metrics.record_status(namespace, name, new_status, actions)
-    return TickResult(new_status, actions)
+    settled = (
+        ctx.kube.writes == writes_before
+        and traffic.confirmed
+        and engine.settled(new_status)
+        and not ctx.rounds.running(uid)
+    )
+    return TickResult(new_status, actions, settled=settled)
 
 
-def _parse_status(raw: dict[str, Any], name: str, namespace: str) -> ModelDeploymentStatus:
-    try:
-        return ModelDeploymentStatus.model_validate(raw)
-    except ValidationError as error:
-        # Starting from scratch would re-run the first deploy; keep what can be read instead.
-        logger.error("%s/%s: unreadable status, keeping readable fields: %s", namespace, name, error)
-        readable = {k: v for k, v in raw.items() if k in {"stable", "stableVersion", "rejectedVersions"}}
-        try:
-            return ModelDeploymentStatus.model_validate(readable)
-        except ValidationError:
-            return ModelDeploymentStatus()
+def _start_round(
+    ctx: OperatorContext,
+    uid: str,
+    key: RoundKey,
+    spec: ModelDeploymentSpec,
+    status: ModelDeploymentStatus,
+    namespace: str,
+    name: str,
+    now: datetime,
+) -> None:
+    assert status.canary is not None and status.stable is not None
+    provider = ctx.provider_factory(spec, namespace)
+    context = AnalysisContext(
+        name=name,
+        namespace=namespace,
+        model_name=status.canary.template.model.name,
+        version=status.canary.template.model.version,
+        stable_version=status.stable.template.model.version,
+        interval=spec.analysis.interval,
+        canary_weight=status.canary_weight,
+    )
+    query_timeout = ctx.settings.query_timeout_seconds
+    if spec.analysis.prometheus is not None:
+        query_timeout = parse_duration(spec.analysis.prometheus.timeout).total_seconds()
+    # The provider enforces the query timeout; this outer bound only catches a provider bug.
+    work = run_round(provider, spec.analysis, context, now, timeout_seconds=query_timeout + 5)
+    ctx.rounds.start(uid, key, work, on_done=lambda: ctx.wake(uid))
 
 
 def _was_invalid_with(status: ModelDeploymentStatus, text: str) -> bool:
@@ -243,9 +418,10 @@ async def _write_status(
     if not patch:
         return
     meta = obj["metadata"]
-    await ctx.kube.patch_status(
+    written = await ctx.kube.patch_status(
         MODEL_DEPLOYMENTS, meta["namespace"], meta["name"], patch, meta["resourceVersion"]
     )
+    ctx.last_written[str(meta.get("uid"))] = written
 
 
 async def _apply(
@@ -260,24 +436,21 @@ async def _apply(
     stable = next(
         (a.revision.revision for a in actions if isinstance(a, EnsureRevision) and a.role == "stable"), None
     )
-    await kube.ensure(resources.entry_service(owner, spec, stable))
+    results: list[EnsureResult] = []
+    results.append(await kube.ensure(resources.entry_service(owner, spec, stable), owner))
     for action in actions:
         match action:
             case EnsureRevision(revision=revision, role=role, replicas=replicas):
-                await kube.ensure(
-                    resources.deployment(
-                        owner,
-                        spec,
-                        revision,
-                        role,
-                        replicas,
-                        image_pull_policy=ctx.settings.image_pull_policy,
-                    )
+                deployment = resources.deployment(
+                    owner, spec, revision, role, replicas, image_pull_policy=ctx.settings.image_pull_policy
                 )
-                await kube.ensure(resources.revision_service(owner, spec, revision, role))
+                results.append(await kube.ensure(deployment, owner))
+                results.append(
+                    await kube.ensure(resources.revision_service(owner, spec, revision, role), owner)
+                )
             case SetTraffic():
                 router = get_router(spec.traffic.router_kind)
-                await router.apply(kube, route_ctx, safe_target(action, route_ctx.revisions))
+                results.extend(await router.apply(kube, route_ctx, safe_target(action, route_ctx.revisions)))
             case RemoveRevision(revision=revision):
                 await kube.delete(DEPLOYMENTS, owner.namespace, revision)
                 await kube.delete(SERVICES, owner.namespace, revision)
@@ -286,3 +459,64 @@ async def _apply(
             case EmitEvent(type=type_, reason=reason, message=message):
                 await kube.post_event(obj, type_, reason, message)
                 logger.info("%s/%s: %s: %s", owner.namespace, owner.name, reason, message)
+    await _report_writes(ctx, obj, results)
+
+
+async def _report_writes(ctx: OperatorContext, obj: dict[str, Any], results: list[EnsureResult]) -> None:
+    """A hand edit undone, or a name taken by someone else's object: say so (once per conflict)."""
+    meta = obj["metadata"]
+    reported = ctx.reported_conflicts.setdefault(str(meta.get("uid")), set())
+    for result in results:
+        child = result.obj or {}
+        what = f"{child.get('kind')} {(child.get('metadata') or {}).get('name')}"
+        if result.outcome == Outcome.REVERTED:
+            message = f"{what} was edited outside the operator ({result.drift}): restored"
+            logger.warning("%s/%s: %s", meta["namespace"], meta["name"], message)
+            await ctx.kube.post_event(obj, "Warning", "ChildRestored", message)
+        elif result.outcome == Outcome.FOREIGN and what not in reported:
+            reported.add(what)
+            message = f"{what} exists and is controlled by someone else: the operator leaves it alone"
+            logger.warning("%s/%s: %s", meta["namespace"], meta["name"], message)
+            await ctx.kube.post_event(obj, "Warning", "NameTaken", message)
+
+
+def _failed_with(status: ModelDeploymentStatus, text: str) -> bool:
+    return any(
+        c.type == cond.RECONCILED and c.status == "False" and c.message == text for c in status.conditions
+    )
+
+
+async def report_failure(obj: dict[str, Any], ctx: OperatorContext, error: BaseException) -> None:
+    """A tick failed (an API error, a bug, anything): still act on an abort — traffic back to stable
+    needs no judgement — and say what failed in the Reconciled condition and one Event per message.
+    Best effort: when the API server itself is unreachable, this fails too, and the next tick retries."""
+    meta = obj["metadata"]
+    name, namespace = meta["name"], meta["namespace"]
+    text = f"{type(error).__name__}: {error}"[:500]
+    try:
+        obj = freshest(await ctx.kube.api.get(MODEL_DEPLOYMENTS, namespace, name) or obj, ctx)
+        meta = obj["metadata"]
+        now = ctx.clock()
+        old_raw: dict[str, Any] = obj.get("status") or {}
+        status = parse_status(old_raw, name, namespace)
+        new_status = engine.tick_failed(status, text, int(meta.get("generation") or 1), now)
+        actions: list[engine.Action] = []
+        spec, _ = read_spec(obj)
+        spec = spec or accepted_spec(status)
+        abort = (meta.get("annotations") or {}).get(engine.ANNOTATION_PREFIX + engine.ABORT)
+        if spec is not None and abort is not None and status.handled_requests.get(engine.ABORT) != abort:
+            new_status, actions = engine.abort_while_failing(
+                spec, new_status, abort, spec.traffic.router_kind, now
+            )
+        if not _failed_with(status, text):
+            await ctx.kube.post_event(obj, "Warning", "ReconcileFailed", text)
+        await _write_status(ctx, obj, old_raw, new_status)
+        if spec is not None and actions:
+            owner = resources.Owner(name=name, namespace=namespace, uid=meta["uid"])
+            deployments = await ctx.kube.children(DEPLOYMENTS, namespace, name)
+            route_ctx = RouteContext(
+                owner=owner, spec=spec, revisions=observe_revisions(deployments, owner.uid)
+            )
+            await _apply(ctx, obj, spec, route_ctx, actions)
+    except Exception as second:  # the API server down, or the same bug: logged, retried next tick
+        logger.warning("%s/%s: could not report the failed tick: %s", namespace, name, second)

@@ -147,9 +147,9 @@ def model_deployment(
     namespace: str = "default",
     steps: list[int] | None = None,
     step_duration: str = "1s",
-    interval: str = "500ms",
+    interval: str = "1s",
     metrics: list[dict[str, Any]] | None = None,
-    replicas: int = 2,
+    replicas: int = 4,  # the replicas router serves 20% with 1 canary pod beside 4
     traffic: dict[str, Any] | None = None,
     **rollout: Any,
 ) -> dict[str, Any]:

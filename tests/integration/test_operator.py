@@ -9,12 +9,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import kubernetes.client
-import kubernetes.config
 import pytest
 
 from mlcanary.analysis.static import FileMetricProvider
-from mlcanary.kube import Kube
+from mlcanary.kube import ChildCache, Kube
+from mlcanary.kubeapi import ApiClient, load_connection
 from mlcanary.reconcile import OperatorContext, reconcile
 from mlcanary.settings import Settings
 
@@ -70,7 +69,7 @@ def test_first_deploy_goes_straight_to_stable(cluster: Cluster, operator: Operat
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True"
     [deployment] = cluster.deployments()
-    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["replicas"] == 4
     assert deployment["metadata"]["ownerReferences"][0]["uid"] == cluster.mdep("fraud")["metadata"]["uid"]
     assert {s["metadata"]["name"] for s in cluster.services()} == {"fraud", deployment["metadata"]["name"]}
 
@@ -96,7 +95,7 @@ def test_good_canary_is_promoted_through_every_step(cluster: Cluster, operator: 
     [v2_deployment] = cluster.deployments()
     assert v2_deployment["metadata"]["name"] != v1_deployment["metadata"]["name"]
     assert v2_deployment["metadata"]["labels"]["mlcanary.io/role"] == "stable"
-    assert v2_deployment["spec"]["replicas"] == 2
+    assert v2_deployment["spec"]["replicas"] == 4
     reasons = {e["reason"] for e in cluster.events()}
     assert {"CanaryStarted", "StepStarted", "Promoting", "Promoted"} <= reasons
 
@@ -119,7 +118,7 @@ def test_failing_canary_is_rolled_back_and_remembered(cluster: Cluster, operator
     cluster.wait_for(lambda: len(cluster.deployments()) == 1, "canary removed", operator=operator)
     [stable] = cluster.deployments()
     assert stable["metadata"]["labels"]["app.kubernetes.io/version"] == "1.0.0"
-    assert stable["spec"]["replicas"] == 2
+    assert stable["spec"]["replicas"] == 4
     # A re-sync of the same spec does not start the rejected version again...
     cluster.apply(
         {
@@ -272,7 +271,7 @@ def test_new_version_mid_rollout_returns_traffic_then_restarts_at_step_one(
 async def test_status_write_conflict_is_retried(cluster: Cluster, tmp_path: Path) -> None:
     """A real 409 from the API: someone writes the object between our read and our status write."""
     cluster.apply(model_deployment("fraud", "1.0.0"))
-    api = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    api = ApiClient(load_connection(str(cluster.kubeconfig)))
 
     class InterferingKube(Kube):
         interfered = 0
@@ -302,12 +301,12 @@ async def test_status_write_conflict_is_retried(cluster: Cluster, tmp_path: Path
     assert cluster.mdep("fraud")["metadata"]["labels"]["touched"] == "yes"
     assert len(cluster.deployments()) == 1
     assert context.metrics.status_conflicts._value.get() == 1
-    kubernetes.client.ApiClient.close(api)
+    await api.close()
 
 
 async def test_a_quiet_tick_writes_nothing(cluster: Cluster) -> None:
     cluster.apply(model_deployment("fraud", "1.0.0"))
-    api = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    api = ApiClient(load_connection(str(cluster.kubeconfig)))
     kube = Kube(api)
     context = OperatorContext(
         kube=kube,
@@ -321,3 +320,35 @@ async def test_a_quiet_tick_writes_nothing(cluster: Cluster) -> None:
     writes = kube.writes
     await reconcile(cluster.mdep("fraud"), context)
     assert kube.writes == writes, "a tick with nothing to change must not write"
+    await api.close()
+
+
+async def test_a_quiet_tick_makes_no_api_request_at_all(cluster: Cluster) -> None:
+    """With the informer caches an idle object costs nothing: no write, and no read either."""
+    cluster.apply(model_deployment("fraud", "1.0.0"))
+    requests: list[tuple[str, str]] = []
+    api = ApiClient(
+        load_connection(str(cluster.kubeconfig)), on_request=lambda v, p, s: requests.append((v, p))
+    )
+    cache = ChildCache(api)
+    cache.start()
+    assert await cache.wait_synced(10)
+    kube = Kube(api, cache)
+    context = OperatorContext(
+        kube=kube,
+        settings=Settings(),
+        provider_factory=lambda spec, ns: FileMetricProvider(cluster.metrics_file),
+    )
+    for _ in range(20):
+        result = await reconcile(cluster.mdep("fraud"), context)
+        if result.settled:
+            break
+        await asyncio.sleep(0.2)
+    assert cluster.status("fraud")["phase"] == "Healthy"
+    requests.clear()
+    for _ in range(3):
+        result = await reconcile(cluster.mdep("fraud"), context)
+        assert result.settled
+    assert requests == [], requests
+    await cache.stop()
+    await api.close()

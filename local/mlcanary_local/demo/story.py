@@ -69,7 +69,7 @@ class Timing:
 
 
 QUICK = Timing(
-    replicas=10,
+    replicas=4,
     rate=120,
     step_duration="8s",
     interval="8s",
@@ -80,7 +80,7 @@ QUICK = Timing(
     baseline_seconds=4,
 )
 FULL = Timing(
-    replicas=10,
+    replicas=4,
     rate=100,
     step_duration="30s",
     interval="15s",
@@ -93,9 +93,10 @@ FULL = Timing(
 
 
 def timing_for(quick: bool, router: str) -> Timing:
-    """With the replicas router a step's weight is a share of pods (5% -> 1 of 10, 10% served). A
-    mesh router splits exactly and runs ``replicas`` pods per revision: one each, so the canary's
-    5% is not spread over pods that each need MLCANARY_DRIFT_MIN_ROWS rows, and more load."""
+    """With the replicas router a step's weight is a share of ready pods: with 4 stable pods it serves
+    20% (1 canary pod) and 50% (4), never more than a step says. A mesh router splits exactly and
+    runs ``replicas`` pods per revision: one each, so the canary's 5% is not spread over pods that
+    each need MLCANARY_DRIFT_MIN_ROWS rows, and more load."""
     timing = QUICK if quick else FULL
     if router == "gatewayAPI":
         return replace(timing, replicas=1, rate=150 if quick else 120)
@@ -191,6 +192,12 @@ def build_bundles(out: Path) -> dict[str, Bundle]:
 # --------------------------------------------------------------------------------------- manifests
 
 
+def default_steps(router: str) -> list[int]:
+    """5 -> 20 -> 50 where weights are exact; the replicas router serves whole pods only, and with
+    4 stable pods its smallest share is 20% (the operator refuses steps it cannot serve)."""
+    return [20, 50, 100] if router == "replicas" else [5, 20, 50, 100]
+
+
 def manifest(
     bundle: Bundle,
     timing: Timing,
@@ -222,7 +229,7 @@ def manifest(
             },
             "serving": {"replicas": timing.replicas, "env": [*SERVING_ENV, *(env or [])]},
             "rollout": {
-                "steps": steps or [5, 20, 50, 100],
+                "steps": steps or default_steps(router),
                 "stepDuration": timing.step_duration,
                 "progressDeadline": timing.progress_deadline,
                 "scaleDownDelay": timing.scale_down_delay,
@@ -446,13 +453,14 @@ async def run_story(
     loadgen = None
     async with KubeApi.from_kubeconfig(stack.kubeconfig) as api:
         await api.ensure_namespace(NAMESPACE)
-        follower = Follower(api, story, RecordTail(requests_csv))
+        steps = default_steps(router)
+        follower = Follower(api, story, RecordTail(requests_csv), steps=len(steps))
         try:
             for act in ACTS:
                 print(f"\n== {act.title}", flush=True)
                 env = [{"name": k, "value": v} for k, v in act.env]
                 await api.apply(manifest(bundles[act.version], timing, router, env=env))
-                outcome = await play(follower, act, timing)
+                outcome = await play(follower, act, timing, judged_steps=len(steps) - 1)
                 outcomes.append(outcome)
                 print(
                     f"  -> {'as expected' if outcome.ok else 'NOT AS EXPECTED'}: {outcome.detail}", flush=True
@@ -488,7 +496,7 @@ async def run_story(
     return outcomes, story, requests_csv
 
 
-async def play(follower: Follower, act: Act, timing: Timing) -> Outcome:
+async def play(follower: Follower, act: Act, timing: Timing, judged_steps: int) -> Outcome:
     version = act.version
 
     def finished(status: Obj) -> bool:
@@ -511,7 +519,7 @@ async def play(follower: Follower, act: Act, timing: Timing) -> Outcome:
         return Outcome(act, False, f"{version} {outcome}, but for another reason: {reason}", steps_seen)
     if act.expect == "Promoted":
         reported = [int(s["step"]) for s in record.get("steps") or [] if s.get("verdict") == "Successful"]
-        expected = list(range(1, 4))
+        expected = list(range(1, judged_steps + 1))
         if reported != expected:
             return Outcome(act, False, f"promoted, but steps judged successful were {reported}", steps_seen)
         if steps_seen != expected:
