@@ -30,7 +30,7 @@ def manifest(tmp_path: Path, model: str, *, stable: str | None = "v1", **spec: A
         "kind": "ModelDeployment",
         "metadata": {"name": model, "namespace": "default"},
         "spec": {
-            "model": {"name": model, "version": "v2", "uri": "file:///models/x"},
+            "model": {"name": model, "version": "2.0.0", "uri": "file:///models/x"},
             "analysis": {
                 "interval": "5m",
                 "metrics": [
@@ -50,8 +50,13 @@ def manifest(tmp_path: Path, model: str, *, stable: str | None = "v1", **spec: A
 
 
 def analyze(*argv: str) -> tuple[int, str]:
+    """``mlcanary analyze`` on the scenario history, whose canary version label is ``v2`` (a spec's
+    version must be semver)."""
+    args = list(argv)
+    if "--canary-version" not in args:
+        args += ["--canary-version", "v2"]
     out = io.StringIO()
-    return run_analyze(list(argv), out=out), out.getvalue()
+    return run_analyze(args, out=out), out.getvalue()
 
 
 def test_degenerate_canary_fails_and_every_query_is_shown(

@@ -245,7 +245,7 @@ class FakeKube:
 def spec_with(prometheus: dict[str, object]) -> ModelDeploymentSpec:
     return ModelDeploymentSpec.model_validate(
         {
-            "model": {"name": "good", "version": "v2", "uri": "file:///m"},
+            "model": {"name": "good", "version": "2.0.0", "uri": "file:///m"},
             "analysis": {"prometheus": prometheus, "metrics": [ERROR_RATE.to_wire()]},
         }
     )
@@ -280,7 +280,7 @@ def test_provider_for_spec_missing_secret_or_key_is_an_error() -> None:
 
 
 def test_provider_for_spec_defaults_to_the_operator_settings() -> None:
-    spec = ModelDeploymentSpec.model_validate({"model": {"name": "m", "version": "1", "uri": "file:///m"}})
+    spec = ModelDeploymentSpec.model_validate({"model": {"name": "m", "version": "1.0.0", "uri": "file:///m"}})
     settings = Settings(prometheus_url="http://prom.example:9090", query_timeout_seconds=4)
     provider = provider_for_spec(spec, "ns", settings, FakeKube({}), namespace_label="namespace")
     assert (provider.address, provider.timeout_seconds, provider.namespace_label) == (
