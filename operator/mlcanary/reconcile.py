@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from mlcanary import conditions as cond
 from mlcanary import engine, resources
 from mlcanary.analysis.provider import AnalysisContext, MetricProvider, run_round
-from mlcanary.analysis.queries import QueryTemplateError, check_template
+from mlcanary.analysis.queries import QueryTemplateError, check_custom_query, limits_of
 from mlcanary.durations import parse_duration
 from mlcanary.engine import (
     AnalysisRound,
@@ -196,14 +196,27 @@ class InvalidQueryError(ValueError):
     """A custom query template that would not render (named by its field)."""
 
 
-def check_query_templates(spec: ModelDeploymentSpec) -> None:
-    """Refuse custom PromQL templates that cannot render (an unclosed string, a placeholder inside a
-    raw string) when the spec is read, not at the first analysis round of a rollout."""
+def check_query_templates(spec: ModelDeploymentSpec, settings: Settings | None = None) -> None:
+    """Refuse, when the spec is read and not at the first analysis round of a rollout, every custom
+    query the analysis would refuse: templates that cannot render (an unclosed string, a placeholder
+    inside a raw string) or parse, queries that cannot be bounded within the operator's limits (a
+    selector that does not name its metric, a range or subquery window over the cap, a subquery
+    resolution under the floor), and what the operator's policy refuses (custom queries without a
+    namespace label to scope them, a selector matching the namespace label itself). No network
+    call. ``settings``: the operator's; by default read from the environment, as the operator does."""
+    settings = settings if settings is not None else Settings.from_env()
+    limits = limits_of(settings)
     for index, metric in enumerate(spec.analysis.metrics):
         if metric.query is None:
             continue
         try:
-            check_template(metric.query)
+            check_custom_query(
+                metric.query,
+                spec.analysis.interval,
+                namespace_label=settings.prometheus_namespace_label,
+                custom_queries=settings.custom_queries,
+                limits=limits,
+            )
         except QueryTemplateError as error:
             raise InvalidQueryError(f"spec.analysis.metrics[{index}].query: {error}") from None
 

@@ -51,10 +51,11 @@ def manifest(tmp_path: Path, model: str, *, stable: str | None = "v1", **spec: A
 
 def analyze(*argv: str) -> tuple[int, str]:
     """``mlcanary analyze`` on the scenario history, whose canary version label is ``v2`` (a spec's
-    version must be semver)."""
+    version must be semver) and whose series carry no namespace label (custom queries unscoped)."""
     args = list(argv)
     if "--canary-version" not in args:
         args += ["--canary-version", "v2"]
+    args += ["--custom-queries", "unscoped"]
     out = io.StringIO()
     return run_analyze(args, out=out), out.getvalue()
 

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from mlcanary.analysis.prometheus import PrometheusAuth, PrometheusProvider, measure_all, provider_for_spec
+from mlcanary.analysis.promql import QueryLimits
 from mlcanary.analysis.provider import AnalysisContext
 from mlcanary.models import BuiltinMetric, Metric, ModelDeploymentSpec, Verdict
 from mlcanary.settings import Settings
@@ -280,14 +281,24 @@ def test_provider_for_spec_missing_secret_or_key_is_an_error() -> None:
 
 
 def test_provider_for_spec_defaults_to_the_operator_settings() -> None:
-    spec = ModelDeploymentSpec.model_validate({"model": {"name": "m", "version": "1.0.0", "uri": "file:///m"}})
-    settings = Settings(prometheus_url="http://prom.example:9090", query_timeout_seconds=4)
+    spec = ModelDeploymentSpec.model_validate(
+        {"model": {"name": "m", "version": "1.0.0", "uri": "file:///m"}}
+    )
+    settings = Settings(
+        prometheus_url="http://prom.example:9090",
+        query_timeout_seconds=4,
+        custom_queries="disabled",
+        query_max_range_seconds=600,
+        query_min_subquery_step_seconds=30,
+    )
     provider = provider_for_spec(spec, "ns", settings, FakeKube({}), namespace_label="namespace")
     assert (provider.address, provider.timeout_seconds, provider.namespace_label) == (
         "http://prom.example:9090",
         4,
         "namespace",
     )
+    assert provider.custom_queries == "disabled"
+    assert provider.limits == QueryLimits(timedelta(minutes=10), timedelta(seconds=30))
 
 
 # ------------------------------------------------------------------------------------------ TLS

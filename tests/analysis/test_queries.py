@@ -84,11 +84,14 @@ def test_accuracy_queries() -> None:
 
 
 def test_namespace_label_is_opt_in() -> None:
+    assert "namespace" not in rendered(builtin(BuiltinMetric.ERROR_RATE))[0][2]
     ctx = q.QueryContext(**{**CTX.__dict__, "namespace_label": "namespace"})
     promql = rendered(builtin(BuiltinMetric.ERROR_RATE), ctx)[0][2]
     assert '{model_name="fraud-model",model_version="2.0.0",namespace="risk"}' in promql
-    with pytest.raises(q.QueryTemplateError):
-        q.selector(q.QueryContext(**{**CTX.__dict__, "namespace_label": 'x"}'}), "canary")
+    with pytest.raises(q.QueryTemplateError, match="not a Prometheus label name"):
+        q.metric_queries(
+            builtin(BuiltinMetric.ERROR_RATE), q.QueryContext(**{**CTX.__dict__, "namespace_label": 'x"}'})
+        )
 
 
 def test_fractional_interval_becomes_a_promql_duration() -> None:
@@ -119,7 +122,8 @@ def test_custom_template_placeholders_inside_and_outside_strings() -> None:
 
 def test_custom_metric_renders_stable_and_request_count_when_asked() -> None:
     specs = q.metric_queries(
-        custom('sum(x{v="{{version}}"})', compare_to="stable", min_requests=50, max=None), CTX
+        custom('sum(x{v="{{version}}"})', compare_to="stable", min_requests=50, max=None),
+        q.QueryContext(**{**CTX.__dict__, "custom_queries": "unscoped"}),
     )
     assert [(s.key, s.role) for s in specs] == [
         ("value", "canary"),

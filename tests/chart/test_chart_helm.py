@@ -133,32 +133,16 @@ def _allowed(rules: list[dict[str, Any]], group: str, resource: str) -> set[str]
 
 
 NEEDED = {
-    # (group, resource): verbs the operator (and Kopf) use — see kube.py, reconcile.py, handlers.py.
+    # (group, resource): verbs the operator (and Kopf) use — tests/integration/test_chart_rbac.py checks
+    # them against what the operator really requested. No update (PUT) anywhere: it only patches.
     ("mlcanary.io", "modeldeployments"): {"get", "list", "watch", "patch"},
-    ("mlcanary.io", "modeldeployments/status"): {"get", "patch", "update"},
-    ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "update", "delete"},
-    ("", "services"): {"get", "list", "watch", "create", "patch", "update", "delete"},
-    ("", "events"): {"create", "patch"},
-    ("events.k8s.io", "events"): {"create"},
+    ("mlcanary.io", "modeldeployments/status"): {"patch"},
+    ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("", "services"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("", "events"): {"create"},
     ("", "secrets"): {"get"},
-    ("gateway.networking.k8s.io", "httproutes"): {
-        "get",
-        "list",
-        "watch",
-        "create",
-        "patch",
-        "update",
-        "delete",
-    },
-    ("networking.istio.io", "virtualservices"): {
-        "get",
-        "list",
-        "watch",
-        "create",
-        "patch",
-        "update",
-        "delete",
-    },
+    ("gateway.networking.k8s.io", "httproutes"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("networking.istio.io", "virtualservices"): {"get", "list", "watch", "create", "patch", "delete"},
 }
 
 
@@ -191,9 +175,20 @@ def test_every_resource_the_kube_facade_addresses_is_granted(
         assert _allowed(rules, group, resource.plural), resource
 
 
-def test_namespaced_mode_uses_roles_only(rendered: dict[str, list[dict[str, Any]]]) -> None:
+def test_namespaced_mode_uses_roles_and_only_reads_crds_cluster_wide(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
     objects = rendered["namespaced-values"]
-    assert not [o for o in objects if o["kind"] in {"ClusterRole", "ClusterRoleBinding"}]
+    # Kopf observes CRDs in every mode; without this it retries 403s for a minute before serving.
+    cluster_role = one(objects, "ClusterRole")
+    assert cluster_role["rules"] == [
+        {
+            "apiGroups": ["apiextensions.k8s.io"],
+            "resources": ["customresourcedefinitions"],
+            "verbs": ["list", "watch"],
+        }
+    ]
+    assert one(objects, "ClusterRoleBinding")["roleRef"]["name"] == cluster_role["metadata"]["name"]
     roles = {r["metadata"]["namespace"]: r for r in by_kind(objects, "Role")}
     bindings = {b["metadata"]["namespace"]: b for b in by_kind(objects, "RoleBinding")}
     assert set(roles) == set(bindings) == {"ml-team-a", "ml-team-b"}
@@ -290,6 +285,7 @@ SETTINGS_ENV = {
     "MLCANARY_QUERY_TIMEOUT_SECONDS",
     "MLCANARY_PROMETHEUS_NAMESPACE_LABEL", "MLCANARY_METRICS_PORT", "MLCANARY_METRICS_HOST",
     "MLCANARY_LOG_FORMAT", "MLCANARY_NAMESPACES", "MLCANARY_SERVING_IMAGE_PULL_POLICY",
+    "MLCANARY_CUSTOM_QUERIES", "MLCANARY_QUERY_MAX_RANGE_SECONDS", "MLCANARY_QUERY_MIN_SUBQUERY_STEP_SECONDS",
 }  # fmt: skip
 
 
@@ -317,6 +313,8 @@ def test_values_reach_the_operator_settings(rendered: dict[str, list[dict[str, A
     assert settings.image_pull_policy == "Always"
     assert settings.namespaces == []
     assert settings.prometheus_namespace_label is None, "no PodMonitor, no explicit label"
+    assert settings.custom_queries == "unscoped"
+    assert (settings.query_max_range_seconds, settings.query_min_subquery_step_seconds) == (86400, 60)
     container = _container(deployment)
     assert container["image"] == (
         "registry.example.com/ml/mlcanary-operator@sha256:"

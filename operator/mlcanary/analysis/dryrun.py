@@ -1,8 +1,12 @@
 """``mlcanary analyze``: one analysis round of a manifest's metrics against a live Prometheus.
 
-Prints, for every metric, each rendered query with its raw answer, then the value, stable value,
-threshold, sample size and verdict, exactly as the operator would judge them, so users can check
-their queries before a rollout depends on them. Nothing is written anywhere.
+Prints, for every metric, each query exactly as it is sent to Prometheus (rendered, checked against
+the operator's limits and, with a namespace label, scoped to the namespace) with its raw answer,
+then the value, stable value, threshold, sample size and verdict, exactly as the operator would judge
+them, so users can check their queries before a rollout depends on them. Nothing is written anywhere.
+The operator settings that shape queries (``MLCANARY_PROMETHEUS_NAMESPACE_LABEL``,
+``MLCANARY_CUSTOM_QUERIES``, ``MLCANARY_QUERY_*``) are read from the environment, as the operator
+reads them; the options override them.
 
 Exit code: 0 the round is Successful, 3 Failed, 4 Inconclusive, 5 Error; 1 the manifest or the
 options are invalid; 2 usage.
@@ -28,6 +32,7 @@ from mlcanary.analysis.provider import AnalysisContext
 from mlcanary.durations import parse_duration
 from mlcanary.engine import round_verdict
 from mlcanary.models import KIND, ModelDeploymentSpec, Verdict
+from mlcanary.settings import CUSTOM_QUERY_MODES, Settings
 
 EXIT_CODES = {Verdict.SUCCESSFUL: 0, Verdict.FAILED: 3, Verdict.INCONCLUSIVE: 4, Verdict.ERROR: 5}
 EXIT_INVALID = 1
@@ -75,7 +80,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--namespace-label",
-        help="also match this label against the namespace (when the scrape config adds one)",
+        help="scope every query to the namespace by this label, as the operator does "
+        "(default: $MLCANARY_PROMETHEUS_NAMESPACE_LABEL); '' turns scoping off",
+    )
+    parser.add_argument(
+        "--custom-queries",
+        choices=CUSTOM_QUERY_MODES,
+        help="the operator's policy for custom queries (default: $MLCANARY_CUSTOM_QUERIES, else scoped)",
     )
     parser.add_argument("--metric", action="append", help="only this metric (repeatable)")
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
@@ -124,6 +135,10 @@ def _read_secret_file(path: str) -> str:
 
 
 def _setup(args: argparse.Namespace) -> tuple[PrometheusProvider, ModelDeploymentSpec, AnalysisContext]:
+    try:
+        settings = Settings.from_env()
+    except ValueError as error:
+        raise InvalidInput(f"operator settings in the environment: {error}") from error
     doc = _pick(_documents(args.file), args.name)
     try:
         spec = ModelDeploymentSpec.model_validate(doc.get("spec") or {})
@@ -176,7 +191,11 @@ def _setup(args: argparse.Namespace) -> tuple[PrometheusProvider, ModelDeploymen
         auth=auth,
         timeout_seconds=timeout,
         verify_tls=not insecure,
-        namespace_label=args.namespace_label,
+        namespace_label=settings.prometheus_namespace_label
+        if args.namespace_label is None
+        else (args.namespace_label or None),
+        custom_queries=args.custom_queries or settings.custom_queries,
+        limits=q.limits_of(settings),
         at=_parse_time(args.at) if args.at else None,
     )
     context = AnalysisContext(
@@ -203,9 +222,15 @@ def _print_text(
     results: Sequence[MetricResult],
 ) -> None:
     at = provider.at.isoformat() if provider.at else "Prometheus's current time"
+    scope = (
+        f'every selector gets {provider.namespace_label}="{context.namespace}"'
+        if provider.namespace_label
+        else f"none: the queries read every namespace's series (custom queries: {provider.custom_queries})"
+    )
     out.write(
         f"Prometheus {provider.address}, window {context.interval}, at {at}\n"
         f"model {context.model_name}: canary {context.version}, stable {context.stable_version}\n"
+        f"scope: {scope}\n"
     )
     for metric, result in zip(spec.analysis.metrics, results, strict=True):
         m = result.measurement
@@ -228,6 +253,7 @@ def _as_json(context: AnalysisContext, results: Sequence[MetricResult]) -> str:
     data = {
         "context": {
             "model": context.model_name,
+            "namespace": context.namespace,
             "version": context.version,
             "stableVersion": context.stable_version,
             "interval": context.interval,

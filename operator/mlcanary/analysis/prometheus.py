@@ -32,12 +32,13 @@ from urllib3.util.retry import Retry
 
 from mlcanary.analysis import judge
 from mlcanary.analysis import queries as q
+from mlcanary.analysis.promql import DEFAULT_LIMITS, QueryLimits
 from mlcanary.analysis.provider import AnalysisContext
 from mlcanary.durations import parse_duration
 from mlcanary.models import Measurement, Metric, ModelDeploymentSpec, PrometheusSource
 
 if TYPE_CHECKING:
-    from mlcanary.settings import Settings
+    from mlcanary.settings import CustomQueryMode, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -94,9 +95,10 @@ class PrometheusProvider:
     them at first use (the operator reads the Secret then; a failure becomes an Error measurement).
     ``timeout_seconds``: per query, both as the HTTP timeout and as Prometheus's own evaluation
     ``timeout``. ``verify_tls=False`` only when ``insecureSkipVerify`` says so. ``namespace_label``:
-    also match this label against the ModelDeployment's namespace (off by default, see
-    :mod:`mlcanary.analysis.queries`). ``at``: evaluate every query at this time instead of
-    Prometheus's "now" (tests and ``mlcanary analyze --at``).
+    scope every query to the ModelDeployment's namespace by this label (off by default, see
+    :mod:`mlcanary.analysis.queries`). ``custom_queries`` and ``limits``: the operator's policy and
+    bounds for custom queries. ``at``: evaluate every query at this time instead of Prometheus's
+    "now" (tests and ``mlcanary analyze --at``).
     """
 
     def __init__(
@@ -108,6 +110,8 @@ class PrometheusProvider:
         timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
         verify_tls: bool = True,
         namespace_label: str | None = None,
+        custom_queries: CustomQueryMode = "scoped",
+        limits: QueryLimits = DEFAULT_LIMITS,
         at: datetime | None = None,
     ) -> None:
         if auth is not None and auth_loader is not None:
@@ -116,6 +120,8 @@ class PrometheusProvider:
         self.timeout_seconds = timeout_seconds
         self.verify_tls = verify_tls
         self.namespace_label = namespace_label
+        self.custom_queries: CustomQueryMode = custom_queries
+        self.limits = limits
         self.at = at
         self._auth = auth
         self._auth_loader = auth_loader
@@ -141,6 +147,8 @@ class PrometheusProvider:
             stable_version=context.stable_version,
             interval=context.interval,
             namespace_label=self.namespace_label,
+            custom_queries=self.custom_queries,
+            limits=self.limits,
         )
         problems = q.metric_problems(metric)
         specs: list[q.QuerySpec] = []
@@ -337,11 +345,14 @@ def provider_for_spec(
     ``MLCANARY_PROMETHEUS_URL`` and ``MLCANARY_QUERY_TIMEOUT_SECONDS``. Credentials are read from the
     named Secrets in the ModelDeployment's namespace at first use."""
     source = spec.analysis.prometheus
+    limits = q.limits_of(settings)
     if source is None:
         return PrometheusProvider(
             settings.prometheus_url,
             timeout_seconds=settings.query_timeout_seconds,
             namespace_label=namespace_label,
+            custom_queries=settings.custom_queries,
+            limits=limits,
         )
     return PrometheusProvider(
         source.address,
@@ -349,6 +360,8 @@ def provider_for_spec(
         timeout_seconds=parse_duration(source.timeout).total_seconds(),
         verify_tls=not source.insecure_skip_verify,
         namespace_label=namespace_label,
+        custom_queries=settings.custom_queries,
+        limits=limits,
     )
 
 

@@ -9,10 +9,16 @@ They are repeated here on purpose: the operator must not import the serving pack
 ``tests/analysis/test_metric_contract.py`` fails when the two drift apart.
 
 Selectors match ``model_name`` and ``model_version``, the labels the serving pods put on every series
-themselves, so the queries work whatever the scrape configuration adds. A ``namespace`` matcher is
-opt-in (``namespace_label``): whether that label exists depends on the scrape configuration (the
-Prometheus Operator's ServiceMonitors add it, a static scrape config does not), and a matcher on a
-label that is not there selects nothing, which would hold every rollout as Inconclusive.
+themselves, so the queries work whatever the scrape configuration adds. Namespace scoping is opt-in
+(``namespace_label``): whether that label exists depends on the scrape configuration (the
+Prometheus Operator's PodMonitors add it, a static scrape config may not), and a matcher on a label
+that is not there selects nothing, which would hold every rollout as Inconclusive. When it is set,
+every query, built-in or custom, is parsed and the matcher is added to every selector by
+:mod:`mlcanary.analysis.promql` (one mechanism for both).
+
+A custom query is rendered, parsed, checked against the operator's limits (``limits``) and, when
+scoped, given the namespace matcher; what runs is the checked tree printed back. Without a namespace
+label, custom queries run only when the operator allows unscoped queries (``custom_queries``).
 """
 
 from __future__ import annotations
@@ -22,8 +28,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from mlcanary.analysis import promql
+from mlcanary.analysis.promql import QueryLimits as QueryLimits
+from mlcanary.analysis.promql import QueryTemplateError as QueryTemplateError
+from mlcanary.analysis.promql import escape_string_content as escape_string_content
+from mlcanary.analysis.promql import promql_string as promql_string
+from mlcanary.analysis.promql import regex_escape as regex_escape
 from mlcanary.durations import DURATION_PATTERN, format_duration, parse_duration
 from mlcanary.models import PLACEHOLDERS, BuiltinMetric, Metric
+from mlcanary.settings import CustomQueryMode, Settings
 
 # --- names the queries use (contract with mlcanary_serving.metric_names) -----------------------
 REQUESTS_TOTAL: Final = "mlcanary_requests_total"
@@ -68,50 +81,7 @@ DEFAULT_QUANTILE: Final = 0.99
 Role = Literal["canary", "stable"]
 
 
-class QueryTemplateError(ValueError):
-    """A custom query template that cannot be rendered safely."""
-
-
 # --------------------------------------------------------------------------------------- escaping
-
-_REGEX_META = frozenset("\\.+*?()|[]{}^$")
-
-
-def escape_string_content(value: str, quote: str = '"') -> str:
-    """Escape ``value`` for the inside of a PromQL string literal delimited by ``quote``.
-
-    PromQL strings follow Go's escapes. Backslash and the quote are escaped, and every control
-    character (a raw newline would end the literal with a lexer error) becomes ``\\uXXXX``; other
-    characters pass through as UTF-8, which Prometheus accepts in strings.
-    """
-    out: list[str] = []
-    for char in value:
-        code = ord(char)
-        if char == "\\" or char == quote:
-            out.append("\\" + char)
-        elif char == "\n":
-            out.append("\\n")
-        elif char == "\t":
-            out.append("\\t")
-        elif char == "\r":
-            out.append("\\r")
-        elif code < 0x20 or 0x7F <= code <= 0x9F or code in (0x2028, 0x2029):
-            out.append(f"\\u{code:04x}")
-        elif 0xD800 <= code <= 0xDFFF:
-            raise QueryTemplateError("value contains a lone surrogate; it is not valid Unicode text")
-        else:
-            out.append(char)
-    return "".join(out)
-
-
-def promql_string(value: str) -> str:
-    """``value`` as a complete double-quoted PromQL string literal."""
-    return '"' + escape_string_content(value) + '"'
-
-
-def regex_escape(value: str) -> str:
-    """Escape RE2 metacharacters so that ``value`` matches only itself in ``=~``/``!~`` matchers."""
-    return "".join("\\" + c if c in _REGEX_META else c for c in value)
 
 
 def promql_duration(interval: str) -> str:
@@ -134,22 +104,23 @@ class QueryContext:
     version: str  # canary version: {{version}}
     stable_version: str  # {{stableVersion}}
     interval: str  # analysis interval, the query window: {{interval}}
-    namespace_label: str | None = None  # also match this label against the namespace when set
+    namespace_label: str | None = None  # scope every selector by this label = namespace when set
+    custom_queries: CustomQueryMode = "scoped"  # the operator's policy for custom queries
+    limits: QueryLimits = promql.DEFAULT_LIMITS  # what a custom query may ask of Prometheus
 
     def version_of(self, role: Role) -> str:
         return self.version if role == "canary" else self.stable_version
 
-
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+    def scope(self) -> promql.Scope | None:
+        if not self.namespace_label:
+            return None
+        return promql.Scope(promql.check_label_name(self.namespace_label), self.namespace)
 
 
 def selector(context: QueryContext, role: Role, **matchers: str) -> str:
-    """``{model_name="..",model_version="..",...}`` for one revision; every value escaped."""
+    """``{model_name="..",model_version="..",...}`` for one revision; every value escaped. (The
+    namespace matcher is added to the whole query afterwards, see :func:`metric_queries`.)"""
     pairs = [(LABEL_MODEL_NAME, context.model_name), (LABEL_MODEL_VERSION, context.version_of(role))]
-    if context.namespace_label:
-        if not _LABEL_NAME.match(context.namespace_label):
-            raise QueryTemplateError(f"{context.namespace_label!r} is not a Prometheus label name")
-        pairs.append((context.namespace_label, context.namespace))
     pairs.extend(matchers.items())
     return "{" + ",".join(f"{label}={promql_string(value)}" for label, value in pairs) + "}"
 
@@ -237,21 +208,99 @@ def builtin_queries(metric: Metric, context: QueryContext) -> list[QuerySpec]:
     return specs
 
 
+def limits_of(settings: Settings) -> QueryLimits:
+    """The custom-query limits an admin set (``MLCANARY_QUERY_*``)."""
+    return QueryLimits.from_seconds(
+        settings.query_max_range_seconds, settings.query_min_subquery_step_seconds
+    )
+
+
+NO_SCOPE_LABEL: Final = (
+    "custom queries are refused: this operator has no namespace label to scope them to their "
+    "namespace, so they could read every namespace's series. An admin sets "
+    "MLCANARY_PROMETHEUS_NAMESPACE_LABEL (chart: prometheus.namespaceLabel), or allows unscoped "
+    "queries with MLCANARY_CUSTOM_QUERIES=unscoped (chart: analysis.customQueries)"
+)
+DISABLED: Final = (
+    "custom queries are disabled on this operator (MLCANARY_CUSTOM_QUERIES=disabled); use a builtin metric"
+)
+
+
+def custom_promql(template: str, context: QueryContext, role: Role = "canary") -> str:
+    """The PromQL a custom template runs as: rendered, parsed, bounded, scoped, printed back.
+
+    Raises :class:`QueryTemplateError` naming every problem (the operator's policy, an unknown
+    placeholder, a parse error, each unbounded construct, a conflicting namespace matcher)."""
+    if context.custom_queries == "disabled":
+        raise QueryTemplateError(DISABLED)
+    scope = context.scope()
+    if scope is None and context.custom_queries != "unscoped":
+        raise QueryTemplateError(NO_SCOPE_LABEL)
+    expr = promql.parse(render_template(template, context, role))
+    problems = promql.bound_problems(expr, context.limits)
+    if scope is not None:
+        problems += promql.scope_problems(expr, scope)
+    if problems:
+        raise QueryTemplateError("; ".join(problems))
+    return promql.verified(expr, scope)
+
+
+SPEC_CHECK_NAMESPACE: Final = "namespace-of-this-modeldeployment"
+"""``{{namespace}}`` when a template is checked before any round: a matcher on the namespace label
+must be ``="{{namespace}}"``, so a literal namespace is refused (it could name another one)."""
+
+
+def check_custom_query(
+    template: str,
+    interval: str,
+    *,
+    namespace_label: str | None,
+    custom_queries: CustomQueryMode,
+    limits: QueryLimits,
+) -> None:
+    """Everything :func:`custom_promql` would refuse, checked when the spec is read: the template
+    is rendered with the spec's own ``interval`` (``[{{interval}}]`` counts against the range limit)
+    and placeholder values of the right shape. No network call."""
+    context = QueryContext(
+        name="x",
+        namespace=SPEC_CHECK_NAMESPACE,
+        model_name="x",
+        version="x",
+        stable_version="x",
+        interval=interval,
+        namespace_label=namespace_label,
+        custom_queries=custom_queries,
+        limits=limits,
+    )
+    custom_promql(template, context, "canary")
+
+
 def custom_queries(metric: Metric, context: QueryContext) -> list[QuerySpec]:
     """A custom metric: its template for the canary (and for stable, with ``{{version}}`` = stable),
     plus the canary's request count when ``minRequests`` asks for a sample size."""
     assert metric.query is not None
-    specs = [QuerySpec("value", "canary", render_template(metric.query, context, "canary"))]
+    specs = [QuerySpec("value", "canary", custom_promql(metric.query, context, "canary"))]
     if metric.compare_to == "stable":
-        specs.append(QuerySpec("value", "stable", render_template(metric.query, context, "stable")))
+        specs.append(QuerySpec("value", "stable", custom_promql(metric.query, context, "stable")))
     if metric.min_requests:
-        specs.append(QuerySpec("requests", "canary", requests_query(context, "canary")))
+        specs.append(
+            QuerySpec("requests", "canary", _scoped_builtin(requests_query(context, "canary"), context))
+        )
     return specs
 
 
+def _scoped_builtin(query: str, context: QueryContext) -> str:
+    scope = context.scope()
+    return query if scope is None else promql.scoped(promql.parse(query), scope)
+
+
 def metric_queries(metric: Metric, context: QueryContext) -> list[QuerySpec]:
+    """Every query a metric runs, as sent to Prometheus (scoped when ``namespace_label`` is set)."""
     if metric.builtin is not None:
-        return builtin_queries(metric, context)
+        return [
+            QuerySpec(s.key, s.role, _scoped_builtin(s.promql, context))
+            for s in builtin_queries(metric, context)
+        ]
     return custom_queries(metric, context)
 
 
