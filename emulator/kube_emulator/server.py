@@ -36,14 +36,28 @@ import yaml
 from aiohttp import web
 
 from kube_emulator import errors
+from kube_emulator.accounting import RequestAccounting
+from kube_emulator.auth import (
+    RBAC_GROUP,
+    RBAC_KINDS,
+    Authenticator,
+    Authorizer,
+    Request,
+    User,
+    bootstrap_objects,
+    forbidden,
+    service_account_user,
+    unauthorized,
+)
 from kube_emulator.deployments import DeploymentController, ReadinessRule
 from kube_emulator.errors import ApiError
 from kube_emulator.jsonio import dumps, loads
 from kube_emulator.patch import clone
 from kube_emulator.resources import ResourceInfo
 from kube_emulator.selectors import FieldSelector, LabelSelector
-from kube_emulator.store import PATCH_TYPES, Event, Obj, Store, present
+from kube_emulator.store import PATCH_TYPES, Event, Obj, Store, now_rfc3339, present
 from kube_emulator.tables import table
+from kube_emulator.tls import ServingCertificate, make_serving_certificate
 
 __all__ = [
     "EmulatorThread",
@@ -63,15 +77,24 @@ _LIVENESS_CHECK_SECONDS = 5.0
 
 
 def write_kubeconfig(
-    url: str, path: str | Path, *, namespace: str = "default", context: str = CONTEXT_NAME
+    url: str,
+    path: str | Path,
+    *,
+    namespace: str = "default",
+    context: str = CONTEXT_NAME,
+    token: str | None = None,
+    ca_data: str | None = None,
 ) -> Path:
-    """Write a kubeconfig for ``url`` (plain HTTP, no auth) with one context, made current."""
+    """Write a kubeconfig for ``url`` (bearer ``token`` and CA if any) with one context, made current."""
+    cluster: dict[str, Any] = {"server": url}
+    if ca_data:
+        cluster["certificate-authority-data"] = ca_data
     config = {
         "apiVersion": "v1",
         "kind": "Config",
         "preferences": {},
-        "clusters": [{"name": context, "cluster": {"server": url}}],
-        "users": [{"name": context, "user": {}}],
+        "clusters": [{"name": context, "cluster": cluster}],
+        "users": [{"name": context, "user": {"token": token} if token else {}}],
         "contexts": [
             {"name": context, "context": {"cluster": context, "user": context, "namespace": namespace}}
         ],
@@ -109,6 +132,22 @@ def _json(body: Any, status: int = 200, warnings: Iterable[str] = ()) -> web.Res
     return response
 
 
+_USER = web.RequestKey("user", User)
+# The user of every request when authorization is AlwaysAllow (accounted under this name).
+_ALWAYS_ALLOWED = User("system:always-allowed", ("system:authenticated",))
+
+
+def _verb(method: str, *, collection: bool, watch: bool) -> str:
+    """The authorization verb of a resource request, as a real server's RequestInfo resolves it."""
+    if watch:
+        return "watch"
+    if method == "GET" or method == "HEAD":
+        return "list" if collection else "get"
+    if method == "DELETE":
+        return "deletecollection" if collection else "delete"
+    return {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method, method.lower())
+
+
 def _flag(value: str | None) -> bool:
     return (value or "").lower() in ("true", "1", "yes")
 
@@ -125,6 +164,10 @@ class KubernetesEmulator:
         bookmark_interval: seconds between BOOKMARK events on watches that allow them.
         watch_timeout: the longest a watch stream lasts when the client sets no ``timeoutSeconds``.
         access_log: log every request (slow; for debugging).
+        authorization: ``RBAC`` (the default: bearer tokens, the stored RBAC objects, 401/403 as a real
+            server) or ``AlwaysAllow`` (every request, even anonymous, is allowed).
+        tls: serve HTTPS with a certificate made at start (its CA goes into the kubeconfigs). Needed
+            for kubectl to send a token: client-go sends credentials only to https servers.
 
     The synchronous methods (``objects``, ``get_object``, ``apply``, ``delete``, ``set_readiness`` ...) are
     safe to call from any thread: they run on the emulator's event loop.
@@ -141,10 +184,24 @@ class KubernetesEmulator:
         bookmark_interval: float = 5.0,
         watch_timeout: float | None = 1800.0,
         access_log: bool = False,
+        authorization: str = "RBAC",
+        tls: bool = False,
     ) -> None:
+        if authorization not in ("RBAC", "AlwaysAllow"):
+            raise ValueError(f"authorization must be RBAC or AlwaysAllow, not {authorization!r}")
         self.host = host
         self.port = port
         self.store = Store(history_size=history_size)
+        self.authorization = authorization
+        self.tls = tls
+        self.certificate: ServingCertificate | None = None
+        self.authenticator = Authenticator()
+        self.authorizer = Authorizer(self.store)
+        self.accounting = RequestAccounting()
+        self.store.listeners.append(self._on_store_event)
+        if authorization == "RBAC":
+            for manifest in bootstrap_objects():
+                self.store.create(self._rbac_info(manifest["kind"]), None, manifest)
         self.controller: DeploymentController | None = (
             DeploymentController(self.store, default_mode=default_readiness)
             if deployment_controller
@@ -179,14 +236,18 @@ class KubernetesEmulator:
             app, access_log=logger if self.access_log else None, handle_signals=False, shutdown_timeout=1.0
         )
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port)
+        ssl_context = None
+        if self.tls:
+            self.certificate = self.certificate or make_serving_certificate(self.host)
+            ssl_context = self.certificate.server_context()
+        site = web.TCPSite(runner, self.host, self.port, ssl_context=ssl_context)
         await site.start()
         self._runner = runner
         server = site._server
         assert server is not None
         sockets = getattr(server, "sockets", None) or []
         port = sockets[0].getsockname()[1] if sockets else self.port
-        self._url = f"http://{self.host}:{port}"
+        self._url = f"{'https' if self.tls else 'http'}://{self.host}:{port}"
         if self.controller is not None:
             self.controller.start()
         logger.info("Kubernetes API emulator serving at %s", self._url)
@@ -327,13 +388,85 @@ class KubernetesEmulator:
         controller = self._controller()
         return self._call(lambda: controller.clear_readiness(rule_id))
 
-    def write_kubeconfig(self, path: str | Path, *, namespace: str = "default") -> Path:
-        return write_kubeconfig(self.url, path, namespace=namespace)
+    @property
+    def admin_token(self) -> str:
+        """A bearer token of group ``system:masters``: allowed everything (for test setup and tools)."""
+        return self.authenticator.admin_token
+
+    def service_account_token(self, namespace: str, name: str, *, create: bool = True) -> str:
+        """A token for the ServiceAccount ``namespace/name`` (created first when ``create``), like the
+        TokenRequest API gives. It stops working when the ServiceAccount is deleted."""
+
+        def run() -> str:
+            info = self._info("serviceaccounts")
+            account = self.store.peek(info.key, namespace, name)
+            if account is None:
+                if not create:
+                    raise KeyError(f"no serviceaccount {namespace}/{name}")
+                manifest = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}}
+                account = self.store.create(info, namespace, manifest).obj
+            uid = str(account["metadata"]["uid"])
+            return self.authenticator.add(service_account_user(namespace, name, uid))
+
+        return self._call(run)
+
+    def user_token(self, name: str, groups: Iterable[str] = ()) -> str:
+        """A token for a plain user (RBAC subjects of kind User and Group)."""
+        return self.authenticator.add(User(name, (*groups, "system:authenticated")))
+
+    def write_kubeconfig(
+        self, path: str | Path, *, namespace: str = "default", token: str | None = None
+    ) -> Path:
+        """A kubeconfig for this emulator; as the admin unless another ``token`` is given."""
+        ca_data = self.certificate.ca_data if self.certificate is not None else None
+        return write_kubeconfig(
+            self.url, path, namespace=namespace, token=token or self.admin_token, ca_data=ca_data
+        )
+
+    def requests(self) -> dict[str, Any]:
+        """Request counters per (user, verb, resource), watch streams and refusals apart (a snapshot)."""
+        return self._call(self.accounting.snapshot)
+
+    def reset_requests(self) -> None:
+        self._call(self.accounting.reset)
+
+    def _rbac_info(self, kind: str) -> ResourceInfo:
+        info = self.store.registry.by_kind(f"{RBAC_GROUP}/v1", kind)
+        assert info is not None
+        return info
+
+    def _on_store_event(self, event: Event) -> None:
+        if event.key[0] == RBAC_GROUP and event.key[1] in RBAC_KINDS:
+            self.authorizer.invalidate()
 
     # ----------------------------------------------------------------------------------- HTTP
 
+    def _authenticate(self, request: web.Request) -> User:
+        if self.authorization == "AlwaysAllow":
+            return _ALWAYS_ALLOWED
+        user = self.authenticator.user_for(request.headers.get("Authorization"))
+        if user is None:
+            raise unauthorized()
+        if user.service_account_uid is not None:
+            namespace, name = user.service_account or ("", "")
+            account = self.store.peek(("", "serviceaccounts"), namespace, name)
+            if account is None or account["metadata"].get("uid") != user.service_account_uid:
+                raise unauthorized()  # the account it was bound to is gone
+        return user
+
+    def _authorize(self, user: User, attributes: Request, *, watch: bool = False) -> None:
+        allowed = user is _ALWAYS_ALLOWED or self.authorizer.allowed(user, attributes)
+        self.accounting.record(user.name, attributes, allowed=allowed, watch=watch)
+        if not allowed:
+            raise forbidden(user, attributes)
+
+    def _authorize_path(self, request: web.Request) -> None:
+        user: User = request[_USER]
+        self._authorize(user, Request(verb=request.method.lower(), path=request.path))
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         try:
+            request[_USER] = self._authenticate(request)
             return await self._route(request)
         except ApiError as exc:
             return _json(exc.status(), exc.code)
@@ -343,9 +476,11 @@ class KubernetesEmulator:
 
     async def _route(self, request: web.Request) -> web.StreamResponse:
         parts = [p for p in request.path.split("/") if p]
+        head = parts[0] if parts else ""
+        if len(parts) <= {"api": 2, "apis": 3}.get(head, 99):
+            self._authorize_path(request)  # discovery, /version, /healthz, /openapi, /emulator
         if not parts:
             return _json({"paths": ["/api", "/api/v1", "/apis", "/version", "/healthz", "/emulator/v1"]})
-        head = parts[0]
         if head == "version" and len(parts) == 1:
             major, minor = KUBERNETES_VERSION
             return _json(
@@ -403,21 +538,64 @@ class KubernetesEmulator:
             raise errors.unknown_path(request.path)
         name = rest[1] if len(rest) > 1 else None
         subresource = rest[2] if len(rest) > 2 else None
+        finalize = False
         if subresource is not None:
             if subresource == "finalize" and info.key == ("", "namespaces"):
-                subresource = None
+                finalize = True
             elif not (
                 (subresource == "status" and info.status_subresource)
                 or (subresource == "scale" and info.scale_subresource)
+                or (subresource == "token" and info.key == ("", "serviceaccounts"))
             ):
                 raise errors.unknown_path(request.path)
         query = request.query
+        watch = watch_path or (name is None and _flag(query.get("watch")))
+        verb = _verb(request.method, collection=name is None, watch=watch)
+        named = name or ""
+        if name is None and verb in ("list", "watch"):
+            named = FieldSelector.parse(query.get("fieldSelector")).exact_name() or ""
+        self._authorize(
+            request[_USER],
+            Request(verb, info.group, info.plural, subresource or "", namespace or "", named),
+            watch=watch,
+        )
+        if finalize:
+            subresource = None
         if name is None:
-            return await self._collection(request, info, namespace, watch_path or _flag(query.get("watch")))
+            return await self._collection(request, info, namespace, watch)
         if watch_path:
             fields = FieldSelector.parse(f"metadata.name={name}")
             return await self._watch(request, info, namespace, fields)
+        if subresource == "token":
+            return await self._token_request(request, namespace or "", name)
         return await self._item(request, info, namespace, name, subresource)
+
+    async def _token_request(self, request: web.Request, namespace: str, name: str) -> web.StreamResponse:
+        """TokenRequest (``POST .../serviceaccounts/NAME/token``): a bearer token for the account."""
+        if request.method != "POST":
+            raise errors.method_not_allowed()
+        body = await self._read_body(request) or {}
+        spec = body.get("spec") if isinstance(body, dict) else None
+        spec = spec if isinstance(spec, dict) else {}
+        account = self.store.get(self.store.resource("", "v1", "serviceaccounts"), namespace, name)
+        user = service_account_user(namespace, name, str(account["metadata"]["uid"]))
+        token = self.authenticator.add(user)
+        seconds = int(spec.get("expirationSeconds") or 3600)
+        expires = now_rfc3339(lambda: self.store.clock() + seconds)
+        return _json(
+            {
+                "kind": "TokenRequest",
+                "apiVersion": "authentication.k8s.io/v1",
+                "metadata": {"name": name, "namespace": namespace, "creationTimestamp": None},
+                "spec": {
+                    "audiences": list(spec.get("audiences") or ["https://kubernetes.default.svc"]),
+                    "expirationSeconds": seconds,
+                    "boundObjectRef": spec.get("boundObjectRef"),
+                },
+                "status": {"token": token, "expirationTimestamp": expires},
+            },
+            201,
+        )
 
     @staticmethod
     def _wants_table(request: web.Request) -> bool:
@@ -748,6 +926,11 @@ class KubernetesEmulator:
                     "watchers": self.store.watcher_count(),
                 }
             )
+        if rest == ["requests"] and request.method == "GET":
+            return _json(self.accounting.snapshot())
+        if rest == ["requests"] and request.method == "DELETE":
+            self.accounting.reset()
+            return _json({"reset": True})
         if not rest or rest[0] != "readiness" or len(rest) > 2:
             raise errors.unknown_path(request.path)
         if self.controller is None:
@@ -863,8 +1046,26 @@ class EmulatorThread:
     def clear_readiness(self, rule_id: int | None = None) -> int:
         return self.emulator.clear_readiness(rule_id)
 
-    def write_kubeconfig(self, path: str | Path, *, namespace: str = "default") -> Path:
-        return self.emulator.write_kubeconfig(path, namespace=namespace)
+    def write_kubeconfig(
+        self, path: str | Path, *, namespace: str = "default", token: str | None = None
+    ) -> Path:
+        return self.emulator.write_kubeconfig(path, namespace=namespace, token=token)
+
+    @property
+    def admin_token(self) -> str:
+        return self.emulator.admin_token
+
+    def service_account_token(self, namespace: str, name: str, *, create: bool = True) -> str:
+        return self.emulator.service_account_token(namespace, name, create=create)
+
+    def requests(self) -> dict[str, Any]:
+        return self.emulator.requests()
+
+    def user_token(self, name: str, groups: Iterable[str] = ()) -> str:
+        return self.emulator.user_token(name, groups)
+
+    def reset_requests(self) -> None:
+        self.emulator.reset_requests()
 
 
 # ------------------------------------------------------------------------------------------ CLI
@@ -873,7 +1074,7 @@ class EmulatorThread:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m kube_emulator",
-        description="Run the mlcanary Kubernetes API emulator (plain HTTP, no auth).",
+        description="Run the Kubernetes API emulator (plain HTTP on 127.0.0.1; bearer tokens and RBAC).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port to bind; 0 = ephemeral (default)")
@@ -897,6 +1098,18 @@ def _parser() -> argparse.ArgumentParser:
         "--bookmark-interval", type=float, default=5.0, help="seconds between watch bookmarks"
     )
     parser.add_argument("--history-size", type=int, default=10_000, help="watch events kept for resumption")
+    parser.add_argument(
+        "--authorization-mode",
+        choices=["RBAC", "AlwaysAllow"],
+        default="RBAC",
+        help="RBAC (default): bearer tokens and the stored RBAC objects; AlwaysAllow: no checks",
+    )
+    parser.add_argument(
+        "--tls",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="serve HTTPS (default; kubectl sends tokens only over https); --no-tls for plain HTTP",
+    )
     parser.add_argument("--log-level", default="WARNING", help="logging level (default: WARNING)")
     return parser
 
@@ -909,6 +1122,8 @@ async def _serve(args: argparse.Namespace) -> None:
         default_readiness=args.default_readiness,
         history_size=args.history_size,
         bookmark_interval=args.bookmark_interval,
+        authorization=args.authorization_mode,
+        tls=args.tls,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -918,8 +1133,8 @@ async def _serve(args: argparse.Namespace) -> None:
     async with emulator:
         for manifest in load_manifests(args.apply):
             emulator.apply(manifest)
-        if args.kubeconfig:
-            write_kubeconfig(emulator.url, args.kubeconfig)
+        if args.kubeconfig:  # the admin's: group system:masters
+            emulator.write_kubeconfig(args.kubeconfig)
         print(emulator.url, flush=True)
         await stop.wait()
 

@@ -20,7 +20,9 @@ async def emu() -> AsyncIterator[KubernetesEmulator]:
 
 @pytest.fixture
 async def http(emu: KubernetesEmulator) -> AsyncIterator[Http]:
-    async with aiohttp.ClientSession(emu.url) as session:
+    async with aiohttp.ClientSession(
+        emu.url, headers={"Authorization": f"Bearer {emu.admin_token}"}
+    ) as session:
         yield Http(session)
 
 
@@ -33,3 +35,15 @@ def emu_thread() -> Iterator[EmulatorThread]:
 @pytest.fixture
 def kubeconfig(emu_thread: EmulatorThread, tmp_path: Path) -> Path:
     return emu_thread.write_kubeconfig(tmp_path / "kubeconfig")
+
+
+@pytest.fixture
+def emu_tls(tmp_path: Path) -> Iterator[EmulatorThread]:
+    """An HTTPS emulator: kubectl sends the kubeconfig's token only to https servers."""
+    with EmulatorThread(bookmark_interval=0.2, tls=True) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def tls_kubeconfig(emu_tls: EmulatorThread, tmp_path: Path) -> Path:
+    return emu_tls.write_kubeconfig(tmp_path / "kubeconfig-tls")

@@ -252,3 +252,8 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}")
         time.sleep(interval)
+
+
+def admin_headers(emu: Any) -> dict[str, str]:
+    """The Authorization header of the emulator's admin (group system:masters)."""
+    return {"Authorization": f"Bearer {emu.admin_token}"}

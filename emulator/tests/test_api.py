@@ -16,6 +16,7 @@ from emulator_kit import (
     STRATEGIC,
     WIDGETS,
     Http,
+    admin_headers,
     configmap,
     deployment,
     widget,
@@ -378,7 +379,7 @@ async def test_status_subresource_separates_spec_and_status(http: Http) -> None:
 async def test_deployment_status_subresource_without_controller() -> None:
     async with (
         KubernetesEmulator(deployment_controller=False) as emu,
-        aiohttp.ClientSession(emu.url) as session,
+        aiohttp.ClientSession(emu.url, headers=admin_headers(emu)) as session,
     ):
         http = Http(session)
         created = await http.ok("POST", DEPLOYS, {**deployment("d"), "status": {"readyReplicas": 99}})

@@ -15,8 +15,14 @@ from kube_emulator import EmulatorThread
 
 @pytest.fixture
 def api(emu_thread: EmulatorThread) -> Iterator[client.ApiClient]:
-    with client.ApiClient(client.Configuration(host=emu_thread.url)) as api_client:
+    with client.ApiClient(_admin_config(emu_thread)) as api_client:
         yield api_client
+
+
+def _admin_config(emu: EmulatorThread) -> client.Configuration:
+    configuration = client.Configuration(host=emu.url)
+    configuration.api_key = {"authorization": f"Bearer {emu.admin_token}"}
+    return configuration
 
 
 def test_kubeconfig_works_with_the_client_loader(emu_thread: EmulatorThread, kubeconfig: Path) -> None:
@@ -113,10 +119,7 @@ def test_watch_streams_and_410(emu_thread: EmulatorThread, api: client.ApiClient
     seen = [(event["type"], event["object"].metadata.name) for event in stream]
     assert seen == [("ADDED", "a"), ("ADDED", "b"), ("DELETED", "a")]
 
-    with (
-        EmulatorThread(history_size=3) as small,
-        client.ApiClient(client.Configuration(host=small.url)) as small_api,
-    ):
+    with EmulatorThread(history_size=3) as small, client.ApiClient(_admin_config(small)) as small_api:
         small_core = client.CoreV1Api(small_api)
         for i in range(6):
             small_core.create_namespaced_config_map("default", {"metadata": {"name": f"c{i}"}})

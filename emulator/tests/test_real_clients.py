@@ -156,10 +156,11 @@ KUBECTL = _kubectl()
 
 @pytest.mark.skipif(KUBECTL is None, reason="no working kubectl binary")
 def test_kubectl_apply_get_wait_annotate_delete(
-    emu_thread: EmulatorThread, kubeconfig: Path, tmp_path: Path
+    emu_tls: EmulatorThread, tls_kubeconfig: Path, tmp_path: Path
 ) -> None:
     assert KUBECTL is not None
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HOME": str(tmp_path)}
+    emu_thread = emu_tls
+    env = {**os.environ, "KUBECONFIG": str(tls_kubeconfig), "HOME": str(tmp_path)}
 
     def kubectl(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
@@ -266,7 +267,7 @@ def test_cli_prints_the_url_and_writes_a_kubeconfig(tmp_path: Path) -> None:
     try:
         assert process.stdout is not None
         url = process.stdout.readline().strip()
-        assert url.startswith("http://127.0.0.1:") and not url.endswith(":0")
+        assert url.startswith("https://127.0.0.1:") and not url.endswith(":0")
         kube = yaml.safe_load(path.read_text())
         assert kube["current-context"] == kube["contexts"][0]["name"]
         assert kube["clusters"][0]["cluster"]["server"] == url

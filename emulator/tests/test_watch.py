@@ -6,7 +6,7 @@ import asyncio
 import json
 
 import aiohttp
-from emulator_kit import CM, Http, configmap, meta_of
+from emulator_kit import CM, Http, admin_headers, configmap, meta_of
 
 from kube_emulator import KubernetesEmulator
 
@@ -92,7 +92,10 @@ async def test_send_initial_events_ends_with_an_annotated_bookmark(http: Http) -
 
 
 async def test_too_old_resource_version_gets_410_gone() -> None:
-    async with KubernetesEmulator(history_size=5) as emu, aiohttp.ClientSession(emu.url) as session:
+    async with (
+        KubernetesEmulator(history_size=5) as emu,
+        aiohttp.ClientSession(emu.url, headers=admin_headers(emu)) as session,
+    ):
         http = Http(session)
         first = await http.ok("POST", CM, configmap("a"))
         for i in range(10):
@@ -157,7 +160,10 @@ async def test_many_watchers_see_the_same_events(http: Http) -> None:
 async def test_stop_ends_open_watch_streams() -> None:
     emu = KubernetesEmulator()
     await emu.start()
-    async with aiohttp.ClientSession(emu.url) as session, session.get(CM, params={"watch": "true"}) as rsp:
+    async with (
+        aiohttp.ClientSession(emu.url, headers=admin_headers(emu)) as session,
+        session.get(CM, params={"watch": "true"}) as rsp,
+    ):
         assert rsp.status == 200
         loop = asyncio.get_running_loop()
         started = loop.time()
