@@ -1,4 +1,9 @@
-"""Fixtures: the emulator with the CRD registered, and the real operator against it."""
+"""Fixtures: the emulator with the CRD registered, and the real operator against it.
+
+The emulator serves HTTPS and authorizes by RBAC; the operator runs as a ServiceAccount bound by exactly
+the Helm chart's rendered RBAC (cluster-wide mode; ``cluster.operator_kubeconfig(["ns"])`` for the
+namespaced mode), so a verb missing from the chart fails here as on a real cluster.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +14,15 @@ import pytest
 
 from kube_emulator import EmulatorThread
 
+from .chart_rbac import RbacCluster
 from .harness import Cluster, OperatorProcess, load_crd
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    with EmulatorThread(bookmark_interval=1.0) as emu:
+    with EmulatorThread(bookmark_interval=1.0, tls=True) as emu:
         emu.apply(load_crd())
-        kubeconfig = emu.write_kubeconfig(tmp_path / "kubeconfig")
-        metrics_file = tmp_path / "metrics.json"
-        c = Cluster(emu, kubeconfig, metrics_file)
+        c = RbacCluster(emu, tmp_path, tmp_path / "metrics.json")
         c.set_metrics({})
         yield c
 

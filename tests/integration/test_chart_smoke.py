@@ -2,8 +2,9 @@
 Kubernetes API emulator, then the real operator started the way the chart's Deployment starts it
 (its args and environment) and a smoke rollout applied with kubectl.
 
-What this cannot show: the pod really running the image, RBAC being enforced (the emulator does
-not authorize), and Prometheus scraping (the file metrics source stands in for analysis)."""
+The operator runs as the ServiceAccount the chart created, with the chart's RBAC enforced by the
+emulator. What this cannot show: the pod really running the image, and Prometheus scraping (the file
+metrics source stands in for analysis)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import httpx
 import pytest
 import yaml
 
+from .chart_rbac import RbacCluster, service_account_kubeconfig
 from .harness import REPO, Cluster, OperatorProcess, model_deployment
 
 pytestmark = pytest.mark.integration
@@ -53,7 +55,8 @@ def _run(*argv: str, stdin: str | None = None) -> str:
 
 def _kubectl(cluster: Cluster, *args: str, stdin: str | None = None) -> str:
     assert KUBECTL is not None
-    return _run(KUBECTL, "--kubeconfig", str(cluster.kubeconfig), *args, stdin=stdin)
+    assert isinstance(cluster, RbacCluster)  # kubectl acts as the cluster admin who installs the chart
+    return _run(KUBECTL, "--kubeconfig", str(cluster.admin_kubeconfig), *args, stdin=stdin)
 
 
 def _argocd_health(obj: dict[str, Any]) -> str:
@@ -98,7 +101,9 @@ def test_chart_applies_and_the_operator_it_configures_rolls_out(cluster: Cluster
         MLCANARY_TICK_SECONDS="0.3",
     )
     cluster.set_metrics({"2.0.0": GOOD})
-    operator = OperatorProcess(cluster.kubeconfig, tmp_path, env=env, args=("-m", "mlcanary.cli", *args))
+    account = f"{NAMESPACE}/{deployment['spec']['template']['spec']['serviceAccountName']}"
+    kubeconfig = service_account_kubeconfig(cluster.emu, account, tmp_path / "chart-operator.kubeconfig")
+    operator = OperatorProcess(kubeconfig, tmp_path, env=env, args=("-m", "mlcanary.cli", *args))
     operator.start()
     try:
 

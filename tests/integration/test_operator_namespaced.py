@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from .chart_rbac import RbacCluster
 from .harness import Cluster, OperatorProcess, model_deployment
 
 pytestmark = pytest.mark.integration
@@ -16,8 +17,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def namespaced_operator(cluster: Cluster, tmp_path: Path) -> Iterator[OperatorProcess]:
+    assert isinstance(cluster, RbacCluster)
     process = OperatorProcess(
-        cluster.kubeconfig,
+        cluster.operator_kubeconfig(watch_namespaces=["ml"]),  # the chart's Roles-only RBAC
         tmp_path,
         env={"MLCANARY_METRICS_SOURCE": f"file:{cluster.metrics_file}"},
         args=("-m", "mlcanary.cli", "run", "--tick-seconds", "0.3", "--metrics-port", "0", "-n", "ml"),

@@ -61,10 +61,13 @@ app.kubernetes.io/part-of: mlcanary
 {{- end }}
 
 {{/*
-What the operator does in each watched namespace. Listed verb by verb: no "*" anywhere.
-Kopf lists/watches/patches ModelDeployments (finalizer, bookkeeping annotations); the operator writes
-their status, owns the serving Deployments and Services and the router objects, posts Events and reads
-(get only) the Secrets a ModelDeployment names for Prometheus credentials.
+What the operator does in each watched namespace. Listed verb by verb: no "*" anywhere, and no verb
+the operator does not use (tests/integration/test_chart_rbac.py runs it under exactly these rules and
+compares what it used). Kopf lists/watches/patches ModelDeployments (finalizer, bookkeeping
+annotations); the operator patches their status, owns the serving Deployments and Services and the
+router objects (read from informers, written by create/patch/delete; get only to re-read an object a
+create found existing), creates core Events and reads (get only) the Secrets a ModelDeployment names
+for Prometheus credentials. Nothing is ever written with update (PUT).
 */}}
 {{- define "mlcanary.namespacedRules" -}}
 - apiGroups: ["mlcanary.io"]
@@ -72,17 +75,14 @@ their status, owns the serving Deployments and Services and the router objects, 
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["mlcanary.io"]
   resources: ["modeldeployments/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
-  resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create"]
 {{- if .Values.rbac.readSecrets }}
@@ -93,11 +93,11 @@ their status, owns the serving Deployments and Services and the router objects, 
 {{- if .Values.rbac.routers.gatewayAPI }}
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 {{- end }}
 {{- if .Values.rbac.routers.istio }}
 - apiGroups: ["networking.istio.io"]
   resources: ["virtualservices"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 {{- end }}
 {{- end }}
