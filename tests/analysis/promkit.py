@@ -3,7 +3,8 @@
 History samples are computed from per-second rates sampled every ``step`` seconds, so ``increase()``
 over an aligned window is exactly ``rate * window`` and every expected value can be written down.
 Prometheus is started on 127.0.0.1 with an ephemeral port (never a fixed one) and stopped by the
-fixture that started it.
+fixture that started it, always with query limits (:data:`QUERY_LIMITS`): without them one
+subquery at a 1 ms resolution grew a test Prometheus past 20 GiB on a shared machine.
 """
 
 from __future__ import annotations
@@ -125,6 +126,17 @@ class History:
         return "\n".join(lines) + "\n"
 
 
+QUERY_LIMITS: tuple[str, ...] = (
+    # Samples one query may hold in memory (Prometheus's default is 50,000,000, ~1.2 GiB measured here
+    # for one query); the test histories need a few thousand.
+    "--query.max-samples=1000000",
+    # Longest evaluation (default 2m); the operator's own timeouts in the tests are a few seconds.
+    "--query.timeout=20s",
+    # Queries evaluated at once (default 20); the machine has 2 cores.
+    "--query.max-concurrency=4",
+)
+
+
 def prometheus_binaries() -> tuple[str, str] | None:
     prometheus, promtool = shutil.which("prometheus"), shutil.which("promtool")
     return (prometheus, promtool) if prometheus and promtool else None
@@ -171,9 +183,13 @@ class RunningPrometheus:
 
 @contextmanager
 def run_prometheus(
-    work_dir: Path, data_dir: Path, config: str = "global: {}\n", extra_args: tuple[str, ...] = ()
+    work_dir: Path,
+    data_dir: Path,
+    config: str = "global: {}\n",
+    extra_args: tuple[str, ...] = (),
+    query_limits: tuple[str, ...] = QUERY_LIMITS,
 ) -> Iterator[RunningPrometheus]:
-    """Start Prometheus on 127.0.0.1:<free port> and stop it on exit."""
+    """Start Prometheus on 127.0.0.1:<free port> with ``query_limits`` and stop it on exit."""
     binaries = prometheus_binaries()
     assert binaries is not None
     config_file = work_dir / "prometheus.yml"
@@ -189,6 +205,7 @@ def run_prometheus(
                     f"--storage.tsdb.path={data_dir}",
                     f"--web.listen-address=127.0.0.1:{port}",
                     "--storage.tsdb.retention.time=100y",
+                    *query_limits,
                     *extra_args,
                 ],
                 stdout=log_handle,

@@ -184,7 +184,15 @@ def test_hung_prometheus_errors_within_the_timeout_without_stalling_others(
 
 
 @pytest.mark.parametrize(
-    ("status", "text"), [(503, "kept answering with a server error"), (500, "HTTP Status Code 500")]
+    ("status", "text"),
+    [
+        (
+            502,
+            "kept answering with a proxy error",
+        ),  # retried once: a proxy in front of a restarting Prometheus
+        (503, "HTTP Status Code 503"),  # never retried: Prometheus answers 503 when it cancelled a query
+        (500, "HTTP Status Code 500"),
+    ],
 )
 def test_server_errors_are_errors(status: int, text: str) -> None:
     with Proxy(None, status=status) as proxy:

@@ -6,6 +6,12 @@ only, never the other ModelDeployments' queries), classifies each answer, and le
 :func:`mlcanary.analysis.judge.evaluate` decide. It never raises for a backend problem: every failure
 is a Measurement with verdict Error.
 
+Load on a shared Prometheus is bounded twice. Each query carries Prometheus's own ``timeout``
+parameter, a little shorter than the operator's bound, so Prometheus cancels the evaluation and
+says so instead of computing on for a client that gave up. And a metric's queries are never started
+while that metric's previous queries (same namespace, ModelDeployment and metric) are still running
+in their threads, whatever the rounds' timing: the round gets an Error measurement instead.
+
 Credentials (bearer token, basic-auth password) are sent as headers and are never logged, put in a
 message, or written to status: every message is scrubbed of them before it leaves this module.
 """
@@ -20,7 +26,7 @@ import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -44,6 +50,54 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
 POOL_WORKERS = 8
+
+
+def prometheus_timeout(timeout_seconds: float) -> float:
+    """The evaluation timeout sent to Prometheus: shorter than the operator's own bound by a quarter
+    of it (at most one second), so Prometheus's answer ("query timed out") arrives before the
+    operator gives up, and the query is over on both sides."""
+    return max(timeout_seconds - min(1.0, timeout_seconds / 4), 0.001)
+
+
+InFlightKey = tuple[str, str, str]  # namespace, ModelDeployment, metric
+
+
+class InFlight:
+    """Queries still running, per (namespace, ModelDeployment, metric), across provider instances.
+
+    A query counts from its submission until its thread returns, not until a round stopped waiting
+    for it: a query abandoned at the operator's timeout may still be running on Prometheus, and
+    starting the next round's copy beside it is how a struggling Prometheus gets buried."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[InFlightKey, tuple[int, float]] = {}
+
+    def start(self, key: InFlightKey, queries: int) -> float | None:
+        """Count ``queries`` new queries for ``key`` and return None; or, while earlier ones are
+        still running, count nothing and return how many seconds ago they started."""
+        with self._lock:
+            running = self._running.get(key)
+            if running is not None:
+                return time.monotonic() - running[1]
+            if queries > 0:
+                self._running[key] = (queries, time.monotonic())
+            return None
+
+    def finish(self, key: InFlightKey) -> None:
+        with self._lock:
+            count, started = self._running[key]
+            if count <= 1:
+                del self._running[key]
+            else:
+                self._running[key] = (count - 1, started)
+
+    def running(self, key: InFlightKey) -> int:
+        with self._lock:
+            return self._running.get(key, (0, 0.0))[0]
+
+
+IN_FLIGHT = InFlight()
 
 
 @dataclass(frozen=True)
@@ -93,9 +147,10 @@ class PrometheusProvider:
 
     ``address``: base URL. ``auth``: credentials, or ``auth_loader``: an async callable that returns
     them at first use (the operator reads the Secret then; a failure becomes an Error measurement).
-    ``timeout_seconds``: per query, both as the HTTP timeout and as Prometheus's own evaluation
-    ``timeout``. ``verify_tls=False`` only when ``insecureSkipVerify`` says so. ``namespace_label``:
-    scope every query to the ModelDeployment's namespace by this label (off by default, see
+    ``timeout_seconds``: per query, the operator's bound (the HTTP client waits one second more), and
+    :func:`prometheus_timeout` of it is sent as Prometheus's own evaluation ``timeout``.
+    ``verify_tls=False`` only when ``insecureSkipVerify`` says so. ``namespace_label``: scope every
+    query to the ModelDeployment's namespace by this label (off by default, see
     :mod:`mlcanary.analysis.queries`). ``custom_queries`` and ``limits``: the operator's policy and
     bounds for custom queries. ``at``: evaluate every query at this time instead of Prometheus's
     "now" (tests and ``mlcanary analyze --at``).
@@ -165,7 +220,32 @@ class PrometheusProvider:
             message = self._scrub(f"cannot load Prometheus credentials: {type(error).__name__}: {error}")
             results = [judge.QueryResult(spec=spec, error=message) for spec in specs]
             return MetricResult(judge.evaluate(metric, results, now), results)
-        results = list(await asyncio.gather(*(self._query(client, spec) for spec in specs)))
+        key = (context.namespace, context.name, metric.name)
+        running_for = IN_FLIGHT.start(key, len(specs))
+        if running_for is not None:
+            message = (
+                f"the previous round's queries for this metric are still running on {self.address} "
+                f"(for {running_for:.0f}s): not starting more until they end (Prometheus is slow, or "
+                "the query is expensive)"
+            )
+            return MetricResult(judge.evaluate(metric, [], now, problems=[message]), [])
+        # Submit every query before the first await, each releasing its place in IN_FLIGHT when its
+        # thread ends (or when it is cancelled before starting), so no cancellation can leak one.
+        futures: list[Future[Any]] = []
+        try:
+            for spec in specs:
+                future = _pool(self.address).submit(_run_query, client, spec.promql, self._params())
+                futures.append(future)
+                future.add_done_callback(lambda _: IN_FLIGHT.finish(key))
+        finally:
+            for _ in range(len(specs) - len(futures)):
+                IN_FLIGHT.finish(key)
+        started = time.monotonic()
+        results = list(
+            await asyncio.gather(
+                *(self._answer(spec, f, started) for spec, f in zip(specs, futures, strict=True))
+            )
+        )
         return MetricResult(judge.evaluate(metric, results, now), results)
 
     # -- I/O
@@ -197,27 +277,27 @@ class PrometheusProvider:
             headers=headers or None,
             disable_ssl=not self.verify_tls,
             auth=basic,
-            # The asyncio bound in _query is the authoritative timeout; the HTTP client's own is a
+            # The asyncio bound in _answer is the authoritative timeout; the HTTP client's own is a
             # little longer so the two never race (a read timeout inside urllib3's retry surfaces as
             # a ConnectionError and would read as "cannot connect").
             timeout=self.timeout_seconds + 1,
-            # One quick retry of a refused connection or a 502/503/504 (Prometheus restarting); never
-            # of a read timeout, which would double the wait.
-            retry=Retry(
-                total=1, connect=1, read=0, status=1, backoff_factor=0, status_forcelist=(502, 503, 504)
-            ),
+            # One quick retry of a refused connection or a 502/504 from a proxy (Prometheus
+            # restarting); never of a read timeout, which would double the wait, nor of a 503:
+            # Prometheus answers 503 when it cancelled a query at its timeout, and an immediate retry
+            # would run the expensive query again.
+            retry=Retry(total=1, connect=1, read=0, status=1, backoff_factor=0, status_forcelist=(502, 504)),
         )
 
-    async def _query(self, client: PrometheusConnect, spec: q.QuerySpec) -> judge.QueryResult:
-        # Prometheus's own evaluation timeout, in (float) seconds: it abandons the query too.
-        params: dict[str, str] = {"timeout": f"{max(self.timeout_seconds, 0.001):g}"}
+    def _params(self) -> dict[str, str]:
+        # Prometheus's own evaluation timeout, in (float) seconds: it cancels the query itself.
+        params = {"timeout": f"{prometheus_timeout(self.timeout_seconds):g}"}
         if self.at is not None:
             params["time"] = f"{self.at.timestamp():.3f}"
-        started = time.monotonic()
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(_pool(self.address), _run_query, client, spec.promql, params)
+        return params
+
+    async def _answer(self, spec: q.QuerySpec, future: Future[Any], started: float) -> judge.QueryResult:
         try:
-            raw = await asyncio.wait_for(future, self.timeout_seconds)
+            raw = await asyncio.wait_for(asyncio.wrap_future(future), self.timeout_seconds)
         except TimeoutError:
             return judge.QueryResult(
                 spec=spec,
@@ -264,7 +344,7 @@ def _describe_error(error: BaseException, address: str) -> str:
         except (ValueError, SyntaxError, TypeError, AttributeError):
             return text
     if isinstance(error, requests.exceptions.RetryError):
-        return f"{address} kept answering with a server error (502/503/504)"
+        return f"{address} kept answering with a proxy error (502/504)"
     if isinstance(error, requests.exceptions.Timeout):
         return f"{address} did not answer in time"
     if isinstance(error, requests.exceptions.SSLError):
