@@ -8,7 +8,6 @@ and no handler returns a value (Kopf would write it into status).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -60,18 +59,20 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         settings.scanning.disabled = True
     metrics = OperatorMetrics()
     client = ApiClient(load_connection(), on_request=metrics.count_request)
-    cache = ChildCache(client, SETTINGS.namespaces)
-    cache.start()
-    # A tick must see every child that exists: a restarted operator that missed one would act on a
-    # partial picture. Resources the server does not serve count as synced (and empty).
-    if not await cache.wait_synced(CACHE_SYNC_SECONDS):
-        raise kopf.PermanentError("the caches of the operator's children did not fill in time")
+    cache: ChildCache | None = None
+    if SETTINGS.child_cache:
+        cache = ChildCache(client, SETTINGS.namespaces)
+        cache.start()
+        # A tick must see every child that exists: a restarted operator that missed one would act on
+        # a partial picture. Resources the server does not serve count as synced (and empty).
+        if not await cache.wait_synced(CACHE_SYNC_SECONDS):
+            raise kopf.PermanentError("the caches of the operator's children did not fill in time")
     kube = Kube(client, cache)
     context = OperatorContext(
         kube=kube, settings=SETTINGS, provider_factory=make_provider_factory(SETTINGS, kube), metrics=metrics
     )
     runner = Runner(context)
-    for informer in cache.informers.values():
+    for informer in cache.informers.values() if cache is not None else ():
         informer.listeners.append(runner.notify_child)
     memo["mlcanary"] = runner
     memo["mlcanary_client"] = client
@@ -85,9 +86,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
-    with contextlib.suppress(KeyError):
-        await memo["mlcanary_cache"].stop()
-        await memo["mlcanary_client"].close()
+    cache = memo.get("mlcanary_cache")
+    if cache is not None:
+        await cache.stop()
+    client = memo.get("mlcanary_client")
+    if client is not None:
+        await client.close()
 
 
 @kopf.daemon(API_GROUP, API_VERSION, PLURAL, cancellation_timeout=10.0)

@@ -14,6 +14,9 @@ it on every tick. Two refinements make the comparison complete for what matters:
   ``paused: false`` ...) so a hand edit of any of them is seen.
 * ``exact_maps``: mappings the operator owns whole, where an extra key changes behaviour: a Service's
   ``selector`` (one more key selects nothing, or something else).
+* ``managed_item_keys``: in lists of route rules, the keys that change what a rule does (filters,
+  mirrors, redirects, fault injection ...): one of them added by hand to a rule is drift, while other
+  keys a newer CRD might default there are tolerated.
 
 A repair is a JSON merge patch that sets every owned value and removes only what the operator owns
 (extra keys of exact maps, managed fields it does not set): server-filled fields such as a Service's
@@ -31,6 +34,7 @@ from typing import Any
 class OwnedFields:
     managed_spec: frozenset[str] = frozenset()
     exact_maps: tuple[tuple[str, ...], ...] = ()
+    managed_item_keys: tuple[tuple[tuple[str, ...], frozenset[str]], ...] = ()
 
 
 DEPLOYMENT = OwnedFields(
@@ -65,8 +69,45 @@ SERVICE = OwnedFields(
     ),
     exact_maps=(("spec", "selector"),),
 )
-HTTPROUTE = OwnedFields(managed_spec=frozenset({"parentRefs", "hostnames", "rules"}))
-VIRTUALSERVICE = OwnedFields(managed_spec=frozenset({"hosts", "gateways", "http", "tcp", "tls", "exportTo"}))
+HTTPROUTE = OwnedFields(
+    managed_spec=frozenset({"parentRefs", "hostnames", "rules"}),
+    managed_item_keys=(
+        (
+            ("spec", "rules"),
+            frozenset(
+                {"name", "matches", "filters", "backendRefs", "timeouts", "retry", "sessionPersistence"}
+            ),
+        ),
+    ),
+)
+VIRTUALSERVICE = OwnedFields(
+    managed_spec=frozenset({"hosts", "gateways", "http", "tcp", "tls", "exportTo"}),
+    managed_item_keys=(
+        (
+            ("spec", "http"),
+            frozenset(
+                {
+                    "name",
+                    "match",
+                    "route",
+                    "redirect",
+                    "directResponse",
+                    "delegate",
+                    "rewrite",
+                    "timeout",
+                    "retries",
+                    "fault",
+                    "mirror",
+                    "mirrors",
+                    "mirrorPercentage",
+                    "mirrorPercent",
+                    "corsPolicy",
+                    "headers",
+                }
+            ),
+        ),
+    ),
+)
 
 BY_KIND: dict[str, OwnedFields] = {
     "Deployment": DEPLOYMENT,
@@ -164,6 +205,15 @@ def drift(
         extra = sorted(set(got_map) - set(want_map))
         if extra:
             return f"{'.'.join(path)}.{extra[0]}: {_show(got_map[extra[0]])}, not set by the operator"
+    for path, keys in owned.managed_item_keys:
+        want_items, got_items = _at(desired, path) or [], _at(live, path) or []
+        for index, (want_item, got_item) in enumerate(zip(want_items, got_items, strict=False)):
+            if isinstance(want_item, Mapping) and isinstance(got_item, Mapping):
+                extra = sorted((set(got_item) - set(want_item)) & keys)
+                if extra:
+                    return (
+                        f"{'.'.join(path)}[{index}].{extra[0]}: set on the live object, not by the operator"
+                    )
     return first_difference(want, got, "spec")
 
 

@@ -221,7 +221,7 @@ def check_query_templates(spec: ModelDeploymentSpec, settings: Settings | None =
             raise InvalidQueryError(f"spec.analysis.metrics[{index}].query: {error}") from None
 
 
-def read_spec(obj: dict[str, Any]) -> tuple[ModelDeploymentSpec | None, str | None]:
+def read_spec(obj: dict[str, Any], settings: Settings) -> tuple[ModelDeploymentSpec | None, str | None]:
     """The object's spec, or why it cannot be acted on (the message names the field)."""
     problem = object_name_problem(str(obj["metadata"]["name"]))
     if problem is not None:
@@ -229,7 +229,7 @@ def read_spec(obj: dict[str, Any]) -> tuple[ModelDeploymentSpec | None, str | No
     try:
         spec = ModelDeploymentSpec.model_validate(obj.get("spec") or {})
         get_router(spec.traffic.router_kind)
-        check_query_templates(spec)
+        check_query_templates(spec, settings)
     except ValidationError as error:
         return None, format_validation_error(error)
     except (UnknownRouterError, InvalidQueryError) as error:
@@ -328,7 +328,7 @@ async def _tick(obj: dict[str, Any], ctx: OperatorContext) -> TickResult:
     status = parse_status(old_raw, name, namespace)
     owner = resources.Owner(name=name, namespace=namespace, uid=uid)
 
-    spec, invalid = read_spec(obj)
+    spec, invalid = read_spec(obj, ctx.settings)
     if spec is None:
         assert invalid is not None
         if not _was_invalid_with(status, invalid):
@@ -437,6 +437,11 @@ async def _write_status(
     ctx.last_written[str(meta.get("uid"))] = written
 
 
+class ApplyError(Exception):
+    """Some of a tick's writes failed. Every one was still attempted: a Service that cannot be
+    written must not keep traffic from moving back to stable."""
+
+
 async def _apply(
     ctx: OperatorContext,
     obj: dict[str, Any],
@@ -450,29 +455,45 @@ async def _apply(
         (a.revision.revision for a in actions if isinstance(a, EnsureRevision) and a.role == "stable"), None
     )
     results: list[EnsureResult] = []
-    results.append(await kube.ensure(resources.entry_service(owner, spec, stable), owner))
+    failures: list[str] = []
+
+    async def attempt(what: str, write: Coroutine[Any, Any, Any]) -> None:
+        try:
+            outcome = await write
+        except Exception as error:  # attempt the other writes, then fail the tick
+            failures.append(f"{what}: {error}")
+            logger.warning("%s/%s: %s failed: %s", owner.namespace, owner.name, what, error)
+            return
+        if isinstance(outcome, EnsureResult):
+            results.append(outcome)
+        elif isinstance(outcome, list):
+            results.extend(r for r in outcome if isinstance(r, EnsureResult))
+
+    await attempt("entry Service", kube.ensure(resources.entry_service(owner, spec, stable), owner))
     for action in actions:
         match action:
             case EnsureRevision(revision=revision, role=role, replicas=replicas):
                 deployment = resources.deployment(
                     owner, spec, revision, role, replicas, image_pull_policy=ctx.settings.image_pull_policy
                 )
-                results.append(await kube.ensure(deployment, owner))
-                results.append(
-                    await kube.ensure(resources.revision_service(owner, spec, revision, role), owner)
-                )
+                await attempt(f"Deployment {revision.revision}", kube.ensure(deployment, owner))
+                service = resources.revision_service(owner, spec, revision, role)
+                await attempt(f"Service {revision.revision}", kube.ensure(service, owner))
             case SetTraffic():
                 router = get_router(spec.traffic.router_kind)
-                results.extend(await router.apply(kube, route_ctx, safe_target(action, route_ctx.revisions)))
+                target = safe_target(action, route_ctx.revisions)
+                await attempt("traffic", router.apply(kube, route_ctx, target))
             case RemoveRevision(revision=revision):
-                await kube.delete(DEPLOYMENTS, owner.namespace, revision)
-                await kube.delete(SERVICES, owner.namespace, revision)
+                await attempt(f"Deployment {revision}", kube.delete(DEPLOYMENTS, owner.namespace, revision))
+                await attempt(f"Service {revision}", kube.delete(SERVICES, owner.namespace, revision))
             case RemoveRouterObjects(kind=kind):
-                await get_router(kind).remove(kube, owner)
+                await attempt(f"{kind} objects", get_router(kind).remove(kube, owner))
             case EmitEvent(type=type_, reason=reason, message=message):
                 await kube.post_event(obj, type_, reason, message)
                 logger.info("%s/%s: %s: %s", owner.namespace, owner.name, reason, message)
     await _report_writes(ctx, obj, results)
+    if failures:
+        raise ApplyError("; ".join(failures))
 
 
 async def _report_writes(ctx: OperatorContext, obj: dict[str, Any], results: list[EnsureResult]) -> None:
@@ -514,7 +535,7 @@ async def report_failure(obj: dict[str, Any], ctx: OperatorContext, error: BaseE
         status = parse_status(old_raw, name, namespace)
         new_status = engine.tick_failed(status, text, int(meta.get("generation") or 1), now)
         actions: list[engine.Action] = []
-        spec, _ = read_spec(obj)
+        spec, _ = read_spec(obj, ctx.settings)
         spec = spec or accepted_spec(status)
         abort = (meta.get("annotations") or {}).get(engine.ANNOTATION_PREFIX + engine.ABORT)
         if spec is not None and abort is not None and status.handled_requests.get(engine.ABORT) != abort:

@@ -5,6 +5,7 @@
 | MLCANARY_PROMETHEUS_URL | http://prometheus-operated.monitoring:9090 | default Prometheus for analysis |
 | MLCANARY_METRICS_SOURCE | prometheus | `prometheus`, or `file:/path.json` (tests/dev stand-in) |
 | MLCANARY_TICK_SECONDS | 10 | how often a ModelDeployment with a rollout in flight is reconciled (and the retry interval after a failed tick) |
+| MLCANARY_CHILD_CACHE | true | read children (Deployments, Services, routes) from watch-fed caches; `false` reads them with a request per tick (diagnostics, and the benchmark's naive baseline) |
 | MLCANARY_IDLE_SECONDS | 300 | how often a settled ModelDeployment is reconciled when nothing changes (changes to it or its children wake it at once) |
 | MLCANARY_QUERY_TIMEOUT_SECONDS | 10 | timeout of one analysis query |
 | MLCANARY_PROMETHEUS_NAMESPACE_LABEL | (none) | scope every analysis query, built-in and custom, to the ModelDeployment's namespace by this label (e.g. `namespace`, which PodMonitors add): the matcher is injected into every selector |
@@ -35,6 +36,7 @@ class Settings:
     metrics_source: str = "prometheus"
     tick_seconds: float = 10.0
     idle_seconds: float = 300.0
+    child_cache: bool = True
     query_timeout_seconds: float = 10.0
     prometheus_namespace_label: str | None = None
     custom_queries: CustomQueryMode = "scoped"
@@ -76,6 +78,7 @@ class Settings:
             metrics_source=get("METRICS_SOURCE", defaults.metrics_source),
             tick_seconds=float(get("TICK_SECONDS", str(defaults.tick_seconds))),
             idle_seconds=float(get("IDLE_SECONDS", str(defaults.idle_seconds))),
+            child_cache=get("CHILD_CACHE", "true").lower() not in ("false", "0", "no", "off"),
             query_timeout_seconds=float(get("QUERY_TIMEOUT_SECONDS", str(defaults.query_timeout_seconds))),
             prometheus_namespace_label=label,
             custom_queries=custom_queries,

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from mlcanary.models import ModelDeploymentSpec
 from mlcanary.reconcile import format_validation_error, merge_diff, observe_revisions
+from mlcanary.settings import Settings
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=5),
@@ -54,7 +55,7 @@ def test_merge_diff_is_empty_when_nothing_changed() -> None:
 def test_validation_error_names_the_field() -> None:
     with pytest.raises(ValidationError) as caught:
         ModelDeploymentSpec.model_validate(
-            {"model": {"name": "m", "version": "1", "uri": "file:///m"}, "rollout": {"steps": [50, 20]}}
+            {"model": {"name": "m", "version": "1.0.0", "uri": "file:///m"}, "rollout": {"steps": [50, 20]}}
         )
     text = format_validation_error(caught.value)
     assert text.startswith("spec.rollout.steps: ")
@@ -65,7 +66,7 @@ def test_validation_error_names_list_items() -> None:
     with pytest.raises(ValidationError) as caught:
         ModelDeploymentSpec.model_validate(
             {
-                "model": {"name": "m", "version": "1", "uri": "file:///m"},
+                "model": {"name": "m", "version": "1.0.0", "uri": "file:///m"},
                 "analysis": {
                     "metrics": [
                         {"name": "a", "builtin": "errorRate", "max": 1},
@@ -108,7 +109,7 @@ def test_a_custom_query_that_cannot_render_is_refused_naming_its_field() -> None
 
     spec = ModelDeploymentSpec.model_validate(
         {
-            "model": {"name": "m", "version": "1", "uri": "file:///m"},
+            "model": {"name": "m", "version": "1.0.0", "uri": "file:///m"},
             "analysis": {
                 "metrics": [
                     {"name": "ok", "query": 'sum(x{v="{{version}}"})', "max": 1},
@@ -118,5 +119,52 @@ def test_a_custom_query_that_cannot_render_is_refused_naming_its_field() -> None
         }
     )
     with pytest.raises(InvalidQueryError) as caught:
-        check_query_templates(spec)
+        check_query_templates(spec, Settings(prometheus_namespace_label="namespace"))
     assert str(caught.value).startswith("spec.analysis.metrics[1].query: ")
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        (
+            {"model": {"name": "m", "version": "V2", "uri": "file:///m"}},
+            "spec.model.version: 'V2' is not a semantic version such as 2.1.0 (what model bundles carry)",
+        ),
+        (
+            {
+                "model": {"name": "m", "version": "1.0.0", "uri": "file:///m"},
+                "rollout": {"stepDuration": "99999999999h"},
+            },
+            "spec.rollout.stepDuration: '99999999999h' is not a duration such as 30s, 5m or 1h30m",
+        ),
+        (
+            {
+                "model": {"name": "m", "version": "1.0.0", "uri": "file:///m"},
+                "rollout": {"stepDuration": "200h"},
+            },
+            "spec.rollout.stepDuration: 200h is outside 0s-168h",
+        ),
+        (
+            {"model": {"name": "m", "version": "1.0.0", "uri": "file:///m"}, "rollout": {"steps": [5, 50]}},
+            "spec.rollout.steps[0]: 5% cannot be served by the replicas router with serving.replicas 1",
+        ),
+    ],
+)
+def test_validation_errors_read_like_instructions(spec: dict, expected: str) -> None:
+    """Pattern and model-level errors name the field and say what a valid value looks like (the
+    message a user sees in SpecValid), never a regular expression."""
+    with pytest.raises(ValidationError) as caught:
+        ModelDeploymentSpec.model_validate(spec)
+    assert format_validation_error(caught.value).startswith(expected)
+
+
+@pytest.mark.parametrize("name", ["fraud.v2", "f" * 64, "1fraud"])
+def test_read_spec_refuses_names_that_make_invalid_children(name: str) -> None:
+    from mlcanary.reconcile import read_spec
+
+    obj = {
+        "metadata": {"name": name},
+        "spec": {"model": {"name": "m", "version": "1.0.0", "uri": "file:///m"}},
+    }
+    spec, problem = read_spec(obj, Settings())
+    assert spec is None and problem is not None and problem.startswith("metadata.name: ")
