@@ -10,9 +10,11 @@ watch expires).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,12 @@ class ApiError(Exception):
 
 def server_from_kubeconfig(path: str | Path) -> tuple[str, str | None]:
     """(server URL, bearer token or None) of the current context of a kubeconfig file."""
+    server, token, _ = connection_from_kubeconfig(path)
+    return server, token
+
+
+def connection_from_kubeconfig(path: str | Path) -> tuple[str, str | None, str | None]:
+    """(server URL, bearer token or None, base64 CA data or None) of the current context."""
     config = yaml.safe_load(Path(path).read_text())
     current = config.get("current-context")
     contexts = {c["name"]: c["context"] for c in config.get("contexts") or []}
@@ -42,7 +50,7 @@ def server_from_kubeconfig(path: str | Path) -> tuple[str, str | None]:
     users = {u["name"]: u.get("user") or {} for u in config.get("users") or []}
     cluster = clusters.get(context.get("cluster")) or next(iter(clusters.values()))
     user = users.get(context.get("user"), {})
-    return str(cluster["server"]).rstrip("/"), user.get("token")
+    return str(cluster["server"]).rstrip("/"), user.get("token"), cluster.get("certificate-authority-data")
 
 
 def collection_path(api_version: str, plural: str, namespace: str | None = None) -> str:
@@ -64,24 +72,27 @@ HTTPROUTES = ("gateway.networking.k8s.io/v1", "httproutes")
 class KubeApi:
     """Async REST calls against one API server. Use as an async context manager (owns a session)."""
 
-    def __init__(self, server: str, token: str | None = None) -> None:
+    def __init__(self, server: str, token: str | None = None, ca_data: str | None = None) -> None:
         self.server = server.rstrip("/")
         self.headers = {"Accept": "application/json"}
         if token:
             self.headers["Authorization"] = f"Bearer {token}"
+        # An https server is verified against the kubeconfig's CA (the emulator makes its own).
+        self.ssl: ssl.SSLContext | bool = (
+            ssl.create_default_context(cadata=base64.b64decode(ca_data).decode()) if ca_data else True
+        )
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
     def from_kubeconfig(cls, path: str | Path) -> KubeApi:
-        server, token = server_from_kubeconfig(path)
-        return cls(server, token)
+        return cls(*connection_from_kubeconfig(path))
 
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 headers=self.headers,
-                connector=aiohttp.TCPConnector(limit=32),
+                connector=aiohttp.TCPConnector(limit=32, ssl=self.ssl),
                 timeout=aiohttp.ClientTimeout(total=None, connect=5, sock_read=None),
             )
         return self._session

@@ -40,6 +40,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from mlcanary_local.kubeapi import KubeApi
 from mlcanary_local.process import (
     LOCALHOST,
@@ -71,6 +73,11 @@ class StackConfig:
     query_timeout_seconds: float = 3.0  # operator: one analysis query (MLCANARY_QUERY_TIMEOUT_SECONDS)
     operator: bool = True  # start the operator (off: run your own against the kubeconfig)
     operator_verbose: bool = False
+    # RBAC objects (e.g. the Helm chart's rendered ServiceAccount, roles and bindings) to run the
+    # operator under: the stack applies them and gives the operator a token of this ServiceAccount
+    # ("namespace/name"). Unset: the operator runs as the emulator's admin.
+    operator_rbac: tuple[dict[str, Any], ...] = ()
+    operator_service_account: str | None = None
 
 
 @dataclass
@@ -108,7 +115,10 @@ class LocalStack:
     def __init__(self, work_dir: Path | None = None, config: StackConfig | None = None) -> None:
         self.work_dir = (work_dir or default_work_dir()).resolve()
         self.config = config or StackConfig()
-        self.kubeconfig = self.work_dir / "kubeconfig"
+        self.kubeconfig = self.work_dir / "kubeconfig"  # the admin's
+        self.operator_kubeconfig = (
+            self.work_dir / "operator.kubeconfig" if self.config.operator_service_account else self.kubeconfig
+        )
         self.logs = self.work_dir / "logs"
         self.api_port = free_port()
         self.gateway_port = free_port()
@@ -127,7 +137,7 @@ class LocalStack:
 
     @property
     def api_url(self) -> str:
-        return f"http://{LOCALHOST}:{self.api_port}"
+        return f"https://{LOCALHOST}:{self.api_port}"
 
     @property
     def gateway_url(self) -> str:
@@ -178,6 +188,7 @@ class LocalStack:
                 "--no-deployment-controller",
                 "--bookmark-interval",
                 "5",
+                "--tls",
             ],
             self.logs / "emulator.log",
             env=_python_env(),
@@ -236,7 +247,7 @@ class LocalStack:
     def operator_env(self) -> dict[str, str]:
         """The operator's configuration: environment variables only (as the Helm chart sets them)."""
         return {
-            "KUBECONFIG": str(self.kubeconfig),
+            "KUBECONFIG": str(self.operator_kubeconfig),
             "MLCANARY_TICK_SECONDS": str(self.config.tick_seconds),
             "MLCANARY_METRICS_SOURCE": "prometheus",
             "MLCANARY_PROMETHEUS_URL": self.prometheus_url,
@@ -253,6 +264,8 @@ class LocalStack:
         try:
             self.start_component("emulator")
             self._install_crds()
+            if self.config.operator_service_account:
+                self._install_operator_rbac()
             self.prometheus.start()
             # The operator scrape job needs the Prometheus port in the operator's env: known now.
             if "operator" in self.components:
@@ -342,7 +355,7 @@ class LocalStack:
         from mlcanary.crd import build_crd
 
         async def install() -> None:
-            async with KubeApi(self.api_url) as api:
+            async with KubeApi.from_kubeconfig(self.kubeconfig) as api:
                 await api.wait_ready()
                 await api.apply(build_crd())
                 for crd in extra_crds():
@@ -354,6 +367,26 @@ class LocalStack:
                     await asyncio.sleep(0.05)
 
         asyncio.run(install())
+
+    def _install_operator_rbac(self) -> None:
+        """Apply the operator's RBAC and write its kubeconfig with a token of its ServiceAccount."""
+        namespace, _, name = str(self.config.operator_service_account).partition("/")
+
+        async def install() -> str:
+            async with KubeApi.from_kubeconfig(self.kubeconfig) as api:
+                await api.ensure_namespace(namespace)
+                for manifest in self.config.operator_rbac:
+                    await api.apply(manifest)
+                request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}}
+                path = f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token"
+                answer = await api.create(path, request)
+                return str(answer["status"]["token"])
+
+        token = asyncio.run(install())
+        config = yaml.safe_load(self.kubeconfig.read_text())
+        for user in config["users"]:
+            user["user"] = {"token": token}
+        self.operator_kubeconfig.write_text(yaml.safe_dump(config, sort_keys=False))
 
     # ------------------------------------------------------------------------------ helpers
 

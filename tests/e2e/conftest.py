@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from integration.chart_rbac import chart_rbac
 from mlcanary_local.demo.story import Bundle, Timing, build_bundles, manifest
 from mlcanary_local.kubeapi import DEPLOYMENTS, MODEL_DEPLOYMENTS, KubeApi, collection_path
 from mlcanary_local.loadgen import Record, read_records
@@ -58,7 +59,15 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Bundle]:
 
 @pytest.fixture(scope="session")
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    config = StackConfig(tick_seconds=TIMING.tick_seconds, probe_period=0.3, drain_seconds=0.5)
+    # The operator runs as the chart's ServiceAccount under exactly the chart's (cluster-wide) RBAC.
+    rbac, account = chart_rbac("e2e")
+    config = StackConfig(
+        tick_seconds=TIMING.tick_seconds,
+        probe_period=0.3,
+        drain_seconds=0.5,
+        operator_rbac=tuple(rbac),
+        operator_service_account=account,
+    )
     stack = LocalStack(tmp_path_factory.mktemp("stack"), config)
     with stack:
         yield stack

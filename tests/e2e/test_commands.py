@@ -129,7 +129,8 @@ def test_local_up_status_down_leaves_nothing_behind(tmp_path: Path) -> None:
     try:
         started = alive(descendants(supervisor))
         assert len(started) >= 6, started  # emulator, Prometheus, kubelet, gateway, route-status, operator
-        for url in (state["api"], state["gateway"], state["prometheus"]):
+        assert state["api"].startswith("https://127.0.0.1:")  # kubectl sends its token over https only
+        for url in (state["gateway"], state["prometheus"]):
             assert url.startswith("http://127.0.0.1:")
         status = subprocess.run(
             [*MLCANARY, "local", "--work-dir", str(work), "status"],
