@@ -5,7 +5,8 @@ A CRD version's ``openAPIV3Schema`` is translated to JSON Schema (Draft 7) for :
 ``exclusiveMaximum`` are rewritten. Like a real API server, unknown fields are pruned silently (unless
 ``x-kubernetes-preserve-unknown-fields``), ``default`` values are filled in, and violations become
 ``Invalid`` causes whose ``field`` is the path (``spec.rollout.steps[1].weight``).
-CEL rules (``x-kubernetes-validations``) and ``format`` are not checked.
+CEL rules (``x-kubernetes-validations``) are compiled here once and run by :mod:`kube_emulator.cel`;
+``format`` is not checked.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import jsonschema
 
+from kube_emulator.cel import CelValidator
 from kube_emulator.errors import Cause
 from kube_emulator.patch import clone
 
@@ -91,6 +93,9 @@ class StructuralSchema:
             translated.pop("required", None)
         jsonschema.Draft7Validator.check_schema(translated)
         self._validator = jsonschema.Draft7Validator(translated)
+        self.cel = CelValidator(schema)
+        if self.cel.errors:
+            raise ValueError("CEL compilation failed: " + "; ".join(self.cel.errors))
 
     # ------------------------------------------------------------------------------- pruning
 

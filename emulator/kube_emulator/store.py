@@ -767,7 +767,10 @@ class Store:
                 and _spec_part(obj) == _spec_part(old)
             )
             if not unchanged:  # like validation ratcheting: content already accepted is not re-checked
-                causes.extend(info.schema.validate(obj, only="status" if subresource == "status" else None))
+                only = "status" if subresource == "status" else None
+                causes.extend(info.schema.validate(obj, only=only))
+                if not causes and info.schema.cel:
+                    causes.extend(info.schema.cel.validate(obj, old, only=only))
         if causes:
             raise errors.invalid(info.kind, info.group, name, causes)
         return warnings
