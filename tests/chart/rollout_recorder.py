@@ -141,11 +141,11 @@ def lifecycle() -> Iterator[tuple[str, dict[str, Any]]]:
 
     Labels: first deploy, rollout of 2.0 that passes (with a pause), rollout of 3.0 that fails and is
     rolled back, a roll forward to 3.1, a retry of a rejected version, and an invalid spec."""
-    cluster = Cluster(spec=base_spec("1.0"))
+    cluster = Cluster(spec=base_spec("1.0.0"))
     yield "new", cluster.object()
     for obj in run_until(cluster, "Healthy"):
         yield "first-deploy", obj
-    cluster.edit(set_version("2.0"))
+    cluster.edit(set_version("2.0.0"))
     yield "edited-not-observed", cluster.object()
     for obj in run_until(cluster, "Progressing"):
         yield "rollout", obj
@@ -157,15 +157,15 @@ def lifecycle() -> Iterator[tuple[str, dict[str, Any]]]:
     cluster.edit(set_paused(False))
     for obj in run_until(cluster, "Healthy"):
         yield "promotion", obj
-    cluster.edit(set_version("3.0"))
+    cluster.edit(set_version("3.0.0"))
     for obj in run_until(cluster, "RolledBack", verdict=Verdict.FAILED):
         yield "failing-rollout", obj
     yield "rolled-back", cluster.tick()
-    cluster.edit(set_version("3.1"))
+    cluster.edit(set_version("3.1.0"))
     yield "roll-forward-not-observed", cluster.object()
     for obj in run_until(cluster, "Healthy"):
         yield "roll-forward", obj
-    cluster.edit(set_version("3.0"))
+    cluster.edit(set_version("3.0.0"))
     for obj in run_until(cluster, "RolledBack"):
         yield "rejected-again", obj
     cluster.annotations["mlcanary.io/retry"] = "1"

@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 import yaml
 
-from mlcanary import kube, resources
+from mlcanary import kubeapi, resources
 from mlcanary.settings import Settings
 
 from .helpers import CHART, CI_VALUES, NAMESPACE, by_kind, helm, needs_helm, one, render
@@ -168,8 +168,8 @@ def test_every_resource_the_kube_facade_addresses_is_granted(
     objects = rendered["default-values"]
     rules = _rules(objects, "ClusterRole")
     for resource in (
-        kube.DEPLOYMENTS, kube.SERVICES, kube.SECRETS, kube.EVENTS,
-        kube.MODEL_DEPLOYMENTS, kube.HTTPROUTES, kube.VIRTUALSERVICES,
+        kubeapi.DEPLOYMENTS, kubeapi.SERVICES, kubeapi.SECRETS, kubeapi.EVENTS,
+        kubeapi.MODEL_DEPLOYMENTS, kubeapi.HTTPROUTES, kubeapi.VIRTUALSERVICES,
     ):  # fmt: skip
         group = resource.api_version.rpartition("/")[0]
         assert _allowed(rules, group, resource.plural), resource
@@ -282,6 +282,7 @@ def test_probes_resources_and_ports(values_file: Path, rendered: dict[str, list[
 
 SETTINGS_ENV = {
     "MLCANARY_PROMETHEUS_URL", "MLCANARY_METRICS_SOURCE", "MLCANARY_TICK_SECONDS",
+    "MLCANARY_IDLE_SECONDS", "MLCANARY_CHILD_CACHE",
     "MLCANARY_QUERY_TIMEOUT_SECONDS",
     "MLCANARY_PROMETHEUS_NAMESPACE_LABEL", "MLCANARY_METRICS_PORT", "MLCANARY_METRICS_HOST",
     "MLCANARY_LOG_FORMAT", "MLCANARY_NAMESPACES", "MLCANARY_SERVING_IMAGE_PULL_POLICY",

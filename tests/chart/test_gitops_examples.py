@@ -65,7 +65,7 @@ def test_schema_translation_rejects_what_the_api_server_would(schema: dict[str, 
         "apiVersion": f"{API_GROUP}/{API_VERSION}",
         "kind": KIND,
         "metadata": {"name": "x"},
-        "spec": {"model": {"name": "x", "version": "1", "uri": "s3://b/x/1/"}, "serving": {"replica": 2}},
+        "spec": {"model": {"name": "x", "version": "1.0.0", "uri": "s3://b/x/1/"}, "serving": {"replica": 2}},
     }
     validator = jsonschema.Draft4Validator(schema)
     validator.validate({**manifest, "spec": {**manifest["spec"], "serving": {"replicas": 2}}})
