@@ -28,10 +28,14 @@ def metrics(pipeline: Any, X: npt.NDArray[np.float64], y: npt.NDArray[Any], task
     if task == "classification":
         pred = pipeline.predict(X)
         out = {"accuracy": float(skm.accuracy_score(y, pred)), "rows": float(len(y))}
-        if hasattr(pipeline, "predict_proba") and len(np.unique(y)) == 2:
+        classes = list(getattr(pipeline, "classes_", []))
+        if hasattr(pipeline, "predict_proba") and len(classes) == 2 and len(np.unique(y)) == 2:
             proba = pipeline.predict_proba(X)[:, 1]
-            out["roc_auc"] = float(skm.roc_auc_score(y, proba))
-            out["log_loss"] = float(skm.log_loss(y, np.clip(proba, 1e-15, 1 - 1e-15), labels=[0, 1]))
+            positive = y == classes[1]  # predict_proba's column 1, whatever the class values are
+            out["roc_auc"] = float(skm.roc_auc_score(positive, proba))
+            out["log_loss"] = float(
+                skm.log_loss(positive, np.clip(proba, 1e-15, 1 - 1e-15), labels=[False, True])
+            )
         return out
     pred = pipeline.predict(X)
     return {
