@@ -27,6 +27,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
@@ -48,6 +49,13 @@ from kube_emulator.auth import (
     forbidden,
     service_account_user,
     unauthorized,
+)
+from kube_emulator.controllers import (
+    Controller,
+    CronJobController,
+    HpaStatusController,
+    JobSimulator,
+    TtlController,
 )
 from kube_emulator.deployments import DeploymentController, ReadinessRule
 from kube_emulator.errors import ApiError
@@ -164,6 +172,8 @@ class KubernetesEmulator:
         bookmark_interval: seconds between BOOKMARK events on watches that allow them.
         watch_timeout: the longest a watch stream lasts when the client sets no ``timeoutSeconds``.
         access_log: log every request (slow; for debugging).
+        job_controller: simulate Jobs (succeed/fail/never per annotation); defaults to
+            ``deployment_controller``. CronJob, TTL-after-finished and HPA status controllers always run.
         authorization: ``RBAC`` (the default: bearer tokens, the stored RBAC objects, 401/403 as a real
             server) or ``AlwaysAllow`` (every request, even anonymous, is allowed).
         tls: serve HTTPS with a certificate made at start (its CA goes into the kubeconfigs). Needed
@@ -186,12 +196,14 @@ class KubernetesEmulator:
         access_log: bool = False,
         authorization: str = "RBAC",
         tls: bool = False,
+        job_controller: bool | None = None,
     ) -> None:
         if authorization not in ("RBAC", "AlwaysAllow"):
             raise ValueError(f"authorization must be RBAC or AlwaysAllow, not {authorization!r}")
         self.host = host
         self.port = port
-        self.store = Store(history_size=history_size)
+        self._clock_offset = 0.0
+        self.store = Store(history_size=history_size, clock=self.now)
         self.authorization = authorization
         self.tls = tls
         self.certificate: ServingCertificate | None = None
@@ -207,6 +219,14 @@ class KubernetesEmulator:
             if deployment_controller
             else None
         )
+        # Jobs are simulated with the built-in controllers (like Deployments); the rest always run.
+        simulate_jobs = deployment_controller if job_controller is None else job_controller
+        self.controllers: list[Controller] = [
+            *([JobSimulator(self.store)] if simulate_jobs else []),
+            CronJobController(self.store),
+            TtlController(self.store),
+            HpaStatusController(self.store),
+        ]
         self.bookmark_interval = bookmark_interval
         self.watch_timeout = watch_timeout
         self.access_log = access_log
@@ -250,6 +270,8 @@ class KubernetesEmulator:
         self._url = f"{'https' if self.tls else 'http'}://{self.host}:{port}"
         if self.controller is not None:
             self.controller.start()
+        for controller in self.controllers:
+            controller.start()
         logger.info("Kubernetes API emulator serving at %s", self._url)
         return self._url
 
@@ -261,6 +283,8 @@ class KubernetesEmulator:
         self.store.close_watchers()
         if self.controller is not None:
             self.controller.stop()
+        for controller in self.controllers:
+            controller.stop()
         if self._streams:
             await asyncio.wait(set(self._streams), timeout=2.0)
         await self._runner.cleanup()
@@ -387,6 +411,20 @@ class KubernetesEmulator:
     def clear_readiness(self, rule_id: int | None = None) -> int:
         controller = self._controller()
         return self._call(lambda: controller.clear_readiness(rule_id))
+
+    def now(self) -> float:
+        """The emulator's clock: wall time plus what :meth:`advance_clock` added."""
+        return time.time() + self._clock_offset
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move the emulator's clock forward (CronJob schedules, TTLs, deadlines) and wake the controllers."""
+
+        def run() -> None:
+            self._clock_offset += seconds
+            for controller in self.controllers:
+                controller.poke()
+
+        self._call(run)
 
     @property
     def admin_token(self) -> str:
@@ -1085,6 +1123,11 @@ def _parser() -> argparse.ArgumentParser:
         help="do not fake Deployment status (e.g. when real processes play the pods)",
     )
     parser.add_argument(
+        "--no-job-controller",
+        action="store_true",
+        help="do not simulate Jobs (e.g. when a kubelet runs their pods as processes)",
+    )
+    parser.add_argument(
         "--default-readiness", default="ready", help="readiness mode of Deployments (default: ready)"
     )
     parser.add_argument(
@@ -1119,6 +1162,7 @@ async def _serve(args: argparse.Namespace) -> None:
         host=args.host,
         port=args.port,
         deployment_controller=not args.no_deployment_controller,
+        job_controller=not args.no_job_controller and not args.no_deployment_controller,
         default_readiness=args.default_readiness,
         history_size=args.history_size,
         bookmark_interval=args.bookmark_interval,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from kube_emulator import errors, names
+from kube_emulator import errors, names, workloads
 from kube_emulator.errors import ApiError, Cause
 from kube_emulator.jsonio import dumps, loads
 from kube_emulator.patch import (
@@ -778,6 +778,9 @@ class Store:
     def _builtin_admission(self, info: ResourceInfo, obj: Obj, old: Obj | None) -> list[Cause]:
         key = info.key
         causes: list[Cause] = []
+        admit = _WORKLOAD_ADMISSION.get(key)
+        if admit is not None:  # defaults first: a Job's generated labels are checked like any label
+            causes.extend(admit(obj, old))
         spec = obj.get("spec")
         if isinstance(spec, dict):
             causes.extend(_embedded_label_causes(key, spec))
@@ -1025,6 +1028,12 @@ def _deployment_admission(obj: Obj) -> list[Cause]:
         causes.append(Cause("spec.template.spec.containers", "FieldValueRequired", "Required value"))
     return causes
 
+
+_WORKLOAD_ADMISSION: dict[RKey, Callable[[Obj, Obj | None], list[Cause]]] = {
+    workloads.JOBS: workloads.job_admission,
+    workloads.CRONJOBS: workloads.cronjob_admission,
+    workloads.HPAS: workloads.hpa_admission,
+}
 
 _POD_TEMPLATE_OWNERS = {
     ("apps", "deployments"),

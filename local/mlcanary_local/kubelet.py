@@ -20,7 +20,8 @@ to a free port and the host forced to 127.0.0.1). So readiness, crashes and scal
   then gets a replacement.
 
 It also writes Prometheus ``file_sd`` targets for every running pod (labels namespace, pod,
-revision, deployment), so a real Prometheus scrapes them.
+revision, deployment), so a real Prometheus scrapes them, and runs every Job's pods as processes
+(:mod:`mlcanary_local.jobs`), writing the Job's status as the Job controller would.
 
 Run as ``python -m mlcanary_local.kubelet --kubeconfig K --work-dir D --targets F``.
 """
@@ -46,6 +47,7 @@ from pathlib import Path
 
 import aiohttp
 
+from mlcanary_local.jobs import JobRunner
 from mlcanary_local.kubeapi import DEPLOYMENTS, PODS, ApiError, Informer, KubeApi, Obj, collection_path
 from mlcanary_local.process import LOCALHOST, child_kwargs, free_port, signal_group
 
@@ -207,6 +209,15 @@ class Kubelet:
 
     async def run(self, stop: asyncio.Event) -> None:
         self.config.work_dir.mkdir(parents=True, exist_ok=True)
+        jobs = asyncio.create_task(JobRunner(self.api, self.config.work_dir).run(stop), name="jobs")
+        try:
+            await self._run_deployments(stop)
+        finally:
+            stop.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await jobs
+
+    async def _run_deployments(self, stop: asyncio.Event) -> None:
         self.deployments.start()
         self.pod_objects.start()
         await asyncio.wait_for(self.deployments.synced.wait(), 60)

@@ -1,0 +1,106 @@
+"""The local kubelet runs Job pods as processes and reports how they ended in the Job's status."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kube_emulator import KubernetesEmulator
+from mlcanary_local.jobs import JobRunner, job_command
+from mlcanary_local.kubeapi import KubeApi
+
+JOBS = "/apis/batch/v1/namespaces/default/jobs"
+SCRIPT = "import os, pathlib, sys; pathlib.Path('out.txt').write_text(os.environ['WORD']); sys.exit(int(os.environ['CODE']))"
+
+
+def job(name: str, code: int, **spec: Any) -> dict[str, Any]:
+    container = {
+        "name": "main",
+        "image": "local",
+        "command": ["python", "-c"],
+        "args": [SCRIPT],
+        "env": [{"name": "WORD", "value": name}, {"name": "CODE", "value": str(code)}],
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [container]}}, **spec},
+    }
+
+
+@pytest.fixture
+async def runner(tmp_path: Path) -> AsyncIterator[tuple[KubernetesEmulator, Path]]:
+    # As in the local stack: the emulator's Job simulation is off, processes play the pods.
+    async with KubernetesEmulator(deployment_controller=False, tls=True) as emu:
+        kubeconfig = emu.write_kubeconfig(tmp_path / "kubeconfig")
+        stop = asyncio.Event()
+        async with KubeApi.from_kubeconfig(kubeconfig) as api:
+            task = asyncio.create_task(JobRunner(api, tmp_path).run(stop))
+            try:
+                yield emu, tmp_path
+            finally:
+                stop.set()
+                await task
+
+
+async def until_finished(emu: KubernetesEmulator, name: str, within: float = 30) -> dict[str, Any]:
+    deadline = asyncio.get_running_loop().time() + within
+    while asyncio.get_running_loop().time() < deadline:
+        obj = emu.get_object("jobs", name) or {}
+        conditions = {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
+        if "Complete" in conditions or "Failed" in conditions:
+            return obj
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"job {name} did not finish: {emu.get_object('jobs', name)}")
+
+
+def types(job: dict[str, Any]) -> list[str]:
+    return [c["type"] for c in job["status"]["conditions"]]
+
+
+async def test_exit_zero_completes_the_job(runner: tuple[KubernetesEmulator, Path]) -> None:
+    emu, work = runner
+    emu.apply(job("twice", 0, completions=2))
+    done = await until_finished(emu, "twice")
+    assert types(done) == ["SuccessCriteriaMet", "Complete"]
+    assert (done["status"]["succeeded"], done["status"]["active"], done["status"].get("failed", 0)) == (
+        2,
+        0,
+        0,
+    )
+    assert done["status"]["startTime"] and done["status"]["completionTime"]
+    [out] = list((work / "jobs" / "default").glob("twice-*/out.txt"))
+    assert out.read_text() == "twice"  # the template's env reached the process
+
+
+async def test_failures_are_retried_up_to_the_backoff_limit(runner: tuple[KubernetesEmulator, Path]) -> None:
+    emu, _ = runner
+    emu.apply(job("broken", 3, backoffLimit=1))
+    done = await until_finished(emu, "broken")
+    assert types(done) == ["FailureTarget", "Failed"]
+    assert done["status"]["conditions"][-1]["reason"] == "BackoffLimitExceeded"
+    assert done["status"]["failed"] == 2  # the first try and one retry
+
+
+async def test_the_active_deadline_kills_the_pod(runner: tuple[KubernetesEmulator, Path]) -> None:
+    emu, _ = runner
+    slow = job("slow", 0, activeDeadlineSeconds=1)
+    slow["spec"]["template"]["spec"]["containers"][0]["args"] = ["import time; time.sleep(60)"]
+    started = asyncio.get_running_loop().time()
+    emu.apply(slow)
+    done = await until_finished(emu, "slow")
+    assert done["status"]["conditions"][-1]["reason"] == "DeadlineExceeded"
+    assert asyncio.get_running_loop().time() - started < 20
+
+
+def test_python_means_this_interpreter_and_a_command_is_required() -> None:
+    argv, env = job_command(job("x", 0)["spec"]["template"])
+    assert argv[:2] == [sys.executable, "-c"] and env["CODE"] == "0"
+    with pytest.raises(ValueError, match="no command"):
+        job_command({"spec": {"containers": [{"name": "c", "image": "i"}]}})
