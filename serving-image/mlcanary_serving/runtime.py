@@ -68,13 +68,17 @@ class OnnxRuntime:
         self.classes = bundle.manifest.classes
         self.classification = bundle.manifest.task == "classification"
         self.has_probabilities = self.classification
+        # ONNX label tensors are int64 or strings; answer with the manifest's class values (and
+        # so their JSON type), which is what the metadata endpoint declares
+        self._class_value = {c: c for c in self.classes}
 
     def predict(self, X: npt.NDArray[np.float64]) -> Prediction:
         x = X if X.dtype == self.input_dtype else X.astype(self.input_dtype)
         outs = self.session.run(None, {self.input_name: x})
         if self.classification:
             proba = np.asarray(outs[1], dtype=np.float64)
-            labels = [v.item() if isinstance(v, np.generic) else v for v in np.asarray(outs[0]).reshape(-1)]
+            raw = [v.item() if isinstance(v, np.generic) else v for v in np.asarray(outs[0]).reshape(-1)]
+            labels = [self._class_value.get(v, v) for v in raw]
             return _from_proba(proba, self.classes, labels)
         y = np.asarray(outs[0], dtype=np.float64).reshape(len(X), -1)[:, 0]
         return Prediction([float(v) for v in y], y, None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -31,13 +32,47 @@ from .fetch import fetch_bundle
 from .metrics import DriftCollector, ServingMetrics, new_registry
 from .protocol.errors import InputError
 from .protocol.simple import Row
+from .protocol.v2 import OutputSpec, output_specs
 from .protocol.validator import Validator
-from .runtime import Runtime, load_runtime
+from .runtime import Prediction, Runtime, load_runtime
 from .settings import Settings
 
 log = logging.getLogger("mlcanary_serving")
 
-__all__ = ["Loaded", "ModelService", "NotReady", "Row", "new_request_id"]
+__all__ = [
+    "Loaded",
+    "ModelService",
+    "NotReady",
+    "Row",
+    "finite_rows",
+    "new_request_id",
+    "refuse_unusable_rows",
+]
+
+
+def finite_rows(pred: Prediction) -> npt.NDArray[np.bool_]:
+    """Rows whose score (and probabilities) are finite. A finite but extreme input can overflow a
+    model (a linear model's scaler turns 1e308 into infinity): such rows are the client's input
+    beyond what the model computes with, answered 422, never served as null scores or counted."""
+    ok = np.isfinite(pred.scores)
+    if pred.probabilities is not None:
+        ok &= np.isfinite(pred.probabilities).all(axis=1)
+    return ok
+
+
+def refuse_unusable_rows(computed: Sequence[bool], field: str, indexed: bool) -> None:
+    """422 naming the first row the model could not compute a finite answer for (``finite_rows``);
+    ``indexed``: the rows are the elements of ``field`` (a batch), so the error names ``field[i]``."""
+    for i, ok in enumerate(computed):
+        if not ok:
+            where = f"{field}[{i}]" if indexed else field
+            raise InputError(
+                422,
+                f"{where}: the model's output for row {i} is not a finite number; its values are beyond "
+                "what the model can compute with",
+                where,
+                "not_finite",
+            )
 
 
 class NotReady(Exception):
@@ -54,6 +89,7 @@ class Loaded:
     metrics: ServingMetrics
     inputs: WindowDrift
     scores: WindowDrift
+    outputs: tuple[OutputSpec, ...]  # OIP v2 outputs: what metadata declares and inference returns
     batcher: MicroBatcher[Row] | None
     constant: Row | None  # degenerate-fault answer
 
@@ -158,12 +194,20 @@ class ModelService:
         inputs = WindowDrift(ref.feature_edges, ref.feature_proportions, s.drift_window)
         scores = WindowDrift([ref.score_edges], [ref.score_proportions], s.drift_window)
         self.registry.register(DriftCollector((name, version), names, inputs, scores, s.drift_min_rows))
-        validator = Validator(bundle.schema, s.max_rows, reject_out_of_range=s.out_of_range == "reject")
+        validator = Validator(
+            bundle.schema,
+            s.max_rows,
+            reject_out_of_range=s.out_of_range == "reject",
+            input_dtype=runtime.input_dtype,
+        )
+        outputs = output_specs(man.task, man.classes, runtime.has_probabilities or s.faults.degenerate)
         blocking = runtime.format != "onnx"
         if blocking:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         constant = self._constant(man.classes, man.task) if s.faults.degenerate else None
-        loaded = Loaded(bundle, runtime, name, version, validator, metrics, inputs, scores, None, constant)
+        loaded = Loaded(
+            bundle, runtime, name, version, validator, metrics, inputs, scores, outputs, None, constant
+        )
         if s.microbatch:
             batcher: MicroBatcher[Row] = MicroBatcher(
                 lambda X: self._run_batch(loaded, X),
@@ -208,6 +252,11 @@ class ModelService:
             proba = pred.probabilities.tolist() if pred.probabilities is not None else None
             sc = scores.tolist()
             rows = [(labels[i], sc[i], proba[i] if proba is not None else None) for i in range(len(labels))]
+            ok = finite_rows(pred)
+            if not ok.all():  # the caller refuses these rows (NaN score); they count in no metric
+                rows = [r if k else (r[0], math.nan, None) for r, k in zip(rows, ok.tolist(), strict=True)]
+                X, scores = X[ok], scores[ok]
+                labels = [lab for lab, k in zip(labels, ok.tolist(), strict=True) if k]
         m.metrics.predictions(labels, scores)
         m.inputs.update(X)
         m.scores.update(scores.reshape(-1, 1))
@@ -277,10 +326,11 @@ class ModelService:
 
 
 def _same(a: Any, b: Any) -> bool:
+    """Whether a label sent as feedback is this class value (1 == 1.0; "1" == 1; True only True)."""
     if type(a) is bool or type(b) is bool:
         return a is b
     if isinstance(a, int | float) and isinstance(b, int | float):
-        return float(a) == float(b)
+        return a == b  # exact for ints of any size, and never raises (float(10**400) would)
     return str(a) == str(b)
 
 

@@ -1,23 +1,28 @@
 """The one map from an exception to an HTTP answer, used by every endpoint and by the router.
 
-| exception | status | ``code`` |
-|---|---|---|
-| ``InputError`` (the request's own fault) | its 4xx | its code |
-| router ``HTTPException`` (unknown path, wrong method) | 404 / 405 | http_error |
-| ``NotReady`` (no verified model) | 503 | not_ready |
-| ``InjectedFault`` (MLCANARY_FAULT_ERROR_RATE) | 500 | injected_fault |
-| anything else (logged with the request id) | 500 | internal |
+| exception | status | ``code`` | ``outcome`` |
+|---|---|---|---|
+| ``InputError`` (the request's own fault) | its 4xx | its code | client_error |
+| ``ClientDisconnect`` (the client left mid-body) | 400 | client_disconnected | client_error |
+| router ``HTTPException`` (unknown path, wrong method) | 404 / 405 | http_error | - |
+| ``NotReady`` (no verified model) | 503 | not_ready | (not counted) |
+| ``InjectedFault`` (MLCANARY_FAULT_ERROR_RATE) | 500 | injected_fault | server_error |
+| anything else (a model or server failure, logged with the request id) | 500 | internal | server_error |
 
-The prediction endpoints count each answer under ``outcome_for(status)``.
+Client input cannot reach the last row: parsing runs behind ``parse_input``, which turns any
+exception raised while reading the client's data into a 400 (and logs it as a bug), so
+``outcome="server_error"`` (the series the error-rate gate reads) counts only the server's faults.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from .. import metric_names as mn
@@ -27,6 +32,8 @@ from ..service import ModelService, NotReady
 from .common import identity, request_id, respond
 
 log = logging.getLogger("mlcanary_serving")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -40,11 +47,12 @@ class ErrorAnswer:
 def answer_for(exc: Exception, request: Request) -> ErrorAnswer:
     if isinstance(exc, InputError):
         return ErrorAnswer(exc.status, exc.message, exc.field, exc.code)
+    if isinstance(exc, ClientDisconnect):
+        return ErrorAnswer(400, "client disconnected before the body was read", "body", "client_disconnected")
     if isinstance(exc, HTTPException):
         where = "path" if exc.status_code in (404, 405) else None
-        return ErrorAnswer(
-            exc.status_code, f"{exc.detail}: {request.method} {request.url.path}", where, "http_error"
-        )
+        message = f"{exc.detail}: {request.method} {request.url.path}"
+        return ErrorAnswer(exc.status_code, message, where, "http_error")
     if isinstance(exc, NotReady):
         return ErrorAnswer(503, f"model not ready: {exc}", None, "not_ready")
     if isinstance(exc, InjectedFault):
@@ -66,3 +74,18 @@ def error_response(svc: ModelService, exc: Exception, request: Request) -> Respo
         log.error("%s %s failed (request %s)", request.method, request.url.path, rid, exc_info=exc)
     body = {"error": answer.message, "field": answer.field, "code": answer.code, **identity(svc, rid)}
     return respond(svc, answer.status, body, rid)
+
+
+def parse_input(parse: Callable[[], T], rid: str) -> T:
+    """Run a parser over client data: its refusals pass through; anything else it raises is still
+    about the client's input (a validation gap, logged as a bug), so it answers 400, never 500."""
+    try:
+        return parse()
+    except InputError:
+        raise
+    except Exception as exc:
+        log.error("request %s: validating the input raised %s; answering 400 (a bug: please report it)",
+                  rid, type(exc).__name__, exc_info=exc)  # fmt: skip
+        raise InputError(
+            400, f"the request could not be interpreted ({type(exc).__name__})", "body", "invalid_input"
+        ) from exc

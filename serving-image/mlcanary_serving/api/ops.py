@@ -11,8 +11,9 @@ from starlette.responses import Response
 
 from ..protocol.codec import loads
 from ..protocol.feedback import parse_feedback
-from ..service import ModelService
+from ..service import ModelService, finite_rows, refuse_unusable_rows
 from .common import identity, identity_headers, read_body, request_id, respond
+from .errors import parse_input
 from .routing import Route
 
 
@@ -59,12 +60,13 @@ async def feedback(svc: ModelService, request: Request) -> Response:
     rid = request_id(request)
     m = svc.require()
     body = await read_body(request, svc.settings.max_body_bytes)
-    fb = parse_feedback(loads(body), m.validator)
+    fb = parse_input(lambda: parse_feedback(loads(body), m.validator), rid)
     if fb.request_id is not None:
         correct = svc.feedback_for(fb.request_id, fb.truth)
     else:
         assert fb.X is not None
         pred = await asyncio.get_running_loop().run_in_executor(None, m.runtime.predict, fb.X)
+        refuse_unusable_rows(finite_rows(pred).tolist(), fb.field, fb.indexed_rows)
         correct = svc.score_feedback(pred.labels, fb.truth)
     answer = {
         **identity(svc, rid),

@@ -1,8 +1,9 @@
 """The shared path of every prediction endpoint: faults, body, parse, predict, render, metrics.
 
-Phases: readiness (503, not counted: no model to label it with), the model name in the URL (404),
-injected faults (500), reading and validating the body (4xx), running the model and rendering the
-answer (500 on failure).
+Phases, and who is at fault when one fails: readiness (503, not counted: no model to label it
+with), the model name in the URL (404), injected faults (500, counted as server_error), reading the
+body and validating it (the client's input: always 4xx, see ``errors.parse_input``), running the
+model and rendering the answer (the server: 500, server_error).
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from ..faults import InjectedFault
 from ..protocol.codec import loads
 from ..protocol.errors import OutOfRange
 from ..protocol.simple import Parsed, Row
-from ..service import Loaded, ModelService, NotReady
+from ..service import Loaded, ModelService, NotReady, refuse_unusable_rows
 from .common import identity, read_body, request_id, respond
-from .errors import error_response, outcome_for
+from .errors import error_response, outcome_for, parse_input
 
 Parse = Callable[[Any, Loaded], Parsed]
 Render = Callable[[Parsed, list[Row], Loaded, dict[str, str]], dict[str, Any]]
@@ -51,8 +52,10 @@ async def run_prediction(
             if faults.should_fail():
                 raise InjectedFault()
         body = await read_body(request, svc.settings.max_body_bytes)
-        parsed = parse(loads(body), m)
+        loaded = m
+        parsed = parse_input(lambda: parse(loads(body), loaded), rid)
         rows = await svc.predict(parsed.X)
+        refuse_unusable_rows([r[1] == r[1] for r in rows], parsed.field, parsed.indexed_rows)  # NaN != NaN
         if svc.settings.feedback_cache:
             svc.remember(rid, [r[0] for r in rows])
         resp = respond(svc, 200, render(parsed, rows, m, identity(svc, rid)), rid)

@@ -41,11 +41,11 @@ def check_model(svc: ModelService, request: Request) -> None:
 
 
 def _parse(obj: Any, m: Loaded) -> Parsed:
-    return parse_v2(obj, m.validator)
+    return parse_v2(obj, m.validator, [o.name for o in m.outputs])
 
 
 def _render(parsed: Parsed, rows: list[Row], m: Loaded, ident: dict[str, str]) -> dict[str, Any]:
-    return render_v2(parsed, rows, m.bundle.manifest.task, ident)
+    return render_v2(parsed, rows, m.outputs, ident)
 
 
 async def infer(svc: ModelService, request: Request) -> Response:
@@ -62,15 +62,7 @@ async def model_metadata(svc: ModelService, request: Request) -> Response:
         "versions": [svc.version],
         "platform": "onnxruntime" if man.format == "onnx" else "sklearn",
         "inputs": [{"name": "input", "datatype": "FP64", "shape": [-1, m.validator.n]}],
-        "outputs": (
-            [
-                {"name": "label", "datatype": "INT64", "shape": [-1]},
-                {"name": "probabilities", "datatype": "FP64", "shape": [-1, len(man.classes)]},
-                {"name": "score", "datatype": "FP64", "shape": [-1]},
-            ]
-            if man.task == "classification"
-            else [{"name": "prediction", "datatype": "FP64", "shape": [-1]}]
-        ),
+        "outputs": [o.metadata() for o in m.outputs],
         "parameters": {
             "feature_names": m.validator.names,
             "classes": man.classes,

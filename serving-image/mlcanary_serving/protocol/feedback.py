@@ -6,16 +6,19 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from .codec import check_fields, type_name, want_object
 from .errors import InputError
-from .simple import parse_simple
+from .simple import parse_rows, rows_field
 from .validator import Validator
 
+REQUEST_FIELDS = ("request_id", "label", "labels", "features", "instances")
 LABEL_TYPES = (int, float, str, bool)
 
 
@@ -25,34 +28,54 @@ class Feedback:
     single: bool  # sent as "label": answer with one boolean
     request_id: str | None  # feedback for this earlier answer ...
     X: npt.NDArray[np.float64] | None  # ... or for these rows
+    field: str = "features"  # the request field holding the rows ...
+    indexed_rows: bool = False  # ... a batch of them (errors name field[i])
 
 
 def parse_feedback(obj: Any, v: Validator) -> Feedback:
-    if type(obj) is not dict:
-        raise InputError(422, "request body must be a JSON object", "body", "wrong_type")
-    if "label" in obj and "labels" in obj:
+    body = want_object(obj, "body")
+    check_fields(body, REQUEST_FIELDS)
+    if "label" in body and "labels" in body:
         raise InputError(422, "send either 'label' or 'labels', not both", "labels", "ambiguous")
-    if "labels" in obj:
-        truth = obj["labels"]
+    if "labels" in body:
+        truth = body["labels"]
         if type(truth) is not list or not truth:
             raise InputError(422, "labels: expected a non-empty array", "labels", "wrong_type")
-    elif "label" in obj:
-        truth = [obj["label"]]
+        if len(truth) > v.max_rows:
+            raise InputError(
+                422,
+                f"labels: {len(truth)} labels exceed the limit of {v.max_rows}",
+                "labels",
+                "too_many_rows",
+            )
+    elif "label" in body:
+        truth = [body["label"]]
     else:
         raise InputError(422, "missing field 'label' (or 'labels')", "label", "missing_field")
-    single = "labels" not in obj
+    single = "label" in body
     for i, t in enumerate(truth):
-        if type(t) not in LABEL_TYPES:
+        if type(t) not in LABEL_TYPES or (type(t) is float and not math.isfinite(t)):
             f = "label" if single else f"labels[{i}]"
-            raise InputError(422, f"{f}: expected a class label", f, "wrong_type")
-    if "request_id" in obj:
-        target = obj["request_id"]
+            raise InputError(
+                422, f"{f}: expected a class label, got {type_name(t)} {t!r:.40}", f, "wrong_type"
+            )
+    has_rows = "features" in body or "instances" in body
+    if "request_id" in body:
+        if has_rows:
+            raise InputError(
+                422, "send either 'request_id' or 'features', not both", "request_id", "ambiguous"
+            )
+        target = body["request_id"]
         if type(target) is not str:
-            raise InputError(422, "request_id: expected a string", "request_id", "wrong_type")
+            raise InputError(
+                422, f"request_id: expected a string, got {type_name(target)}", "request_id", "wrong_type"
+            )
         return Feedback(truth, single, target, None)
-    if "features" in obj or "instances" in obj:
-        X = parse_simple(obj, v).X
-        if X.shape[0] != len(truth):
-            raise InputError(422, f"{X.shape[0]} rows but {len(truth)} labels", "labels", "wrong_count")
-        return Feedback(truth, single, None, X)
-    raise InputError(422, "missing field 'request_id' (or 'features')", "request_id", "missing_field")
+    if not has_rows:
+        raise InputError(422, "missing field 'request_id' (or 'features')", "request_id", "missing_field")
+    field = rows_field(body)
+    parsed = parse_rows(body[field], field, v)
+    X = parsed.X
+    if X.shape[0] != len(truth):
+        raise InputError(422, f"{X.shape[0]} rows but {len(truth)} labels", "labels", "wrong_count")
+    return Feedback(truth, single, None, X, field, parsed.indexed_rows)

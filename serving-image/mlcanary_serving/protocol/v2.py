@@ -1,197 +1,401 @@
 """Open Inference Protocol v2 (``POST /v2/models/{name}/infer``): request -> matrix, rows -> outputs.
 
-One tensor of shape [rows, n] (or [n]), data flat or nested; or one tensor per feature, named after
-it, of shape [rows] or [rows, 1].
+Inputs: one tensor of shape ``[rows, n]`` (or ``[n]``), or one tensor per feature, named after it,
+of shape ``[rows]`` or ``[rows, 1]``. ``data`` is flat (row-major) or nested exactly as the shape
+says; ragged rows are refused, never re-split. Integer and FP16/FP32 datatypes are checked
+against their value range. ``outputs``, when given, selects (and orders) the outputs returned;
+an unknown name is refused. The binary tensor extension is not supported: asking for it is a 422.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
 
-from .codec import type_name
+import numpy as np
+import numpy.typing as npt
+
+from .codec import check_fields, optional_parameters, type_name, want_object, want_string
 from .errors import InputError
 from .simple import Parsed, Row
-from .validator import Validator
+from .validator import Locator, Validator, float_array, is_number
 
-V2_NUMERIC = {
-    "FP16",
-    "FP32",
-    "FP64",
-    "INT8",
-    "INT16",
-    "INT32",
-    "INT64",
-    "UINT8",
-    "UINT16",
-    "UINT32",
-    "UINT64",
+REQUEST_FIELDS: Final = ("id", "parameters", "inputs", "outputs")
+TENSOR_FIELDS: Final = ("name", "shape", "datatype", "parameters", "data")
+OUTPUT_FIELDS: Final = ("name", "parameters")
+
+# numeric datatypes and the values each can hold, [lo, hi) (None: any finite double). The upper
+# bounds are exclusive powers of two: exact in float64, where 2**63 - 1 would round up to 2**63.
+V2_NUMERIC: Final[dict[str, tuple[float, float] | None]] = {
+    "FP16": (-65504.0, np.nextafter(65504.0, np.inf)),
+    "FP32": (-float(np.finfo(np.float32).max), np.nextafter(float(np.finfo(np.float32).max), np.inf)),
+    "FP64": None,
+    "INT8": (-(2**7), 2**7),
+    "INT16": (-(2**15), 2**15),
+    "INT32": (-(2**31), 2**31),
+    "INT64": (-(2**63), 2**63),
+    "UINT8": (0, 2**8),
+    "UINT16": (0, 2**16),
+    "UINT32": (0, 2**32),
+    "UINT64": (0, 2**64),
 }
+MAX_RANK: Final = 2
 
 
-def _flatten(data: Any, field: str) -> list[Any]:
+@dataclass(frozen=True)
+class OutputSpec:
+    """One output tensor of this model: what metadata declares and inference returns."""
+
+    name: str
+    datatype: str
+    per_row: int | None  # values per row: None for a [rows] tensor, k for [rows, k]
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "datatype": self.datatype,
+            "shape": [-1] if self.per_row is None else [-1, self.per_row],
+        }
+
+
+def label_datatype(classes: Sequence[Any]) -> str:
+    """The OIP datatype of the class values (as JSON carries them)."""
+    if classes and all(type(c) is bool for c in classes):
+        return "BOOL"
+    if all(type(c) is int for c in classes):
+        return "INT64"
+    if all(type(c) is int or type(c) is float for c in classes):
+        return "FP64"
+    return "BYTES"
+
+
+def output_specs(task: str, classes: Sequence[Any], has_probabilities: bool) -> tuple[OutputSpec, ...]:
+    if task != "classification":
+        return (OutputSpec("prediction", "FP64", None),)
+    specs = [OutputSpec("label", label_datatype(classes), None)]
+    if has_probabilities:
+        specs.append(OutputSpec("probabilities", "FP64", len(classes)))
+    specs.append(OutputSpec("score", "FP64", None))
+    return tuple(specs)
+
+
+@dataclass(frozen=True)
+class Tensor:
+    field: str  # "inputs[i]"
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list[Any]
+
+
+def _tensor(obj: Any, field: str) -> Tensor:
+    t = want_object(obj, field, "a tensor object")
+    check_fields(t, TENSOR_FIELDS, f"{field}.")
+    for key in ("name", "shape", "datatype", "data"):
+        if key not in t:
+            raise InputError(
+                422, f"{field}.{key}: required field is missing", f"{field}.{key}", "missing_field"
+            )
+    name = want_string(t["name"], f"{field}.name")
+    dt = t["datatype"]
+    if type(dt) is not str or dt not in V2_NUMERIC:
+        shown = repr(dt) if type(dt) is str else type_name(dt)
+        raise InputError(
+            422,
+            f"{field}.datatype: {shown} is not a numeric tensor type ({', '.join(sorted(V2_NUMERIC))})",
+            f"{field}.datatype",
+            "wrong_type",
+        )
+    shape = t["shape"]
+    if (
+        type(shape) is not list
+        or not shape
+        or len(shape) > 8
+        or not all(type(d) is int and d >= 0 for d in shape)
+    ):
+        raise InputError(
+            422, f"{field}.shape: expected a list of non-negative integers", f"{field}.shape", "wrong_shape"
+        )
+    if "binary_data_size" in optional_parameters(t, f"{field}.parameters"):
+        raise InputError(
+            422,
+            f"{field}.parameters.binary_data_size: the binary tensor extension is not supported; "
+            "send the values in data",
+            f"{field}.parameters.binary_data_size",
+            "unsupported",
+        )
+    data = t["data"]
     if type(data) is not list:
         raise InputError(
             422, f"{field}.data: expected an array, got {type_name(data)}", f"{field}.data", "wrong_type"
         )
-    if data and type(data[0]) is list:
-        out: list[Any] = []
-        for i, row in enumerate(data):
-            if type(row) is not list:
+    return Tensor(field, name, shape, dt, data)
+
+
+def _values(t: Tensor, rows: int, cols: int) -> tuple[list[Any], bool]:
+    """The tensor's rows*cols values, flat and type-checked.
+
+    Returns (values, nested): ``data`` is either flat (rows*cols numbers, row-major) or, for a 2-D
+    shape, a list of ``rows`` lists of ``cols`` numbers. Anything else names the first offending
+    position: ragged rows are refused, never re-split.
+    """
+    data, f = t.data, f"{t.field}.data"
+    if len(t.shape) < MAX_RANK or not data or type(data[0]) is not list:  # flat
+        want = rows * cols
+        if len(data) != want:
+            raise InputError(
+                422, f"{f}: shape {t.shape} needs {want} values, got {len(data)}", f, "wrong_shape"
+            )
+        for i, x in enumerate(data):
+            if not is_number(x):
                 raise InputError(
-                    422, f"{field}.data[{i}]: expected an array", f"{field}.data[{i}]", "wrong_type"
+                    422, f"{f}[{i}]: expected a number, got {type_name(x)}", f"{f}[{i}]", "wrong_type"
                 )
-            out.extend(_flatten(row, f"{field}.data[{i}]") if row and type(row[0]) is list else row)
-        return out
-    return data
+        return data, False
+    if len(data) != rows:
+        raise InputError(422, f"{f}: shape {t.shape} needs {rows} rows, got {len(data)}", f, "wrong_shape")
+    flat: list[Any] = []
+    for r, row in enumerate(data):
+        if type(row) is not list:
+            raise InputError(
+                422,
+                f"{f}[{r}]: expected an array of {cols} numbers (shape {t.shape}), got {type_name(row)}",
+                f"{f}[{r}]",
+                "wrong_shape",
+            )
+        if len(row) != cols:
+            raise InputError(
+                422,
+                f"{f}[{r}]: expected {cols} values (shape {t.shape}), got {len(row)}; rows may not be ragged",
+                f"{f}[{r}]",
+                "wrong_shape",
+            )
+        for c, x in enumerate(row):
+            if not is_number(x):
+                raise InputError(
+                    422,
+                    f"{f}[{r}][{c}]: expected a number, got {type_name(x)}",
+                    f"{f}[{r}][{c}]",
+                    "wrong_type",
+                )
+        flat.extend(row)
+    return flat, True
 
 
-def _shape(t: dict[str, Any], field: str) -> list[int]:
-    shape = t.get("shape")
-    if type(shape) is not list or not shape or not all(type(d) is int and d >= 0 for d in shape):
-        raise InputError(
-            422, f"{field}.shape: expected a list of non-negative integers", f"{field}.shape", "wrong_shape"
-        )
-    return shape
-
-
-def _check_dtype(t: dict[str, Any], field: str) -> None:
-    dt = t.get("datatype")
-    if dt not in V2_NUMERIC:
+def _check_datatype(values: npt.NDArray[np.float64], t: Tensor, locate: Locator) -> None:
+    """Values must fit the declared datatype: integral for INT/UINT, in its range (no silent casts)."""
+    bounds = V2_NUMERIC[t.datatype]
+    if bounds is None:
+        return
+    if t.datatype.startswith(("INT", "UINT")):
+        frac = values != np.floor(values)
+        if frac.any():
+            r, c = (int(i) for i in np.argwhere(frac)[0])
+            raise InputError(
+                422,
+                f"{locate(r, c)}: {values[r, c]} is not an {t.datatype} value",
+                locate(r, c),
+                "wrong_type",
+            )
+    lo, hi = bounds
+    bad = (values < lo) | (values >= hi)
+    if bad.any():
+        r, c = (int(i) for i in np.argwhere(bad)[0])
         raise InputError(
             422,
-            f"{field}.datatype: {dt!r} is not a numeric tensor type ({', '.join(sorted(V2_NUMERIC))})",
-            f"{field}.datatype",
+            f"{locate(r, c)}: {values[r, c]:g} is outside the {t.datatype} range [{lo:g}, {hi:g})",
+            locate(r, c),
             "wrong_type",
         )
 
 
-def _numbers(values: list[Any], field: str) -> None:
-    for i, x in enumerate(values):
-        if type(x) is not float and type(x) is not int:
+def _requested_outputs(raw: Any, available: Sequence[str]) -> tuple[str, ...] | None:
+    if type(raw) is not list:
+        raise InputError(
+            422,
+            f"outputs: expected an array of output objects, got {type_name(raw)}",
+            "outputs",
+            "wrong_type",
+        )
+    names: list[str] = []
+    for i, o in enumerate(raw):
+        field = f"outputs[{i}]"
+        obj = want_object(o, field, "an output object")
+        check_fields(obj, OUTPUT_FIELDS, f"{field}.")
+        if "name" not in obj:
+            raise InputError(
+                422, f"{field}.name: required field is missing", f"{field}.name", "missing_field"
+            )
+        name = want_string(obj["name"], f"{field}.name")
+        if name not in available:
             raise InputError(
                 422,
-                f"{field}.data[{i}]: expected a number, got {type_name(x)}",
-                f"{field}.data[{i}]",
-                "wrong_type",
+                f"{field}.name: unknown output {name!r}; this model has {', '.join(available)}",
+                f"{field}.name",
+                "unknown_output",
             )
+        if name in names:
+            raise InputError(
+                422, f"{field}.name: output {name!r} requested twice", f"{field}.name", "duplicate"
+            )
+        if optional_parameters(obj, f"{field}.parameters").get("binary_data", False) is not False:
+            raise InputError(
+                422,
+                f"{field}.parameters.binary_data: the binary tensor extension is not supported; "
+                "set it to false",
+                f"{field}.parameters.binary_data",
+                "unsupported",
+            )
+        names.append(name)
+    return tuple(names) if names else None
 
 
-def parse_v2(obj: Any, v: Validator) -> Parsed:
-    if type(obj) is not dict:
+def parse_v2(obj: Any, v: Validator, outputs: Sequence[str]) -> Parsed:
+    body = want_object(obj, "body")
+    check_fields(body, REQUEST_FIELDS)
+    rid = want_string(body["id"], "id") if "id" in body else None
+    if optional_parameters(body, "parameters").get("binary_data_output", False) is not False:
         raise InputError(
-            422, f"request body must be a JSON object, got {type_name(obj)}", "body", "wrong_type"
+            422,
+            "parameters.binary_data_output: the binary tensor extension is not supported; set it to false",
+            "parameters.binary_data_output",
+            "unsupported",
         )
-    rid = obj.get("id")
-    if rid is not None and type(rid) is not str:
-        raise InputError(422, "id: expected a string", "id", "wrong_type")
-    inputs = obj.get("inputs")
+    requested = _requested_outputs(body["outputs"], outputs) if "outputs" in body else None
+    inputs = body.get("inputs")
     if type(inputs) is not list or not inputs:
         raise InputError(422, "inputs: expected a non-empty array of tensors", "inputs", "missing_field")
-    for i, t in enumerate(inputs):
-        if type(t) is not dict:
-            raise InputError(422, f"inputs[{i}]: expected a tensor object", f"inputs[{i}]", "wrong_type")
-    if len(inputs) == 1 and inputs[0].get("name") not in v.index:
-        t, field = inputs[0], "inputs[0]"
-        _check_dtype(t, field)
-        shape = _shape(t, field)
-        if len(shape) == 1:
-            shape = [1, shape[0]]
-        if len(shape) != 2:
-            raise InputError(
-                422, f"{field}.shape: expected [rows, {v.n}], got {shape}", f"{field}.shape", "wrong_shape"
-            )
-        rows, cols = shape
-        if cols != v.n:
-            raise InputError(
-                422,
-                f"{field}.shape: expected {v.n} features per row, got {cols}",
-                f"{field}.shape",
-                "wrong_feature_count",
-            )
-        v.check_rows(rows, f"{field}.shape")
-        flat = _flatten(t.get("data"), field)
-        if len(flat) != rows * cols:
-            raise InputError(
-                422,
-                f"{field}.data: shape {shape} needs {rows * cols} values, got {len(flat)}",
-                f"{field}.data",
-                "wrong_shape",
-            )
-        _numbers(flat, field)
-        matrix = [flat[r * cols : (r + 1) * cols] for r in range(rows)]
-        X = v.to_matrix(matrix, lambda r, c: f"{field}.data[{r}][{c}]")
-        return Parsed(X, batch=True, request_id=rid)
-    # one tensor per feature
-    columns: dict[int, list[Any]] = {}
-    nrows: int | None = None
-    for i, t in enumerate(inputs):
-        field = f"inputs[{i}]"
-        name = t.get("name")
-        if name not in v.index:
-            raise InputError(
-                422, f"{field}.name: unknown feature {name!r}", f"{field}.name", "unknown_feature"
-            )
-        _check_dtype(t, field)
-        shape = _shape(t, field)
-        if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
-            raise InputError(
-                422,
-                f"{field}.shape: expected [rows] or [rows, 1], got {shape}",
-                f"{field}.shape",
-                "wrong_shape",
-            )
-        flat = _flatten(t.get("data"), field)
-        if len(flat) != shape[0]:
-            raise InputError(
-                422,
-                f"{field}.data: shape {shape} needs {shape[0]} values, got {len(flat)}",
-                f"{field}.data",
-                "wrong_shape",
-            )
-        _numbers(flat, field)
-        if nrows is None:
-            nrows = shape[0]
-        elif shape[0] != nrows:
-            raise InputError(
-                422,
-                f"{field}.shape: {shape[0]} rows, other inputs have {nrows}",
-                f"{field}.shape",
-                "wrong_shape",
-            )
-        columns[v.index[name]] = flat
-    assert nrows is not None
-    v.check_rows(nrows, "inputs")
-    for i, name in enumerate(v.names):
-        if i not in columns:
-            if v.required[i]:
-                raise InputError(
-                    422, f"inputs: required feature {name!r} is missing", f"inputs.{name}", "missing_feature"
-                )
-            columns[i] = [v.defaults[i]] * nrows
-    matrix = [[columns[c][r] for c in range(v.n)] for r in range(nrows)]
-    return Parsed(v.to_matrix(matrix, lambda r, c: f"inputs[{r}][{c}]"), batch=True, request_id=rid)
-
-
-def render_v2(parsed: Parsed, rows: list[Row], task: str, identity: dict[str, str]) -> dict[str, Any]:
-    n = len(rows)
-    labels = [r[0] for r in rows]
-    outputs: list[dict[str, Any]] = []
-    if task == "classification":
-        dt = "BYTES" if labels and isinstance(labels[0], str) else "INT64"
-        if labels and isinstance(labels[0], float):
-            dt = "FP64"
-        outputs.append({"name": "label", "shape": [n], "datatype": dt, "data": labels})
-        if rows and rows[0][2] is not None:
-            k = len(rows[0][2] or [])
-            flat = [p for r in rows for p in (r[2] or [])]
-            outputs.append({"name": "probabilities", "shape": [n, k], "datatype": "FP64", "data": flat})
-        outputs.append({"name": "score", "shape": [n], "datatype": "FP64", "data": [r[1] for r in rows]})
+    if len(inputs) > v.n:
+        raise InputError(
+            422,
+            f"inputs: {len(inputs)} tensors, but the model has {v.n} features (send one tensor of shape "
+            f"[rows, {v.n}] or one per feature)",
+            "inputs",
+            "too_many_inputs",
+        )
+    tensors = [_tensor(t, f"inputs[{i}]") for i, t in enumerate(inputs)]
+    if len(tensors) == 1 and tensors[0].name not in v.index:
+        X = _one_tensor(tensors[0], v)
     else:
-        outputs.append({"name": "prediction", "shape": [n], "datatype": "FP64", "data": labels})
+        X = _per_feature(tensors, v)
+    return Parsed(X, batch=True, request_id=rid, outputs=requested, field="inputs")
+
+
+def _one_tensor(t: Tensor, v: Validator) -> npt.NDArray[np.float64]:
+    shape = [1, t.shape[0]] if len(t.shape) == 1 else t.shape
+    if len(shape) != MAX_RANK:
+        raise InputError(
+            422, f"{t.field}.shape: expected [rows, {v.n}], got {t.shape}", f"{t.field}.shape", "wrong_shape"
+        )
+    rows, cols = shape
+    if cols != v.n:
+        raise InputError(
+            422,
+            f"{t.field}.shape: expected {v.n} features per row, got {cols}",
+            f"{t.field}.shape",
+            "wrong_feature_count",
+        )
+    v.check_rows(rows, f"{t.field}.shape")
+    values, nested = _values(t, rows, cols)
+    f = f"{t.field}.data"
+
+    def locate(r: int, c: int) -> str:
+        return f"{f}[{r}][{c}]" if nested else f"{f}[{r * cols + c}]"
+
+    X = v.to_matrix(values, locate, shape=(rows, cols))
+    _check_datatype(X, t, locate)
+    return X
+
+
+def _per_feature(tensors: list[Tensor], v: Validator) -> npt.NDArray[np.float64]:
+    columns: dict[int, tuple[list[Any], Tensor, bool]] = {}
+    nrows: int | None = None
+    for t in tensors:
+        col = v.index.get(t.name)
+        if col is None:
+            raise InputError(
+                422, f"{t.field}.name: unknown feature {t.name!r}", f"{t.field}.name", "unknown_feature"
+            )
+        if col in columns:
+            raise InputError(
+                422, f"{t.field}.name: feature {t.name!r} sent twice", f"{t.field}.name", "duplicate"
+            )
+        if len(t.shape) > MAX_RANK or (len(t.shape) == MAX_RANK and t.shape[1] != 1):
+            raise InputError(
+                422,
+                f"{t.field}.shape: expected [rows] or [rows, 1], got {t.shape}",
+                f"{t.field}.shape",
+                "wrong_shape",
+            )
+        rows = t.shape[0]
+        values, nested = _values(t, rows, 1)
+        if nrows is None:
+            nrows = rows
+        elif rows != nrows:
+            raise InputError(
+                422,
+                f"{t.field}.shape: {rows} rows, other inputs have {nrows}",
+                f"{t.field}.shape",
+                "wrong_shape",
+            )
+        columns[col] = (values, t, nested)
+    assert nrows is not None  # tensors is never empty
+    v.check_rows(nrows, "inputs")
+    X = np.empty((nrows, v.n), dtype=np.float64)
+    for c, name in enumerate(v.names):
+        if c in columns:
+            continue
+        if v.required[c]:
+            raise InputError(
+                422, f"inputs: required feature {name!r} is missing", f"inputs.{name}", "missing_feature"
+            )
+        X[:, c] = v.defaults[c]
+    locators: dict[int, Locator] = {}
+    for c, (values, t, nested) in columns.items():
+        locators[c] = _column_locator(f"{t.field}.data", nested)
+        X[:, c] = float_array(values)
+
+    def locate(r: int, c: int) -> str:
+        return locators[c](r, c) if c in locators else f"inputs.{v.names[c]}"
+
+    v.check_matrix(X, locate)
+    for c, (_, t, _) in columns.items():
+        _check_datatype(X[:, c : c + 1], t, _at_column(locate, c))
+    return X
+
+
+def _at_column(locate: Locator, c: int) -> Locator:
+    return lambda r, _: locate(r, c)
+
+
+def _column_locator(f: str, nested: bool) -> Locator:
+    if nested:
+        return lambda r, _: f"{f}[{r}][0]"
+    return lambda r, _: f"{f}[{r}]"
+
+
+def render_v2(
+    parsed: Parsed, rows: list[Row], specs: Sequence[OutputSpec], identity: dict[str, str]
+) -> dict[str, Any]:
+    n = len(rows)
+    tensors: dict[str, dict[str, Any]] = {}
+    wanted = parsed.outputs or tuple(s.name for s in specs)
+    for spec in specs:
+        if spec.name not in wanted:
+            continue
+        if spec.name in ("label", "prediction"):
+            data: list[Any] = [r[0] for r in rows]
+        elif spec.name == "score":
+            data = [r[1] for r in rows]
+        else:  # probabilities
+            data = [p for r in rows for p in (r[2] or [])]
+        shape = [n] if spec.per_row is None else [n, spec.per_row]
+        tensors[spec.name] = {"name": spec.name, "shape": shape, "datatype": spec.datatype, "data": data}
     return {
         "model_name": identity["model_name"],
         "model_version": identity["model_version"],
         "id": parsed.request_id or identity["request_id"],
         "request_id": identity["request_id"],
-        "outputs": outputs,
+        "outputs": [tensors[name] for name in wanted],
     }

@@ -1,7 +1,8 @@
 """Rows -> a validated float matrix, against the bundle's feature schema.
 
 Per-value type checks are plain ``type(x) is ...`` loops (a row is a few dozen values); everything
-numeric (finite, integral, range) is one vectorised numpy pass over the whole matrix. A ``Locator`` maps a matrix cell back to where the client wrote it, so every error
+numeric (finite, integral, range, the runtime's input precision) is one vectorised numpy pass over
+the whole matrix. A ``Locator`` maps a matrix cell back to where the client wrote it, so every error
 names the exact position in the request (``features[1][0]``, ``features.mean area``,
 ``inputs[0].data[37]``).
 """
@@ -19,8 +20,13 @@ from ..bundle.format import Schema
 from .codec import type_name
 from .errors import InputError, OutOfRange
 
+MAX_SAFE_INTEGER = 2**53 - 1
+"""Largest integer every larger one differs from as a double (so an `int` feature's bound is exact)."""
+
 Locator = Callable[[int, int], str]
 """(row, column) of the matrix -> the request field holding that value."""
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def is_number(v: Any) -> bool:
@@ -35,6 +41,7 @@ class Validator:
         schema: Schema,
         max_rows: int = 1000,
         reject_out_of_range: bool = False,
+        input_dtype: type[np.floating[Any]] = np.float64,
     ) -> None:
         f = schema.features
         self.schema = schema
@@ -47,6 +54,8 @@ class Validator:
         self.int_idx = np.array([i for i, x in enumerate(f) if x.type == "int"], dtype=int)
         self.defaults: list[float | None] = [x.default for x in f]
         self.required = [x.required for x in f]
+        # a float32 model would turn values beyond float32's range into infinity: refuse them
+        self.max_abs = FLOAT32_MAX if input_dtype == np.float32 else None
 
     @property
     def n(self) -> int:
@@ -133,18 +142,32 @@ class Validator:
             r, c = (int(i) for i in np.argwhere(~np.isfinite(X))[0])
             raise InputError(
                 422,
-                f"{where(r, c)}: value {X[r, c]} is not a finite number (NaN and infinity are not allowed)",
+                f"{where(r, c)}: value {X[r, c]} is not a finite number (NaN and infinity are not allowed, "
+                "nor numbers beyond a double's range)",
                 locate(r, c),
                 "not_finite",
             )
+        if self.max_abs is not None:
+            big = np.abs(X) > self.max_abs
+            if big.any():
+                r, c = (int(i) for i in np.argwhere(big)[0])
+                raise InputError(
+                    422,
+                    f"{where(r, c)}: value {X[r, c]:g} is beyond the model's float32 input range",
+                    locate(r, c),
+                    "not_finite",
+                )
         if self.int_idx.size:
             sub = X[:, self.int_idx]
-            bad = sub != np.round(sub)
+            bad = (sub != np.round(sub)) | (np.abs(sub) > MAX_SAFE_INTEGER)
             if bad.any():
                 r, k = (int(i) for i in np.argwhere(bad)[0])
                 c = int(self.int_idx[k])
                 raise InputError(
-                    422, f"{where(r, c)}: expected an integer, got {X[r, c]}", locate(r, c), "wrong_type"
+                    422,
+                    f"{where(r, c)}: expected an integer (at most {MAX_SAFE_INTEGER} in magnitude), got {X[r, c]}",
+                    locate(r, c),
+                    "wrong_type",
                 )
         if self.reject_out_of_range:
             bad = (self.lo > X) | (self.hi < X)
