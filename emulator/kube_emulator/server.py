@@ -60,6 +60,7 @@ from kube_emulator.controllers import (
 from kube_emulator.deployments import DeploymentController, ReadinessRule
 from kube_emulator.errors import ApiError
 from kube_emulator.jsonio import dumps, loads
+from kube_emulator.openapi import OpenApiV3
 from kube_emulator.patch import clone
 from kube_emulator.resources import ResourceInfo
 from kube_emulator.selectors import FieldSelector, LabelSelector
@@ -210,6 +211,7 @@ class KubernetesEmulator:
         self.authenticator = Authenticator()
         self.authorizer = Authorizer(self.store)
         self.accounting = RequestAccounting()
+        self.openapi = OpenApiV3(self.store.registry)
         self.store.listeners.append(self._on_store_event)
         if authorization == "RBAC":
             for manifest in bootstrap_objects():
@@ -518,7 +520,9 @@ class KubernetesEmulator:
         if len(parts) <= {"api": 2, "apis": 3}.get(head, 99):
             self._authorize_path(request)  # discovery, /version, /healthz, /openapi, /emulator
         if not parts:
-            return _json({"paths": ["/api", "/api/v1", "/apis", "/version", "/healthz", "/emulator/v1"]})
+            return _json(
+                {"paths": ["/api", "/api/v1", "/apis", "/healthz", "/openapi/v3", "/version", "/emulator/v1"]}
+            )
         if head == "version" and len(parts) == 1:
             major, minor = KUBERNETES_VERSION
             return _json(
@@ -538,6 +542,13 @@ class KubernetesEmulator:
             return web.Response(text="ok")
         if head == "emulator":
             return await self._control(request, parts[1:])
+        if head == "openapi" and parts[1:2] == ["v3"]:
+            if len(parts) == 2:
+                return _json(self.openapi.root())
+            document = self.openapi.document("/".join(parts[2:]))
+            if document is None:
+                raise errors.unknown_path(request.path)
+            return web.Response(body=document, content_type="application/json")
         registry = self.store.registry
         if head == "api":
             if len(parts) == 1:
@@ -599,6 +610,8 @@ class KubernetesEmulator:
         )
         if finalize:
             subresource = None
+        if info.key == ("authorization.k8s.io", "selfsubjectaccessreviews"):
+            return await self._access_review(request)
         if name is None:
             return await self._collection(request, info, namespace, watch)
         if watch_path:
@@ -607,6 +620,44 @@ class KubernetesEmulator:
         if subresource == "token":
             return await self._token_request(request, namespace or "", name)
         return await self._item(request, info, namespace, name, subresource)
+
+    async def _access_review(self, request: web.Request) -> web.StreamResponse:
+        """SelfSubjectAccessReview (``kubectl auth can-i``): may the caller do this?"""
+        if request.method != "POST":
+            raise errors.method_not_allowed()
+        body = await self._read_body(request)
+        spec = (body or {}).get("spec") if isinstance(body, dict) else None
+        if not isinstance(spec, dict):
+            raise errors.bad_request("a SelfSubjectAccessReview needs a spec")
+        user: User = request[_USER]
+        resource, plain = spec.get("resourceAttributes"), spec.get("nonResourceAttributes")
+        if isinstance(resource, dict):
+            attributes = Request(
+                str(resource.get("verb") or ""),
+                str(resource.get("group") or ""),
+                str(resource.get("resource") or "*"),
+                str(resource.get("subresource") or ""),
+                str(resource.get("namespace") or ""),
+                str(resource.get("name") or ""),
+            )
+        elif isinstance(plain, dict):
+            attributes = Request(str(plain.get("verb") or ""), path=str(plain.get("path") or ""))
+        else:
+            raise errors.bad_request("resourceAttributes or nonResourceAttributes is required")
+        allowed = user is _ALWAYS_ALLOWED or self.authorizer.allowed(user, attributes)
+        status: dict[str, Any] = {"allowed": allowed}
+        if allowed and not user.is_admin:
+            status["reason"] = "RBAC: allowed by the stored roles and bindings"
+        return _json(
+            {
+                "kind": "SelfSubjectAccessReview",
+                "apiVersion": "authorization.k8s.io/v1",
+                "metadata": {"creationTimestamp": None},
+                "spec": spec,
+                "status": status,
+            },
+            201,
+        )
 
     async def _token_request(self, request: web.Request, namespace: str, name: str) -> web.StreamResponse:
         """TokenRequest (``POST .../serviceaccounts/NAME/token``): a bearer token for the account."""
@@ -827,6 +878,11 @@ class KubernetesEmulator:
         if not raw.strip():
             return None
         content_type = request.headers.get("Content-Type", "").lower()
+        if "protobuf" in content_type or "cbor" in content_type:
+            raise errors.unsupported_media_type(
+                f"the body of the request was in an unknown format ({content_type}) - accepted media types "
+                "include: application/json, application/yaml"
+            )
         try:
             if "yaml" in content_type:
                 return yaml.safe_load(raw)

@@ -172,13 +172,13 @@ def test_kubectl_apply_get_wait_annotate_delete(
 
     manifests = tmp_path / "manifests.yaml"
     manifests.write_text(yaml.safe_dump_all([widget_crd()]))
-    kubectl("apply", "--validate=false", "-f", str(manifests))
+    kubectl("apply", "-f", str(manifests))
     widget_file = tmp_path / "widget.yaml"
     widget_file.write_text(yaml.safe_dump(widget("w1", size=3)))
-    kubectl("apply", "--validate=false", "-f", str(widget_file))
+    kubectl("apply", "-f", str(widget_file))
     deploy_file = tmp_path / "deploy.yaml"
     deploy_file.write_text(yaml.safe_dump(deployment("web", replicas=2)))
-    kubectl("apply", "--validate=false", "-f", str(deploy_file))
+    kubectl("apply", "-f", str(deploy_file))
 
     listing = kubectl("get", "wdg").stdout
     assert "w1" in listing and "SIZE" in listing
@@ -188,7 +188,7 @@ def test_kubectl_apply_get_wait_annotate_delete(
     # client-side apply again: GET, then a PATCH with the last-applied annotation
     changed = deployment("web", replicas=3, image="model:2")
     deploy_file.write_text(yaml.safe_dump(changed))
-    kubectl("apply", "--validate=false", "-f", str(deploy_file))
+    kubectl("apply", "-f", str(deploy_file))
     dep = emu_thread.get_object("deployments", "web")
     assert dep is not None
     assert dep["spec"]["replicas"] == 3

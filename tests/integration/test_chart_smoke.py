@@ -73,7 +73,7 @@ def test_chart_applies_and_the_operator_it_configures_rolls_out(cluster: Cluster
     assert HELM is not None
     rendered = _run(HELM, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--include-crds")
     namespace = yaml.safe_dump({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
-    applied = _kubectl(cluster, "apply", "--validate=false", "-f", "-", stdin=f"{namespace}---\n{rendered}")
+    applied = _kubectl(cluster, "apply", "-f", "-", stdin=f"{namespace}---\n{rendered}")
     for expected in (
         "customresourcedefinition.apiextensions.k8s.io/modeldeployments.mlcanary.io",
         f"serviceaccount/{RELEASE}-mlcanary created",
@@ -118,14 +118,14 @@ def test_chart_applies_and_the_operator_it_configures_rolls_out(cluster: Cluster
         )
 
         manifest = model_deployment("fraud", "1.0.0", steps=[50])
-        _kubectl(cluster, "apply", "--validate=false", "-f", "-", stdin=yaml.safe_dump(manifest))
+        _kubectl(cluster, "apply", "-f", "-", stdin=yaml.safe_dump(manifest))
         cluster.wait_for(
             lambda: cluster.status("fraud").get("phase") == "Healthy", "v1 healthy", operator=operator
         )
         assert _argocd_health(cluster.mdep("fraud")) == "Healthy"
 
         manifest["spec"]["model"].update(version="2.0.0", uri="file:///models/fraud/2.0.0/")
-        _kubectl(cluster, "apply", "--validate=false", "-f", "-", stdin=yaml.safe_dump(manifest))
+        _kubectl(cluster, "apply", "-f", "-", stdin=yaml.safe_dump(manifest))
         cluster.wait_for(
             lambda: cluster.status("fraud").get("phase") in {"Preparing", "Progressing", "Promoting"},
             "a canary",
