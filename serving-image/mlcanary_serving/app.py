@@ -36,12 +36,20 @@ SUMMARY = "Serves one model bundle: simple JSON and Open Inference Protocol v2, 
 
 
 class ServingApp(FastAPI):
-    """FastAPI serves the document and the docs page; the document is generated from ``ROUTES``."""
+    """FastAPI for the document and the docs page; the OpenAPI document is ours (``api.openapi``)."""
+
+    def __init__(self, service: ModelService, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.service = service
+        self._document: dict[str, Any] | None = None
 
     def openapi(self) -> dict[str, Any]:
-        if self.openapi_schema is None:
-            self.openapi_schema = openapi_document(ROUTES, TITLE, v2.SERVER_VERSION, SUMMARY)
-        return self.openapi_schema
+        if self._document is not None:
+            return self._document
+        document = openapi_document(ROUTES, self.service, TITLE, v2.SERVER_VERSION, SUMMARY)
+        if self.service.ready:  # the loaded bundle shapes the document: final from now on
+            self._document = document
+        return document
 
 
 def _bind(endpoint: Endpoint, svc: ModelService) -> Any:
@@ -75,7 +83,7 @@ def create_app(
                 task.cancel()
             svc.close()
 
-    app = ServingApp(title=TITLE, version=v2.SERVER_VERSION, summary=SUMMARY, lifespan=lifespan)
+    app = ServingApp(svc, title=TITLE, version=v2.SERVER_VERSION, summary=SUMMARY, lifespan=lifespan)
     app.state.service = svc
     for route in ROUTES:
         app.router.add_route(

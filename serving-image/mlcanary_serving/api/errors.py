@@ -4,7 +4,7 @@
 |---|---|---|---|
 | ``InputError`` (the request's own fault) | its 4xx | its code | client_error |
 | ``ClientDisconnect`` (the client left mid-body) | 400 | client_disconnected | client_error |
-| router ``HTTPException`` (unknown path, wrong method) | 404 / 405 | http_error | - |
+| router ``HTTPException`` (unknown path, wrong method; ``Allow`` kept) | 404 / 405 | http_error | - |
 | ``NotReady`` (no verified model) | 503 | not_ready | (not counted) |
 | ``InjectedFault`` (MLCANARY_FAULT_ERROR_RATE) | 500 | injected_fault | server_error |
 | anything else (a model or server failure, logged with the request id) | 500 | internal | server_error |
@@ -16,8 +16,9 @@ exception raised while reading the client's data into a 400 (and logs it as a bu
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -42,6 +43,7 @@ class ErrorAnswer:
     message: str
     field: str | None
     code: str
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 def answer_for(exc: Exception, request: Request) -> ErrorAnswer:
@@ -52,7 +54,7 @@ def answer_for(exc: Exception, request: Request) -> ErrorAnswer:
     if isinstance(exc, HTTPException):
         where = "path" if exc.status_code in (404, 405) else None
         message = f"{exc.detail}: {request.method} {request.url.path}"
-        return ErrorAnswer(exc.status_code, message, where, "http_error")
+        return ErrorAnswer(exc.status_code, message, where, "http_error", exc.headers or {})
     if isinstance(exc, NotReady):
         return ErrorAnswer(503, f"model not ready: {exc}", None, "not_ready")
     if isinstance(exc, InjectedFault):
@@ -73,7 +75,7 @@ def error_response(svc: ModelService, exc: Exception, request: Request) -> Respo
     if answer.code == "internal":
         log.error("%s %s failed (request %s)", request.method, request.url.path, rid, exc_info=exc)
     body = {"error": answer.message, "field": answer.field, "code": answer.code, **identity(svc, rid)}
-    return respond(svc, answer.status, body, rid)
+    return respond(svc, answer.status, body, rid, answer.headers)
 
 
 def parse_input(parse: Callable[[], T], rid: str) -> T:

@@ -14,7 +14,7 @@ from ..protocol.feedback import parse_feedback
 from ..service import ModelService, finite_rows, refuse_unusable_rows
 from .common import identity, identity_headers, read_body, request_id, respond
 from .errors import parse_input
-from .routing import Route
+from .routing import ERROR, Route
 
 
 def health(svc: ModelService, request: Request, kind: str) -> Response:
@@ -77,15 +77,18 @@ async def feedback(svc: ModelService, request: Request) -> Response:
 
 
 ROUTES = (
-    Route("/healthz", "GET", healthz, "healthz", "Liveness", "health",
+    Route("/healthz", "GET", healthz, "healthz", "Liveness", "health", {200: "Health"},
           description="200 while the process runs, even when the bundle failed to load."),
-    Route("/readyz", "GET", readyz, "readyz", "Readiness", "health",
-          description="200 only when a verified model is loaded."),
-    Route("/metrics", "GET", metrics, "metrics", "Prometheus metrics", "health",
-          description="Prometheus text exposition (names in mlcanary_serving.metric_names)."),
+    Route("/readyz", "GET", readyz, "readyz", "Readiness", "health", {200: "Health", 503: "Health"},
+          description="200 only when a verified model is loaded; 503 with `reason` otherwise."),
+    Route("/metrics", "GET", metrics, "metrics", "Prometheus metrics", "health", {200: "Metrics"},
+          description="Prometheus text exposition (names in `mlcanary_serving.metric_names`)."),
     Route("/model-card", "GET", model_card, "model_card", "Model card", "model",
-          description="The bundle's model card (intended use, metrics, subgroups) and manifest summary."),
+          {200: "ModelCard", 503: ERROR},
+          description="The bundle's model card (intended use, metrics, subgroups), manifest summary, schema."),
     Route("/feedback", "POST", feedback, "feedback", "Ground truth for an earlier answer", "predict",
+          {200: "FeedbackResponse", 400: ERROR, 404: ERROR, 413: ERROR, 422: ERROR, 500: ERROR, 503: ERROR},
           request_body="FeedbackRequest",
-          description="Ground truth for an earlier request id (`label`/`labels`), or for `features` + `label`."),
+          description="`request_id` of an earlier answer with `label` (or `labels` for a batch), or "
+          "`features` + `label` to predict and compare in one call. Classifiers only."),
 )  # fmt: skip

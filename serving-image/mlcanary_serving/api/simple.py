@@ -10,7 +10,7 @@ from starlette.responses import Response
 from ..protocol.simple import Parsed, Row, parse_simple, render_simple
 from ..service import Loaded, ModelService
 from .prediction import run_prediction
-from .routing import Route
+from .routing import BODY_ERRORS, Route
 
 
 def _parse(obj: Any, m: Loaded) -> Parsed:
@@ -33,6 +33,7 @@ ROUTES = (
         "predict",
         "Predict one row or a batch",
         "predict",
+        {200: "PredictResponse", **BODY_ERRORS},
         request_body="PredictRequest",
         description="One row (`features` as an array in schema order, or an object by feature name; "
         "optional features may be left out) or a batch (an array of rows, all of one kind). "

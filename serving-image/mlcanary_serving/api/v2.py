@@ -15,7 +15,7 @@ from ..service import Loaded, ModelService
 from .common import identity, request_id, respond
 from .ops import health
 from .prediction import run_prediction
-from .routing import Route
+from .routing import BODY_ERRORS, ERROR, Route
 
 try:
     SERVER_VERSION = metadata.version("mlcanary")
@@ -95,18 +95,32 @@ async def ready(svc: ModelService, request: Request) -> Response:
     return health(svc, request, "ready")
 
 
+_MODEL = {404: ERROR, 503: ERROR}
+_INFER = {200: "InferenceResponse", 404: ERROR, **BODY_ERRORS}
+_INFER_DESCRIPTION = (
+    "Send one tensor of shape `[rows, n_features]` (or `[n_features]`) with `data` flat in row-major "
+    "order or nested exactly as the shape says, or one tensor per feature named after it, of shape "
+    "`[rows]` or `[rows, 1]`. Any numeric datatype; values must fit it. `outputs` selects (and "
+    "orders) the outputs returned. The binary tensor extension is not supported."
+)
+
 ROUTES = (
-    Route("/v2/models/{name}/infer", "POST", infer, "v2_infer", "Open Inference Protocol v2 inference", "v2",
-          request_body="InferenceRequest"),
+    Route("/v2/models/{name}/infer", "POST", infer, "v2_infer", "Inference (OIP v2)", "v2", _INFER,
+          request_body="InferenceRequest", description=_INFER_DESCRIPTION),
     Route("/v2/models/{name}/versions/{version}/infer", "POST", infer, "v2_infer_version",
-          "Open Inference Protocol v2 inference, pinned to a version", "v2", request_body="InferenceRequest"),
-    Route("/v2/models/{name}", "GET", model_metadata, "v2_model_metadata", "Model metadata", "v2"),
+          "Inference, pinned to a version (OIP v2)", "v2", _INFER, request_body="InferenceRequest",
+          description=_INFER_DESCRIPTION),
+    Route("/v2/models/{name}", "GET", model_metadata, "v2_model_metadata", "Model metadata (OIP v2)", "v2",
+          {200: "ModelMetadata", **_MODEL}),
     Route("/v2/models/{name}/versions/{version}", "GET", model_metadata, "v2_model_version_metadata",
-          "Model metadata of a version", "v2"),
-    Route("/v2/models/{name}/ready", "GET", model_ready, "v2_model_ready", "Model readiness", "v2"),
+          "Model metadata of a version (OIP v2)", "v2", {200: "ModelMetadata", **_MODEL}),
+    Route("/v2/models/{name}/ready", "GET", model_ready, "v2_model_ready", "Model readiness (OIP v2)", "v2",
+          {200: "ModelReady", **_MODEL}),
     Route("/v2/models/{name}/versions/{version}/ready", "GET", model_ready, "v2_model_version_ready",
-          "Readiness of a model version", "v2"),
-    Route("/v2", "GET", server_metadata, "v2_server_metadata", "Server metadata", "v2"),
-    Route("/v2/health/live", "GET", live, "v2_live", "Server liveness", "v2"),
-    Route("/v2/health/ready", "GET", ready, "v2_ready", "Server readiness", "v2"),
+          "Readiness of a model version (OIP v2)", "v2", {200: "ModelReady", **_MODEL}),
+    Route("/v2", "GET", server_metadata, "v2_server_metadata", "Server metadata (OIP v2)", "v2",
+          {200: "ServerMetadata"}),
+    Route("/v2/health/live", "GET", live, "v2_live", "Server liveness (OIP v2)", "v2", {200: "Health"}),
+    Route("/v2/health/ready", "GET", ready, "v2_ready", "Server readiness (OIP v2)", "v2",
+          {200: "Health", 503: "Health"}),
 )  # fmt: skip
