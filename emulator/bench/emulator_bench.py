@@ -3,7 +3,10 @@
 Measures, over real HTTP from a separate client process, create / get / list-with-selector / patch and
 watch fan-out (req/s, p50, p99), for:
 
-* ``emulator`` - kube_emulator (indexed store), Deployment controller off;
+* ``emulator`` - kube_emulator (indexed store), Deployment controller off; the client is a
+                 ServiceAccount bound by a ClusterRole, so every request is authenticated and authorized
+                 by RBAC (cached decisions), and names, labels and CRD schemas are checked (``--cel`` adds
+                 a CEL rule to the widgets' spec);
 * ``naive``    - the same HTTP server with a naive store swapped in (linear scans, deep copies on
                  every read): the alternative an index-free emulator would be, measured in the same run;
 * ``kmock``    - optionally kmock 0.8's KubernetesEmulator, run from a throwaway venv
@@ -38,6 +41,8 @@ from typing import Any
 import aiohttp
 
 from kube_emulator import KubernetesEmulator
+from kube_emulator.auth import Authorizer, bootstrap_objects
+from kube_emulator.openapi import OpenApiV3
 from kube_emulator.resources import RKey
 from kube_emulator.selectors import FieldSelector, LabelSelector
 from kube_emulator.store import Obj, Store
@@ -149,13 +154,53 @@ class NaiveStore(Store):
         return sorted(out, key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
 
 
+# What the benchmark's client may do: it runs as a ServiceAccount bound by this, so every request goes
+# through authentication and RBAC authorization (the admin's group would skip authorization).
+BENCH_RULES = [
+    {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["create"]},
+    {
+        "apiGroups": ["example.com"],
+        "resources": ["widgets"],
+        "verbs": ["get", "list", "watch", "create", "patch"],
+    },
+    {
+        "apiGroups": ["apps"],
+        "resources": ["deployments"],
+        "verbs": ["get", "list", "watch", "create", "patch"],
+    },
+]
+
+
+def _grant(emulator: KubernetesEmulator) -> str:
+    """A ServiceAccount token bound by BENCH_RULES (through a ClusterRole and ClusterRoleBinding)."""
+    rbac = "rbac.authorization.k8s.io/v1"
+    emulator.apply(
+        {"apiVersion": rbac, "kind": "ClusterRole", "metadata": {"name": "bench"}, "rules": BENCH_RULES}
+    )
+    emulator.apply(
+        {
+            "apiVersion": rbac,
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "bench"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "bench"},
+            "subjects": [{"kind": "ServiceAccount", "name": "bench", "namespace": NS}],
+        }
+    )
+    return emulator.service_account_token(NS, "bench")
+
+
 async def serve(kind: str) -> None:
-    """Child-process mode: run one server, print its URL, exit when stdin closes."""
+    """Child-process mode: run one server, print its URL and a token, exit when stdin closes."""
     emulator = KubernetesEmulator(deployment_controller=False)
     if kind == "naive":
         emulator.store = NaiveStore()
+        emulator.authorizer = Authorizer(emulator.store)
+        emulator.store.listeners.append(emulator._on_store_event)
+        emulator.openapi = OpenApiV3(emulator.store.registry)
+        for manifest in bootstrap_objects():
+            emulator.apply(manifest)
     async with emulator:
-        print(emulator.url, flush=True)
+        print(emulator.url, _grant(emulator), flush=True)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, sys.stdin.read)
 
@@ -244,7 +289,16 @@ async def expect(response: aiohttp.ClientResponse, *ok: int) -> Any:
 
 
 async def bench_server(
-    url: str, pid: int, *, objects: int, ops: int, concurrency: int, watchers: int, events: int, kmock: bool
+    url: str,
+    pid: int,
+    *,
+    objects: int,
+    ops: int,
+    concurrency: int,
+    watchers: int,
+    events: int,
+    kmock: bool,
+    token: str | None = None,
 ) -> list[Result]:
     results: list[Result] = []
     mark = [cpu_seconds(pid)]
@@ -256,7 +310,8 @@ async def bench_server(
 
     connector = aiohttp.TCPConnector(limit=concurrency + watchers + 4)
     timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
-    async with aiohttp.ClientSession(url, connector=connector, timeout=timeout) as http:
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    async with aiohttp.ClientSession(url, connector=connector, timeout=timeout, headers=headers) as http:
         if not kmock:
             async with http.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=CRD) as rsp:
                 await expect(rsp, 201)
@@ -382,14 +437,15 @@ async def watch_fanout(
     return Result(phase, max(1, len(latencies)), seconds, latencies)
 
 
-def start_server(argv: list[str]) -> tuple[subprocess.Popen[str], str]:
+def start_server(argv: list[str]) -> tuple[subprocess.Popen[str], str, str | None]:
+    """The server process, its URL and (emulators) the bench ServiceAccount's token."""
     process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
-    url = process.stdout.readline().strip()
+    url, _, token = process.stdout.readline().strip().partition(" ")
     if not url.startswith("http://"):
         process.kill()
         raise RuntimeError(f"server did not start: {argv}")
-    return process, url
+    return process, url, token or None
 
 
 def stop_server(process: subprocess.Popen[str]) -> None:
@@ -436,8 +492,16 @@ def main() -> int:
     parser.add_argument("--kmock-objects", type=int, default=200)
     parser.add_argument("--kmock-ops", type=int, default=100)
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument(
+        "--cel", action="store_true", help="give the widgets' spec a CEL rule (its cost on create and patch)"
+    )
     parser.add_argument("--serve", choices=["emulator", "naive"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.cel:
+        spec_schema = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        spec_schema["x-kubernetes-validations"] = [
+            {"rule": "self.size <= 100 && self.model.startsWith('model-')", "message": "a bench rule"}
+        ]
     if args.serve:
         asyncio.run(serve(args.serve))
         return 0
@@ -477,7 +541,7 @@ def main() -> int:
 
     table: dict[str, list[Result]] = {}
     for name, argv, overrides in targets:
-        process, url = start_server(argv)
+        process, url, token = start_server(argv)
         try:
             params = {
                 "objects": args.objects,
@@ -489,7 +553,7 @@ def main() -> int:
             }
             params.update(overrides)
             started = time.perf_counter()
-            table[name] = asyncio.run(bench_server(url, process.pid, **params))
+            table[name] = asyncio.run(bench_server(url, process.pid, token=token, **params))
             print(f"[{name}] done in {time.perf_counter() - started:.1f}s at {url}", file=sys.stderr)
         finally:
             stop_server(process)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import zoneinfo
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -36,46 +37,68 @@ from kube_emulator.workloads import (
     parse_time,
 )
 
+logger = logging.getLogger(__name__)
+
 
 class Controller:
-    """A loop on the store's event loop: wakes on its resources' events and on a period."""
+    """Runs :meth:`sync` on the store's event loop: soon after an event of its resources, and every
+    ``period`` seconds. Callbacks, not a task per wake-up: a controller with nothing to watch costs
+    nothing per request."""
 
     keys: tuple[tuple[str, str], ...] = ()
+    # Events of these resources matter only while objects of this one exist (e.g. HPAs for Deployments).
+    needs: tuple[str, str] | None = None
     period = 1.0
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending = False
+        self._timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self.store.listeners.append(self._on_event)
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._tick()
 
     def stop(self) -> None:
         if self._on_event in self.store.listeners:
             self.store.listeners.remove(self._on_event)
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._loop = None
 
     def poke(self) -> None:
-        self._wake.set()
+        if self._loop is not None and not self._pending:
+            self._pending = True
+            self._loop.call_soon(self._run)
 
     def _on_event(self, event: Event) -> None:
-        if event.key in self.keys:
-            self._wake.set()
+        if event.key in self.keys and (
+            self.needs is None or event.key == self.needs or self._has(self.needs)
+        ):
+            self.poke()
 
-    async def _run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.period)
-            self._wake.clear()
-            try:
-                self.sync()
-            except ApiError:
-                self._wake.set()  # a racing write: again at once
-                await asyncio.sleep(0.01)
+    def _has(self, key: tuple[str, str]) -> bool:
+        return next(self.store.iter_objects(key), None) is not None
+
+    def _tick(self) -> None:
+        if self._loop is None:
+            return
+        self.poke()
+        self._timer = self._loop.call_later(self.period, self._tick)
+
+    def _run(self) -> None:
+        self._pending = False
+        if self._loop is None:
+            return
+        try:
+            self.sync()
+        except ApiError:
+            self._loop.call_later(0.01, self.poke)  # a racing write: again shortly
+        except Exception:
+            logger.exception("%s failed", type(self).__name__)
 
     def sync(self) -> None:
         raise NotImplementedError
@@ -178,6 +201,7 @@ class CronJobController(Controller):
     """Creates each CronJob's Jobs on schedule (in its time zone), keeps status and the history limits."""
 
     keys = (CRONJOBS, JOBS)
+    needs = CRONJOBS
     period = 1.0
 
     def sync(self) -> None:
@@ -321,6 +345,7 @@ class HpaStatusController(Controller):
     """Writes a minimal HPA status: the target's replicas, clamped to the bounds; no metrics API here."""
 
     keys = (HPAS, ("apps", "deployments"), ("apps", "statefulsets"), ("apps", "replicasets"))
+    needs = HPAS
     period = 5.0
     _TARGETS = {
         "Deployment": ("apps", "deployments"),
