@@ -50,13 +50,17 @@ __all__ = [
 ]
 
 
-def finite_rows(pred: Prediction) -> npt.NDArray[np.bool_]:
-    """Rows whose score (and probabilities) are finite. A finite but extreme input can overflow a
-    model (a linear model's scaler turns 1e308 into infinity): such rows are the client's input
-    beyond what the model computes with, answered 422, never served as null scores or counted."""
+def finite_rows(pred: Prediction) -> npt.NDArray[np.bool_] | None:
+    """Rows whose score (and probabilities) are finite, or None when all are (the usual case: two
+    vectorised checks). A finite but extreme input can overflow a model (a linear model's scaler
+    turns 1e308 into infinity): such rows are the client's input beyond what the model computes
+    with, answered 422, never served as null scores or counted."""
+    probabilities = pred.probabilities
+    if np.isfinite(pred.scores).all() and (probabilities is None or np.isfinite(probabilities).all()):
+        return None
     ok = np.isfinite(pred.scores)
-    if pred.probabilities is not None:
-        ok &= np.isfinite(pred.probabilities).all(axis=1)
+    if probabilities is not None:
+        ok &= np.isfinite(probabilities).all(axis=1)
     return ok
 
 
@@ -252,8 +256,10 @@ class ModelService:
             proba = pred.probabilities.tolist() if pred.probabilities is not None else None
             sc = scores.tolist()
             rows = [(labels[i], sc[i], proba[i] if proba is not None else None) for i in range(len(labels))]
-            ok = finite_rows(pred)
-            if not ok.all():  # the caller refuses these rows (NaN score); they count in no metric
+            # a finite sum of the plain floats at hand is the cheap proof that every value is finite
+            finite = math.isfinite(sum(sc) + (sum(map(sum, proba)) if proba is not None else 0.0))
+            ok = None if finite else finite_rows(pred)
+            if ok is not None:  # the caller refuses these rows (NaN score); they count in no metric
                 rows = [r if k else (r[0], math.nan, None) for r, k in zip(rows, ok.tolist(), strict=True)]
                 X, scores = X[ok], scores[ok]
                 labels = [lab for lab, k in zip(labels, ok.tolist(), strict=True) if k]

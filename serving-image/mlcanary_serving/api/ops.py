@@ -66,7 +66,9 @@ async def feedback(svc: ModelService, request: Request) -> Response:
     else:
         assert fb.X is not None
         pred = await asyncio.get_running_loop().run_in_executor(None, m.runtime.predict, fb.X)
-        refuse_unusable_rows(finite_rows(pred).tolist(), fb.field, fb.indexed_rows)
+        computed = finite_rows(pred)
+        if computed is not None:
+            refuse_unusable_rows(computed.tolist(), fb.field, fb.indexed_rows)
         correct = svc.score_feedback(pred.labels, fb.truth)
     answer = {
         **identity(svc, rid),
