@@ -9,6 +9,11 @@ reported. The naive and empty apps are the exact code of ../shared/bench/serving
 
     python bench/serving_bench.py                       # ~9 min: 3 rounds x 10 s per level
     python bench/serving_bench.py --rounds 1 --duration 3 --warmup 1    # smoke, ~1.5 min
+    # before/after a change, in one run: an older server as an extra candidate
+    git archive <rev> serving-image | tar -x -C /tmp/before
+    python bench/serving_bench.py --baseline /tmp/before/serving-image   # + mlcanary-hgb-baseline
+    # the app alone, in process (no sockets, no wrk): server CPU per request, robust to a busy machine
+    python bench/serving_bench.py --inproc [--baseline /tmp/before/serving-image]      # ~1 min
 
 Needs wrk and taskset (``apt-get install -y wrk``). Results: a Markdown table on stdout and
 ``$OUT/results.json`` + ``$OUT/results.md`` (OUT defaults to /tmp/mlcanary-bench).
@@ -157,10 +162,14 @@ def prepare(out: Path) -> tuple[Path, int]:
     return art, expected
 
 
-def candidates(art: Path) -> list[dict[str, Any]]:
+def candidates(art: Path, baseline: Path | None = None) -> list[dict[str, Any]]:
     uv = [PY, "-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}", "--workers", "1"]
     serve = [PY, "-m", "mlcanary_serving", "--host", "127.0.0.1", "--port", "{port}", "--bundle"]
-    return [
+    extra = []
+    if baseline is not None:  # the same server from another source tree (e.g. before a change)
+        extra.append({"name": "mlcanary-hgb-baseline", "cmd": [*serve, str(art / "bundle-onnx")], "env": {},
+                      "code": str(baseline), "note": f"mlcanary_serving from {baseline}, ONNX bundle"})  # fmt: skip
+    return [*extra,
         {"name": "fastapi-noop", "cmd": [*uv, "noop_fastapi:app"], "env": {}, "note": "empty FastAPI endpoint (ceiling)"},
         {"name": "seed-naive-hgb", "cmd": [*uv, "naive_sklearn:app"], "env": {"MODEL_PATH": str(art / "hgb.joblib")},
          "note": "model.predict([req.features]) in FastAPI"},
@@ -171,6 +180,102 @@ def candidates(art: Path) -> list[dict[str, Any]]:
         {"name": "mlcanary-joblib-hgb", "cmd": [*serve, str(art / "bundle-joblib")], "env": {},
          "note": "mlcanary_serving, joblib bundle (sklearn + micro-batching), all metrics"},
     ]  # fmt: skip
+
+
+INPROC = r"""
+import asyncio, json, sys, time
+from mlcanary_serving.app import create_app
+from mlcanary_serving.settings import Settings
+
+bundle, path, body, n, rounds = sys.argv[1], sys.argv[2], sys.argv[3].encode(), int(sys.argv[4]), int(sys.argv[5])
+app = create_app(Settings(bundle_uri=bundle), load_in_background=False)
+SCOPE = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+         "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "state": {},
+         "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+         "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2)}
+
+
+async def request():
+    sent, first = [], True
+    async def receive():
+        nonlocal first
+        if first:
+            first = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()
+    async def send(message):
+        sent.append(message)
+    await app(dict(SCOPE), receive, send)
+    return sent[0]["status"]
+
+
+async def main():
+    startup = asyncio.Queue()
+    await startup.put({"type": "lifespan.startup"})
+    done = asyncio.Queue()
+    asyncio.create_task(app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, startup.get, done.put))
+    assert (await done.get())["type"] == "lifespan.startup.complete"
+    for _ in range(300):
+        assert await request() == 200
+    per = []
+    for _ in range(rounds):
+        t0 = time.process_time()
+        for _ in range(n):
+            await request()
+        per.append((time.process_time() - t0) / n * 1e6)
+    print(json.dumps(sorted(per)[len(per) // 2]))
+
+
+asyncio.run(main())
+"""
+
+
+def inproc(args: argparse.Namespace, art: Path) -> int:
+    """CPU per request of the app alone (ASGI calls in one process, pinned to the server CPU), for
+    this tree and the baseline, interleaved: what the framework, validation, model and metrics cost
+    without uvicorn, sockets or a load generator competing."""
+    row = json.loads((art / "features.json").read_text())["features"]
+    bodies = {
+        "/predict": json.dumps({"features": row}),
+        "/v2/models/hgb/infer": json.dumps(
+            {"inputs": [{"name": "input", "shape": [1, len(row)], "datatype": "FP64", "data": row}]}
+        ),
+    }
+    trees = {"mlcanary": str(args.serving_code)}
+    if args.baseline is not None:
+        trees["baseline"] = str(args.baseline)
+    results: dict[tuple[str, str], list[float]] = {}
+    for r in range(args.rounds):
+        for name, code in trees.items():
+            for path, body in bodies.items():
+                env = dict(os.environ, PYTHONPATH=os.pathsep.join([code, os.environ.get("PYTHONPATH", "")]))
+                out = subprocess.run(
+                    ["taskset", "-c", args.server_cpus, PY, "-c", INPROC, str(art / "bundle-onnx"), path, body,
+                     "2000", "3"],
+                    env=env, capture_output=True, text=True, timeout=600, check=True,
+                )  # fmt: skip
+                results.setdefault((name, path), []).append(float(out.stdout.strip().splitlines()[-1]))
+                print(f"round {r + 1}/{args.rounds}: {name} {path}", file=sys.stderr, flush=True)
+    lines = [
+        f"In-process ASGI, ONNX HGB bundle, one row, CPU {args.server_cpus}: server CPU us per request "
+        f"(median of {args.rounds} rounds x 3 x 2,000 requests)",
+        "",
+        "| code | " + " | ".join(f"`POST {p}`" for p in bodies) + " |",
+        "|---|" + "---|" * len(bodies),
+    ]
+    for name, code in trees.items():
+        cells = []
+        for path in bodies:
+            us = med(results[(name, path)])
+            base = med(results[("baseline", path)]) if "baseline" in trees else None
+            cells.append(
+                f"{us:,.0f}" + (f" ({us / base:.2f}x baseline)" if base and name != "baseline" else "")
+            )
+        lines.append(f"| {name} ({code}) | " + " | ".join(cells) + " |")
+    md = "\n".join(lines) + "\n"
+    (args.out / "inproc.md").write_text(md)
+    print(md)
+    return 0
 
 
 def free_port() -> int:
@@ -239,7 +344,8 @@ def session(c: dict[str, Any], art: Path, expected: int, args: argparse.Namespac
     port = free_port()
     cmd = [a.replace("{port}", str(port)) for a in c["cmd"]]
     env = dict(os.environ, **c["env"])
-    env["PYTHONPATH"] = os.pathsep.join([str(art), str(REPO / "serving-image"), env.get("PYTHONPATH", "")])
+    code = c.get("code") or str(args.serving_code)
+    env["PYTHONPATH"] = os.pathsep.join([str(art), code, env.get("PYTHONPATH", "")])
     log = (args.out / "logs" / f"{c['name']}-{port}.log").open("w")
     proc = subprocess.Popen(
         ["taskset", "-c", args.server_cpus, *cmd], cwd=art, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -298,8 +404,20 @@ def main() -> int:
     p.add_argument("--server-cpus", default=os.environ.get("SERVER_CPUS", "1"))
     p.add_argument("--loadgen-cpus", default=os.environ.get("LOADGEN_CPUS", "0"))
     p.add_argument("--only", default=os.environ.get("ONLY", ""), help="comma-separated candidate names")
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        default=os.environ.get("BASELINE") or None,
+        help="a directory holding another mlcanary_serving (e.g. git archive of an older commit)",
+    )
+    p.add_argument("--serving-code", type=Path, default=REPO / "serving-image",
+                   help="the directory holding the mlcanary_serving measured as mlcanary-* [serving-image/]")  # fmt: skip
+    p.add_argument("--inproc", action="store_true", help="measure the app in process (no wrk): see inproc()")
     args = p.parse_args()
     args.concurrency = [int(x) for x in str(args.concurrency).split(",")]
+    if args.inproc:
+        args.out.mkdir(parents=True, exist_ok=True)
+        return inproc(args, prepare(args.out)[0])
     for tool in ("wrk", "taskset"):
         if shutil.which(tool) is None:
             print(f"{tool} not found: apt-get install -y wrk util-linux", file=sys.stderr)
@@ -307,7 +425,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "logs").mkdir(exist_ok=True)
     art, expected = prepare(args.out)
-    cands = candidates(art)
+    cands = candidates(art, args.baseline)
     if args.only:
         keep = set(args.only.split(","))
         cands = [c for c in cands if c["name"] in keep]
@@ -412,6 +530,17 @@ def report(
             o, sd, z = (agg[n][k]["cpu_us_per_req"] for n in (ours, seed, noop))
             lines.append(
                 f"- c={conc}: {sd / o:.2f}x the naive server's capacity, {z / o:.2f}x the empty endpoint's"
+            )
+    base = "mlcanary-hgb-baseline"
+    if ours in agg and base in agg:
+        lines += ["", f"`{ours}` against `{base}` ({args.baseline}), same run:", ""]
+        for conc in args.concurrency:
+            k = str(conc)
+            o, b = agg[ours][k], agg[base][k]
+            lines.append(
+                f"- c={conc}: req/s {o['rps'] / b['rps']:.2f}x, server CPU per request "
+                f"{o['cpu_us_per_req']:,.0f} vs {b['cpu_us_per_req']:,.0f} us ({o['cpu_us_per_req'] / b['cpu_us_per_req']:.2f}x), "
+                f"p99 {o['p99_ms']:.2f} vs {b['p99_ms']:.2f} ms"
             )
     counted = [s["metrics_success_count"] for s in sessions if s.get("metrics_success_count") is not None]
     if counted:
