@@ -13,7 +13,15 @@ from typing import Any
 
 from kube_emulator.auth import Request
 
-Key = tuple[str, str, str, str]  # (user, verb, group, resource or resource/subresource or path)
+Key = tuple[str, str, str, str, str, str]  # (user, verb, group, resource, subresource, path)
+
+
+def _what(key: Key) -> str:
+    """resource, resource/subresource, or the path of a non-resource request."""
+    _, _, _, resource, subresource, path = key
+    if not resource:
+        return path
+    return f"{resource}/{subresource}" if subresource else resource
 
 
 class RequestAccounting:
@@ -23,17 +31,10 @@ class RequestAccounting:
         self.forbidden: Counter[Key] = Counter()
 
     def record(self, user: str, request: Request, *, allowed: bool, watch: bool = False) -> None:
-        if request.is_resource:
-            what = request.resource + (f"/{request.subresource}" if request.subresource else "")
-        else:
-            what = request.path
-        key = (user, request.verb, request.group, what)
-        if not allowed:
-            self.forbidden[key] += 1
-        elif watch:
-            self.watches[key] += 1
-        else:
-            self.requests[key] += 1
+        # On every request: plain tuple keys and dict arithmetic, no string building.
+        key = (user, request.verb, request.group, request.resource, request.subresource, request.path)
+        counter = self.watches if watch and allowed else self.requests if allowed else self.forbidden
+        counter[key] = counter.get(key, 0) + 1
 
     def reset(self) -> None:
         self.requests.clear()
@@ -44,24 +45,24 @@ class RequestAccounting:
         """Ordinary requests (not watches, not refused) of ``user`` (None: everyone)."""
         return sum(
             count
-            for (who, _, _, what), count in self.requests.items()
-            if (user is None or who == user) and not (resources_only and what.startswith("/"))
+            for key, count in self.requests.items()
+            if (user is None or key[0] == user) and not (resources_only and not key[3])
         )
 
     def used(self, user: str) -> set[tuple[str, str, str]]:
         """(verb, group, resource) triples ``user`` was allowed and used (watches included)."""
         return {
-            (verb, group, what)
+            (key[1], key[2], _what(key))
             for counter in (self.requests, self.watches)
-            for (who, verb, group, what) in counter
-            if who == user and not what.startswith("/")
+            for key in counter
+            if key[0] == user and key[3]
         }
 
     def snapshot(self) -> dict[str, Any]:
         def rows(counter: Counter[Key]) -> list[dict[str, Any]]:
             return [
-                {"user": user, "verb": verb, "group": group, "resource": what, "count": count}
-                for (user, verb, group, what), count in sorted(counter.items())
+                {"user": key[0], "verb": key[1], "group": key[2], "resource": _what(key), "count": count}
+                for key, count in sorted(counter.items())
             ]
 
         return {

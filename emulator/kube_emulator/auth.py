@@ -33,18 +33,12 @@ class User(NamedTuple):  # a tuple: cheap to make and to hash (a decision cache 
     groups: tuple[str, ...] = ()
     # For ServiceAccount tokens: the account's uid when the token was issued (deleted account: invalid).
     service_account_uid: str | None = None
+    # (namespace, name) of a ServiceAccount user, set by service_account_user().
+    service_account: tuple[str, str] | None = None
 
     @property
     def is_admin(self) -> bool:
         return MASTERS in self.groups
-
-    @property
-    def service_account(self) -> tuple[str, str] | None:
-        """(namespace, name) of a ServiceAccount user."""
-        if not self.name.startswith(SA_PREFIX):
-            return None
-        namespace, _, name = self.name[len(SA_PREFIX) :].partition(":")
-        return namespace, name
 
 
 ADMIN = User("kubernetes-admin", (MASTERS, AUTHENTICATED))
@@ -56,6 +50,7 @@ def service_account_user(namespace: str, name: str, uid: str | None = None) -> U
         f"{SA_PREFIX}{namespace}:{name}",
         ("system:serviceaccounts", f"system:serviceaccounts:{namespace}", AUTHENTICATED),
         uid,
+        (namespace, name),
     )
 
 
@@ -121,6 +116,11 @@ class Authenticator:
         self._tokens[token] = user
         return token
 
+    def forget_service_account(self, uid: str) -> None:
+        """The ServiceAccount with this uid is gone: its tokens stop working (as bound tokens do)."""
+        for token in [t for t, u in self._tokens.items() if u.service_account_uid == uid]:
+            del self._tokens[token]
+
     def user_for(self, authorization: str | None) -> User | None:
         """The user of an ``Authorization`` header; ANONYMOUS without one; None for a bad token."""
         if not authorization:
@@ -147,8 +147,10 @@ def _subject_matches(subject: Mapping[str, Any], user: User) -> bool:
     if kind == "Group":
         return name in user.groups
     if kind == "ServiceAccount":
-        account = user.service_account
-        return account is not None and account == (subject.get("namespace") or "", name)
+        if not user.name.startswith(SA_PREFIX):
+            return False
+        namespace, _, account = user.name[len(SA_PREFIX) :].partition(":")
+        return (namespace, account) == (subject.get("namespace") or "", name)
     return False
 
 

@@ -9,6 +9,7 @@ alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -88,7 +89,17 @@ def path_segment(value: str) -> list[str]:
     return [f"may not contain '{c}'" for c in ("/", "%") if c in value]
 
 
+@functools.lru_cache(maxsize=8192)
+def _qualified_name(value: str) -> tuple[str, ...]:
+    return tuple(_qualified_name_errors(value))
+
+
 def qualified_name(value: str) -> list[str]:
+    """Label and annotation keys (results cached: the same keys come back on every write)."""
+    return list(_qualified_name(value))
+
+
+def _qualified_name_errors(value: str) -> list[str]:
     """Label and annotation keys: an optional DNS-subdomain prefix and '/', then a name."""
     errors: list[str] = []
     prefix, slash, name = value.rpartition("/")
@@ -112,6 +123,15 @@ def qualified_name(value: str) -> list[str]:
 
 
 def label_value(value: str) -> list[str]:
+    return list(_label_value(value))
+
+
+@functools.lru_cache(maxsize=8192)
+def _label_value(value: str) -> tuple[str, ...]:
+    return tuple(_label_value_errors(value))
+
+
+def _label_value_errors(value: str) -> list[str]:
     errors = []
     if len(value) > LABEL_VALUE_MAX:
         errors.append(_max_len(LABEL_VALUE_MAX))

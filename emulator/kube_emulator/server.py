@@ -141,7 +141,6 @@ def _json(body: Any, status: int = 200, warnings: Iterable[str] = ()) -> web.Res
     return response
 
 
-_USER = web.RequestKey("user", User)
 # The user of every request when authorization is AlwaysAllow (accounted under this name).
 _ALWAYS_ALLOWED = User("system:always-allowed", ("system:authenticated",))
 
@@ -478,6 +477,8 @@ class KubernetesEmulator:
     def _on_store_event(self, event: Event) -> None:
         if event.key[0] == RBAC_GROUP and event.key[1] in RBAC_KINDS:
             self.authorizer.invalidate()
+        elif event.key == ("", "serviceaccounts") and event.type == "DELETED":
+            self.authenticator.forget_service_account(str(event.obj["metadata"].get("uid")))
 
     # ----------------------------------------------------------------------------------- HTTP
 
@@ -486,12 +487,7 @@ class KubernetesEmulator:
             return _ALWAYS_ALLOWED
         user = self.authenticator.user_for(request.headers.get("Authorization"))
         if user is None:
-            raise unauthorized()
-        if user.service_account_uid is not None:
-            namespace, name = user.service_account or ("", "")
-            account = self.store.peek(("", "serviceaccounts"), namespace, name)
-            if account is None or account["metadata"].get("uid") != user.service_account_uid:
-                raise unauthorized()  # the account it was bound to is gone
+            raise unauthorized()  # unknown, or bound to a ServiceAccount that is gone
         return user
 
     def _authorize(self, user: User, attributes: Request, *, watch: bool = False) -> None:
@@ -500,25 +496,24 @@ class KubernetesEmulator:
         if not allowed:
             raise forbidden(user, attributes)
 
-    def _authorize_path(self, request: web.Request) -> None:
-        user: User = request[_USER]
+    def _authorize_path(self, request: web.Request, user: User) -> None:
         self._authorize(user, Request(verb=request.method.lower(), path=request.path))
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         try:
-            request[_USER] = self._authenticate(request)
-            return await self._route(request)
+            user = self._authenticate(request)
+            return await self._route(request, user)
         except ApiError as exc:
             return _json(exc.status(), exc.code)
         except Exception as exc:
             logger.exception("Emulator failure on %s %s", request.method, request.path_qs)
             return _json(ApiError(500, "InternalError", f"emulator failure: {exc!r}").status(), 500)
 
-    async def _route(self, request: web.Request) -> web.StreamResponse:
+    async def _route(self, request: web.Request, user: User) -> web.StreamResponse:
         parts = [p for p in request.path.split("/") if p]
         head = parts[0] if parts else ""
         if len(parts) <= {"api": 2, "apis": 3}.get(head, 99):
-            self._authorize_path(request)  # discovery, /version, /healthz, /openapi, /emulator
+            self._authorize_path(request, user)  # discovery, /version, /healthz, /openapi, /emulator
         if not parts:
             return _json(
                 {"paths": ["/api", "/api/v1", "/apis", "/healthz", "/openapi/v3", "/version", "/emulator/v1"]}
@@ -604,14 +599,14 @@ class KubernetesEmulator:
         if name is None and verb in ("list", "watch"):
             named = FieldSelector.parse(query.get("fieldSelector")).exact_name() or ""
         self._authorize(
-            request[_USER],
+            user,
             Request(verb, info.group, info.plural, subresource or "", namespace or "", named),
             watch=watch,
         )
         if finalize:
             subresource = None
         if info.key == ("authorization.k8s.io", "selfsubjectaccessreviews"):
-            return await self._access_review(request)
+            return await self._access_review(request, user)
         if name is None:
             return await self._collection(request, info, namespace, watch)
         if watch_path:
@@ -621,7 +616,7 @@ class KubernetesEmulator:
             return await self._token_request(request, namespace or "", name)
         return await self._item(request, info, namespace, name, subresource)
 
-    async def _access_review(self, request: web.Request) -> web.StreamResponse:
+    async def _access_review(self, request: web.Request, user: User) -> web.StreamResponse:
         """SelfSubjectAccessReview (``kubectl auth can-i``): may the caller do this?"""
         if request.method != "POST":
             raise errors.method_not_allowed()
@@ -629,7 +624,6 @@ class KubernetesEmulator:
         spec = (body or {}).get("spec") if isinstance(body, dict) else None
         if not isinstance(spec, dict):
             raise errors.bad_request("a SelfSubjectAccessReview needs a spec")
-        user: User = request[_USER]
         resource, plain = spec.get("resourceAttributes"), spec.get("nonResourceAttributes")
         if isinstance(resource, dict):
             attributes = Request(

@@ -195,6 +195,9 @@ class Store:
             raise errors.not_found(info.group, info.plural, name)
         return obj
 
+    def has_objects(self, key: RKey) -> bool:
+        return any(self._objects.get(key, {}).values())
+
     def iter_objects(self, key: RKey) -> Iterator[Obj]:
         for bucket in self._objects.get(key, {}).values():
             yield from bucket.values()
@@ -745,8 +748,12 @@ class Store:
         if old is None:
             generate_name = meta.get("generateName") if isinstance(meta.get("generateName"), str) else None
             causes.extend(names.name_causes(info.key, name, generate_name=generate_name))
-        causes.extend(names.label_causes(meta.get("labels"), "metadata.labels"))
-        causes.extend(names.annotation_causes(meta.get("annotations"), "metadata.annotations"))
+        old_meta = old["metadata"] if old is not None else {}
+        # What is unchanged since it was stored was valid then: check only what a write brings.
+        if old is None or meta.get("labels") != old_meta.get("labels"):
+            causes.extend(names.label_causes(meta.get("labels"), "metadata.labels"))
+        if old is None or meta.get("annotations") != old_meta.get("annotations"):
+            causes.extend(names.annotation_causes(meta.get("annotations"), "metadata.annotations"))
         if not isinstance(meta.get("finalizers", []), list):
             causes.append(
                 Cause("metadata.finalizers", "FieldValueTypeInvalid", "Invalid value: must be a list")
@@ -782,7 +789,7 @@ class Store:
         if admit is not None:  # defaults first: a Job's generated labels are checked like any label
             causes.extend(admit(obj, old))
         spec = obj.get("spec")
-        if isinstance(spec, dict):
+        if isinstance(spec, dict) and (old is None or spec != old.get("spec")):
             causes.extend(_embedded_label_causes(key, spec))
         if key == NAMESPACES:
             status = obj.setdefault("status", {})
