@@ -55,15 +55,27 @@ class RouteStatusProcess:
                 self.process.wait(10)
 
 
+# The emulators of the running tests by URL: a hand edit is made as their admin (a user with rights),
+# over their HTTPS with their CA, as kubectl would.
+_EMULATORS: dict[str, Any] = {}
+
+
 def merge_patch(url: str, path: str, patch: dict[str, Any]) -> dict[str, Any]:
     """What ``kubectl patch --type merge`` sends: a user's hand edit, through the API."""
+    emulator = _EMULATORS[url]
     request = urllib.request.Request(
         url + path,
         data=json.dumps(patch).encode(),
         method="PATCH",
-        headers={"Content-Type": "application/merge-patch+json", "Accept": "application/json"},
+        headers={
+            "Content-Type": "application/merge-patch+json",
+            "Accept": "application/json",
+            "Authorization": f"Bearer {emulator.admin_token}",
+        },
     )
-    with urllib.request.urlopen(request, timeout=10) as response:
+    certificate = emulator.emulator.certificate
+    context = certificate.client_context() if certificate is not None else None
+    with urllib.request.urlopen(request, timeout=10, context=context) as response:
         result: dict[str, Any] = json.loads(response.read())
         return result
 
@@ -75,12 +87,14 @@ def mesh_cluster(cluster: Any) -> Any:
     for path in (GATEWAY_CRDS, ISTIO_CRDS):
         for crd in iter_yaml(path):
             cluster.apply(crd)
+    _EMULATORS[cluster.emu.url] = cluster.emu
     return cluster
 
 
 @pytest.fixture
 def route_status(mesh_cluster: Any, tmp_path: Path) -> Iterator[RouteStatusProcess]:
-    process = RouteStatusProcess(mesh_cluster.kubeconfig, tmp_path)
+    # A gateway controller has its own identity, not the operator's: run it as the admin.
+    process = RouteStatusProcess(getattr(mesh_cluster, "admin_kubeconfig", mesh_cluster.kubeconfig), tmp_path)
     process.start()
     yield process
     process.stop()
