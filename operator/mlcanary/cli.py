@@ -26,6 +26,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     namespaces = args.namespace or [
         n.strip() for n in os.environ.get("MLCANARY_NAMESPACES", "").split(",") if n.strip()
     ]
+    # The operator's own settings must agree with Kopf's scope (informers, Kopf's scanning).
+    os.environ["MLCANARY_NAMESPACES"] = ",".join(namespaces)
     log_format = os.environ.get("MLCANARY_LOG_FORMAT", "plain")
     argv = [
         sys.executable,

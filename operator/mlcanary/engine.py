@@ -237,7 +237,7 @@ def decide(
         spec=spec, status=status.model_copy(deep=True), obs=observations, now=now, invalid_spec=invalid_spec
     )
     if not tick.frozen:
-        tick.status.accepted_spec = spec.to_wire()
+        tick.status.accepted_spec = spec.model_dump_json(by_alias=True, exclude_none=True)
     _read_requests(tick)
     _transition(tick)
     _sync_summary(tick)

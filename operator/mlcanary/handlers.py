@@ -7,7 +7,6 @@ and no handler returns a value (Kopf would write it into status).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -96,22 +95,13 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.daemon(API_GROUP, API_VERSION, PLURAL, cancellation_timeout=10.0)
 async def run(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any) -> None:
-    """The object's loop; ``body`` is kept current by Kopf."""
-    halt = asyncio.Event()
-
-    async def relay() -> None:
-        await stopped.wait()
-        halt.set()
-
-    relay_task = asyncio.create_task(relay())
-    try:
-        await memo["mlcanary"].run(body, halt)
-    finally:
-        relay_task.cancel()
+    """The object's loop; ``body`` is kept current by Kopf, ``stopped`` is set when it must end."""
+    await memo["mlcanary"].run(body, stopped)
 
 
 @kopf.on.event(API_GROUP, API_VERSION, PLURAL)
-def changed(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def changed(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    # async: Kopf runs plain functions in a thread pool, which costs a thread hop per event.
     runner = memo.get("mlcanary")
     if runner is not None:
         runner.notify(str(event.get("type")), body)

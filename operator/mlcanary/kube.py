@@ -136,8 +136,17 @@ class ChildCache:
         return all(results)
 
     def informer(self, resource: Resource) -> Informer | None:
+        """The informer to read ``resource`` from, or None: not cached, not synced yet, or blind (a
+        403 or 404 — then reads go to the API server, which answers for itself)."""
         informer = self.informers.get(resource)
-        return informer if informer is not None and informer.synced.is_set() else None
+        if informer is None or not informer.synced.is_set() or not informer.available:
+            return None
+        return informer
+
+    def missing(self, resource: Resource) -> bool:
+        """Whether the informer learnt that the API server does not serve ``resource`` (404)."""
+        informer = self.informers.get(resource)
+        return informer is not None and informer.synced.is_set() and informer.missing
 
     def objects(self) -> int:
         return sum(len(informer) for informer in self.informers.values())
@@ -158,8 +167,7 @@ class Kube:
 
     def served(self, resource: Resource) -> bool:
         """False when the cache learnt that the API server does not serve ``resource``."""
-        informer = self._informer(resource)
-        return informer is None or informer.available
+        return self.cache is None or not self.cache.missing(resource)
 
     async def get(self, resource: Resource, namespace: str, name: str) -> Obj | None:
         informer = self._informer(resource)

@@ -1102,10 +1102,12 @@ class ModelDeploymentStatus(ApiModel):
         default_factory=dict,
         description="Value of each mlcanary.io/{promote,abort,retry} annotation already acted on.",
     )
-    accepted_spec: dict[str, Any] | None = Field(
+    accepted_spec: str | None = Field(
         default=None,
-        description="The last spec that passed validation. While the current spec is invalid nothing "
-        "moves forward, but an abort or a rollback in flight still completes with this one.",
+        max_length=262144,
+        description="The last spec that passed validation, as compact JSON (a string keeps the status "
+        "small for every client that caches it). While the current spec is invalid nothing moves "
+        "forward, but an abort or a rollback in flight still completes with this one.",
     )
     conditions: list[Condition] = Field(
         default_factory=list, description="Ready, Progressing, SpecValid, Reconciled."

@@ -8,14 +8,51 @@ alert on a rollout stuck at some phase must never fire for an object that no lon
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from mlcanary import engine
 from mlcanary.models import Measurement, ModelDeploymentStatus, Phase
 
 _OUTCOME_EVENTS = {"Promoted": "promoted", "RolledBack": "rolled_back", "Superseded": "superseded"}
+
+
+class ObjectStates(Collector):
+    """Phase and weights of every ModelDeployment, rendered at scrape time from one small record per
+    object (a labelled Gauge child per phase would cost about a kilobyte each: 8,000 of them for
+    1,000 objects). Every phase is exported, the current one as 1 and the others as 0, so alerts
+    over time windows see a phase end."""
+
+    def __init__(self) -> None:
+        self.states: dict[tuple[str, str], tuple[Phase | None, int, float]] = {}
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        labels = ["namespace", "name"]
+        phase = GaugeMetricFamily(
+            "mlcanary_operator_phase",
+            "1 for the current phase of each ModelDeployment.",
+            labels=[*labels, "phase"],
+        )
+        weight = GaugeMetricFamily(
+            "mlcanary_operator_canary_weight_percent", "Canary traffic weight.", labels=labels
+        )
+        served = GaugeMetricFamily(
+            "mlcanary_operator_canary_served_percent",
+            "Share of traffic the canary actually receives, as the router reads it back.",
+            labels=labels,
+        )
+        for (namespace, name), (current, canary_weight, served_weight) in sorted(self.states.items()):
+            for each in Phase:
+                phase.add_metric([namespace, name, each.value], 1 if current == each else 0)
+            weight.add_metric([namespace, name], canary_weight)
+            served.add_metric([namespace, name], served_weight)
+        yield phase
+        yield weight
+        yield served
 
 
 class OperatorMetrics:
@@ -30,24 +67,8 @@ class OperatorMetrics:
             [*labels, "outcome"],
             registry=self.registry,
         )
-        self.canary_weight = Gauge(
-            "mlcanary_operator_canary_weight_percent",
-            "Canary traffic weight.",
-            labels,
-            registry=self.registry,
-        )
-        self.served_weight = Gauge(
-            "mlcanary_operator_canary_served_percent",
-            "Share of traffic the canary actually receives, as the router reads it back.",
-            labels,
-            registry=self.registry,
-        )
-        self.phase = Gauge(
-            "mlcanary_operator_phase",
-            "1 for the current phase of each ModelDeployment.",
-            [*labels, "phase"],
-            registry=self.registry,
-        )
+        self.states = ObjectStates()
+        self.registry.register(self.states)
         self.measurements = Counter(
             "mlcanary_operator_analysis_measurements_total",
             "Metric checks by verdict.",
@@ -105,6 +126,7 @@ class OperatorMetrics:
 
     def forget(self, namespace: str, name: str) -> None:
         """Remove every series of the ModelDeployment ``namespace/name``."""
+        self.states.states.pop((namespace, name), None)
         for metric, values in self._series.pop((namespace, name), set()):
             with contextlib.suppress(KeyError):
                 metric.remove(*values)
@@ -122,10 +144,11 @@ class OperatorMetrics:
     def record_status(
         self, namespace: str, name: str, status: ModelDeploymentStatus, actions: list[engine.Action]
     ) -> None:
-        self._child(self.canary_weight, namespace, name).set(status.canary_weight)
-        self._child(self.served_weight, namespace, name).set(status.served_weight or 0)
-        for phase in Phase:
-            self._child(self.phase, namespace, name, phase.value).set(1 if status.phase == phase else 0)
+        self.states.states[(namespace, name)] = (
+            status.phase,
+            status.canary_weight,
+            status.served_weight or 0.0,
+        )
         for action in actions:
             if isinstance(action, engine.EmitEvent) and action.reason in _OUTCOME_EVENTS:
                 self._child(self.rollouts, namespace, name, _OUTCOME_EVENTS[action.reason]).inc()

@@ -312,7 +312,7 @@ def accepted_spec(status: ModelDeploymentStatus) -> ModelDeploymentSpec | None:
     if status.accepted_spec is None:
         return None
     try:
-        return ModelDeploymentSpec.model_validate(status.accepted_spec)
+        return ModelDeploymentSpec.model_validate_json(status.accepted_spec)
     except ValidationError:
         return None
 

@@ -20,15 +20,23 @@ import asyncio
 import contextlib
 import copy
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from mlcanary.kubeapi.informer import resource_version
+from mlcanary.kubeapi.informer import newer, resource_version
 from mlcanary.reconcile import OperatorContext, TickResult, reconcile, report_failure
 from mlcanary.resources import LABEL_MDEP
 
 logger = logging.getLogger(__name__)
+
+
+class Stopper(Protocol):
+    """When the loop must end: an asyncio.Event, or Kopf's daemon flag (without importing Kopf)."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self) -> Awaitable[Any]: ...
 
 
 @dataclass
@@ -42,11 +50,15 @@ class ObjectLoop:
 
 
 class Runner:
-    def __init__(self, ctx: OperatorContext, *, min_gap: float = 0.1) -> None:
+    def __init__(self, ctx: OperatorContext, *, min_gap: float = 0.1, concurrent_ticks: int = 16) -> None:
         self.ctx = ctx
         self.loops: dict[str, ObjectLoop] = {}
         self._by_name: dict[tuple[str, str], str] = {}
         self.min_gap = min(min_gap, ctx.settings.tick_seconds)
+        # At most this many ticks at once (like controller-runtime's MaxConcurrentReconciles): when
+        # a thousand objects start together their requests queue here, not in the connection pool
+        # where they would time out.
+        self._ticking = asyncio.Semaphore(concurrent_ticks)
         ctx.wake = self.wake
 
     # ------------------------------------------------------------------------------- wake-ups
@@ -64,8 +76,11 @@ class Runner:
             self.forget(uid, str(meta.get("namespace")), str(meta.get("name")))
             return
         written = self.ctx.last_written.get(uid)
-        if written is not None and resource_version(written) == resource_version(dict(body)):
-            return  # the echo of our own status write: nothing new to act on
+        if written is not None and not newer(resource_version(written), resource_version(dict(body))):
+            # The watch has caught up with our last status write: Kopf's body is fresh again.
+            del self.ctx.last_written[uid]
+            if resource_version(written) == resource_version(dict(body)):
+                return  # the echo of our own write: nothing new to act on
         self.wake(uid)
 
     def notify_child(self, event_type: str, child: Mapping[str, Any]) -> None:
@@ -89,7 +104,7 @@ class Runner:
 
     # ----------------------------------------------------------------------------------- loop
 
-    async def run(self, body: Mapping[str, Any], stopped: asyncio.Event) -> None:
+    async def run(self, body: Mapping[str, Any], stopped: Stopper) -> None:
         """Tick the object until ``stopped`` is set. ``body`` is kept up to date by the caller."""
         meta = body["metadata"]
         loop = ObjectLoop(uid=str(meta["uid"]), namespace=str(meta["namespace"]), name=str(meta["name"]))
@@ -98,8 +113,8 @@ class Runner:
         try:
             while not stopped.is_set() and self.loops.get(loop.uid) is loop:
                 loop.woken.clear()
-                result = await self._tick(loop, body)
-                delay = self._delay(result)
+                # Only the delay outlives the tick: a thousand idle loops must not each hold a status.
+                delay = self._delay(await self._tick(loop, body))
                 await self._sleep(loop, stopped, delay)
         finally:
             if self.loops.get(loop.uid) is loop:
@@ -107,6 +122,10 @@ class Runner:
                 self._by_name.pop((loop.namespace, loop.name), None)
 
     async def _tick(self, loop: ObjectLoop, body: Mapping[str, Any]) -> TickResult | None:
+        async with self._ticking:
+            return await self._tick_now(loop, body)
+
+    async def _tick_now(self, loop: ObjectLoop, body: Mapping[str, Any]) -> TickResult | None:
         obj = copy.deepcopy(dict(body))
         loop.ticks += 1
         try:
@@ -126,10 +145,10 @@ class Runner:
             return settings.tick_seconds
         return max(settings.tick_seconds, settings.idle_seconds)
 
-    async def _sleep(self, loop: ObjectLoop, stopped: asyncio.Event, delay: float) -> None:
+    async def _sleep(self, loop: ObjectLoop, stopped: Stopper, delay: float) -> None:
         """Sleep ``delay`` seconds, or until woken (after ``min_gap``, so bursts coalesce) or stopped."""
         woken = asyncio.ensure_future(loop.woken.wait())
-        done = asyncio.ensure_future(stopped.wait())
+        done = asyncio.ensure_future(_awaited(stopped.wait()))
         try:
             await asyncio.wait({woken, done}, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -139,3 +158,7 @@ class Runner:
                     await task
         if loop.woken.is_set() and not stopped.is_set():
             await asyncio.sleep(self.min_gap)
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> None:
+    await awaitable

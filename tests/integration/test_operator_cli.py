@@ -72,5 +72,7 @@ def test_cli_operator_serves_metrics_and_uses_our_prefix(cluster: Cluster, cli_o
         "history",
         "rejectedVersions",
         "handledRequests",
+        "acceptedSpec",
+        "servedWeight",
         "conditions",
     }, "Kopf must not write handler results into status"

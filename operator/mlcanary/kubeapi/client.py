@@ -171,7 +171,9 @@ class ApiClient(Transport):
                 data=data,
                 params=params,
                 headers=self._headers(content_type if body is not None else None),
-                timeout=aiohttp.ClientTimeout(total=seconds or self.timeout),
+                # Bounds the exchange itself, not the wait for a pooled connection: a busy pool
+                # delays a request, it does not fail it.
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=seconds or self.timeout),
             ) as response:
                 status = response.status
                 raw = await response.read()

@@ -9,16 +9,20 @@ polling the API server.
 * write-through: what a write returned goes into the cache at once, so the next read sees it even
   before the watch echoes it, and the echo (same resourceVersion) does not notify listeners;
 * a resource the server does not serve (a CRD that is not installed: 404) or that we may not read
-  (403) counts as synced and empty, and is retried every ``retry_seconds``.
+  (403) is synced but not ``available`` (``missing`` tells a 404), and is retried every
+  ``retry_seconds``: readers must not take a blind cache for an empty one.
 
 ``managedFields`` and the ``last-applied-configuration`` annotation are dropped from cached objects:
-they are large and nothing here reads them.
+they are large and nothing here reads them. Objects are kept as compact JSON and decoded on read:
+an operator caching thousands of children holds a few KiB per object instead of tens of KiB of
+Python dicts, and every reader gets its own copy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -79,8 +83,10 @@ class Informer:
         self.index_label = index_label
         self.retry_seconds = retry_seconds
         self.watch_seconds = watch_seconds
-        self.objects: dict[tuple[str, str], Obj] = {}
+        # (namespace, name) -> (resourceVersion, value of index_label, compact JSON)
+        self._objects: dict[tuple[str, str], tuple[str, str | None, bytes]] = {}
         self.available = True
+        self.missing = False  # the server does not serve the resource at all (404)
         self.synced = asyncio.Event()
         self.listeners: list[Listener] = []
         self._index: dict[tuple[str, str], set[str]] = {}
@@ -90,27 +96,34 @@ class Informer:
     # --------------------------------------------------------------------------------------- reads
 
     def get(self, namespace: str, name: str) -> Obj | None:
-        return self.objects.get((namespace, name))
+        entry = self._objects.get((namespace, name))
+        return _decode(entry[2]) if entry is not None else None
 
     def with_label(self, namespace: str, value: str) -> list[Obj]:
         """Objects in ``namespace`` whose ``index_label`` equals ``value``, by name."""
         names = self._index.get((namespace, value)) or ()
-        return [
-            self.objects[(namespace, name)] for name in sorted(names) if (namespace, name) in self.objects
-        ]
+        found = (self._objects.get((namespace, name)) for name in sorted(names))
+        return [_decode(entry[2]) for entry in found if entry is not None]
+
+    def keys(self) -> list[tuple[str, str]]:
+        return list(self._objects)
 
     def __len__(self) -> int:
-        return len(self.objects)
+        return len(self._objects)
+
+    def _version(self, key: tuple[str, str]) -> str | None:
+        entry = self._objects.get(key)
+        return entry[0] if entry is not None else None
 
     # ------------------------------------------------------------------------------------- writes
 
     def write_through(self, obj: Obj) -> None:
         """Put what a write returned into the cache, unless the cache already holds a newer version."""
         key = self.resource.key(obj)
-        current = self.objects.get(key)
-        if current is not None and not newer(resource_version(obj), resource_version(current)):
+        current = self._version(key)
+        if current is not None and not newer(resource_version(obj), current):
             return
-        self._store(key, slim(obj))
+        self._store(key, obj)
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop an object we just deleted (the watch's DELETED event may come later)."""
@@ -144,28 +157,29 @@ class Informer:
     # ------------------------------------------------------------------------------------ internals
 
     def _store(self, key: tuple[str, str], obj: Obj) -> None:
-        old = self.objects.get(key)
+        old = self._objects.get(key)
+        value: str | None = None
         if self.index_label is not None:
-            old_value = ((old or {}).get("metadata", {}).get("labels") or {}).get(self.index_label)
-            new_value = (obj.get("metadata", {}).get("labels") or {}).get(self.index_label)
-            if old_value != new_value:
+            value = (obj.get("metadata", {}).get("labels") or {}).get(self.index_label)
+            old_value = old[1] if old is not None else None
+            if old_value != value:
                 if old_value is not None:
                     self._index.get((key[0], old_value), set()).discard(key[1])
-                if new_value is not None:
-                    self._index.setdefault((key[0], new_value), set()).add(key[1])
-        self.objects[key] = obj
+                if value is not None:
+                    self._index.setdefault((key[0], value), set()).add(key[1])
+        self._objects[key] = (resource_version(obj), value, _encode(slim(obj)))
 
     def _remove(self, key: tuple[str, str]) -> Obj | None:
-        old = self.objects.pop(key, None)
-        if old is not None and self.index_label is not None:
-            value = (old.get("metadata", {}).get("labels") or {}).get(self.index_label)
-            if value is not None:
-                names = self._index.get((key[0], value))
-                if names is not None:
-                    names.discard(key[1])
-                    if not names:
-                        del self._index[(key[0], value)]
-        return old
+        old = self._objects.pop(key, None)
+        if old is None:
+            return None
+        if old[1] is not None:
+            names = self._index.get((key[0], old[1]))
+            if names is not None:
+                names.discard(key[1])
+                if not names:
+                    del self._index[(key[0], old[1])]
+        return _decode(old[2])
 
     def _notify(self, event_type: str, obj: Obj) -> None:
         for listener in self.listeners:
@@ -206,7 +220,8 @@ class Informer:
                         )
                     last_problem = str(error)
                     self.available = False
-                    for key in [k for k in self.objects if self._in_namespace(k, namespace)]:
+                    self.missing = error.status == 404
+                    for key in [k for k in self._objects if self._in_namespace(k, namespace)]:
                         self._notify("DELETED", self._remove(key) or {})
                     self._mark_synced(namespace)
                     await asyncio.sleep(self.retry_seconds)
@@ -229,13 +244,14 @@ class Informer:
 
     async def _list(self, namespace: str | None) -> str:
         items, version = await self.transport.list(self.resource, namespace, self.label_selector)
-        self.available = True
-        fresh = {self.resource.key(item): slim(item) for item in items}
-        for key in [k for k in self.objects if self._in_namespace(k, namespace) and k not in fresh]:
+        self.available, self.missing = True, False
+        self.missing = False  # the server does not serve the resource at all (404)
+        fresh = {self.resource.key(item): item for item in items}
+        for key in [k for k in self._objects if self._in_namespace(k, namespace) and k not in fresh]:
             self._notify("DELETED", self._remove(key) or {})
         for key, item in fresh.items():
-            current = self.objects.get(key)
-            if current is None or resource_version(current) != resource_version(item):
+            current = self._version(key)
+            if current is None or current != resource_version(item):
                 self._store(key, item)
                 self._notify("ADDED" if current is None else "MODIFIED", item)
         self._mark_synced(namespace)
@@ -267,9 +283,18 @@ class Informer:
                 if self._remove(key) is not None:
                     self._notify("DELETED", obj)
                 continue
-            current = self.objects.get(key)
-            if current is not None and not newer(resource_version(obj), resource_version(current)):
+            current = self._version(key)
+            if current is not None and not newer(resource_version(obj), current):
                 continue  # the echo of our own write (already cached), or an older event
-            self._store(key, slim(obj))
+            self._store(key, obj)
             self._notify(event_type, obj)
         return version
+
+
+def _encode(obj: Obj) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def _decode(blob: bytes) -> Obj:
+    decoded: Obj = json.loads(blob)
+    return decoded
