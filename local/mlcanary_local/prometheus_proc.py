@@ -102,6 +102,11 @@ class PrometheusProcess:
             f"--web.listen-address={LOCALHOST}:{self.port}",
             "--web.enable-lifecycle",
             "--log.level=warn",
+            # The limits docs/analysis.md recommends for a shared Prometheus: no query (a custom one,
+            # or a mistake) may exhaust the machine the whole local stack runs on.
+            "--query.max-samples=5000000",
+            "--query.timeout=30s",
+            "--query.max-concurrency=4",
         ]
         self.process = spawn(argv, self.work_dir / "prometheus.log")
         deadline = time.monotonic() + timeout

@@ -252,6 +252,9 @@ class LocalStack:
             "MLCANARY_METRICS_SOURCE": "prometheus",
             "MLCANARY_PROMETHEUS_URL": self.prometheus_url,
             "MLCANARY_QUERY_TIMEOUT_SECONDS": str(self.config.query_timeout_seconds),
+            # The local kubelet's scrape targets carry the pod's namespace, as a PodMonitor's do: every
+            # analysis query is scoped to its ModelDeployment's namespace, and custom queries are allowed.
+            "MLCANARY_PROMETHEUS_NAMESPACE_LABEL": "namespace",
             "MLCANARY_METRICS_PORT": str(self.operator_metrics_port),
             "MLCANARY_METRICS_HOST": LOCALHOST,
         }
