@@ -143,6 +143,11 @@ def test_without_the_status_patch_verb_the_operator_cannot_report(tmp_path: Path
                 operator=operator,
             )
             assert "phase" not in cluster.status("fraud"), "no status can have been written"
-            assert 'cannot patch resource "modeldeployments/status"' in operator.logs()
+            # The operator reports the refusal (its log line may trail the request a little).
+            cluster.wait_for(
+                lambda: 'cannot patch resource "modeldeployments/status"' in operator.logs(),
+                "the refusal in the operator's log",
+                operator=operator,
+            )
         finally:
             operator.stop()
