@@ -137,6 +137,7 @@ class _Grants:
 
     cluster: list[Mapping[str, Any]] = field(default_factory=list)
     namespaced: dict[str, list[Mapping[str, Any]]] = field(default_factory=dict)
+    names_matter: bool = False  # some rule has resourceNames
 
 
 def _subject_matches(subject: Mapping[str, Any], user: User) -> bool:
@@ -272,6 +273,16 @@ class Authorizer:
     def allowed(self, user: User, request: Request) -> bool:
         if user.is_admin:
             return True
+        # Decided per (user, verb, group, resource, subresource, namespace), whatever the object's name:
+        # only a rule with resourceNames can allow one name and not another, so the name is looked at
+        # only when the name-blind answer is no and such a rule applies.
+        nameless = request._replace(name="") if request.name else request
+        decision = self._cached(user, nameless)
+        if decision or not request.name or not self._grants_of(user).names_matter:
+            return decision
+        return self._cached(user, request)
+
+    def _cached(self, user: User, request: Request) -> bool:
         key = (user, request)
         decision = self._decisions.get(key)
         if decision is None:
@@ -318,5 +329,7 @@ class Authorizer:
             else:
                 rules = roles.get((namespace, ref.get("name")), [])
             grants.namespaced.setdefault(namespace, []).extend(rules)
+        rules = [*grants.cluster, *(r for rs in grants.namespaced.values() for r in rs)]
+        grants.names_matter = any(rule.get("resourceNames") for rule in rules)
         self._grants[user] = grants
         return grants
