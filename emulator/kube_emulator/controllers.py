@@ -76,12 +76,9 @@ class Controller:
 
     def _on_event(self, event: Event) -> None:
         if event.key in self.keys and (
-            self.needs is None or event.key == self.needs or self._has(self.needs)
+            self.needs is None or event.key == self.needs or self.store.has_objects(self.needs)
         ):
             self.poke()
-
-    def _has(self, key: tuple[str, str]) -> bool:
-        return next(self.store.iter_objects(key), None) is not None
 
     def _tick(self) -> None:
         if self._loop is None:

@@ -202,6 +202,18 @@ def label_causes(labels: Any, field: str) -> list[Cause]:
         return []
     if not isinstance(labels, Mapping):
         return [Cause(field, "FieldValueTypeInvalid", "Invalid value: must be an object")]
+    if all(isinstance(v, str) for v in labels.values()):
+        # The same label sets come back on every write of a kind: one cache lookup per set.
+        return list(_string_label_causes(tuple(labels.items()), field))
+    return _label_causes(labels, field)
+
+
+@functools.lru_cache(maxsize=4096)
+def _string_label_causes(items: tuple[tuple[str, str], ...], field: str) -> tuple[Cause, ...]:
+    return tuple(_label_causes(dict(items), field))
+
+
+def _label_causes(labels: Mapping[Any, Any], field: str) -> list[Cause]:
     causes: list[Cause] = []
     for key, value in labels.items():
         causes.extend(invalid(field, key, e) for e in qualified_name(str(key)))
