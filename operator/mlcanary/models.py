@@ -801,6 +801,13 @@ class IstioRouter(ApiModel):
 class ReplicaRouter(ApiModel):
     """No mesh: traffic follows the ratio of ready replicas behind one shared Service."""
 
+    settle_time: SettleTime = Field(
+        default="2s",
+        description="A split counts as in effect once the same ready pods have been read back for this "
+        "long: a Service's endpoints reach every node's proxy some moments after pods turn ready or "
+        "unready (at most 10m).",
+    )
+
 
 class RouterKind(enum.StrEnum):
     """The traffic routers. What differs between them for the engine is decided here, once."""

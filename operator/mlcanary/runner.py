@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from mlcanary import routers
 from mlcanary.kubeapi.informer import newer, resource_version
 from mlcanary.reconcile import OperatorContext, TickResult, reconcile, report_failure
 from mlcanary.resources import LABEL_MDEP
@@ -97,6 +98,7 @@ class Runner:
         """The ModelDeployment is gone: drop its state and its metric series."""
         self.ctx.forget(uid)
         self.ctx.metrics.forget(namespace, name)
+        routers.forget(namespace, name)
         loop = self.loops.pop(uid, None)
         if loop is not None:
             self._by_name.pop((loop.namespace, loop.name), None)

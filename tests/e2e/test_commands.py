@@ -70,9 +70,9 @@ def test_demo_quick_tells_the_whole_story(tmp_path: Path) -> None:
     text = result.stdout
     for expected in (
         "Healthy      stable 1.0.0",
-        "2.0.0 step 1/4: canary weight 5%",
-        "2.0.0 step 2/4: canary weight 20%",
-        "2.0.0 step 3/4: canary weight 50%",
+        # the replicas router serves whole pods: 1 canary pod beside 4 is 20%, 4 beside 4 is 50%
+        "2.0.0 step 1/3: canary weight 20%",
+        "2.0.0 step 2/3: canary weight 50%",
         "Healthy      stable 2.0.0",
         "3.0.0 rolled back: analysis failed: prediction-drift",
         "4.0.0 rolled back: analysis failed: error-rate",

@@ -173,6 +173,6 @@ def model_deployment(
                 if metrics is not None
                 else [{"name": "error-rate", "builtin": "errorRate", "max": 0.05}],
             },
-            "traffic": traffic or {"replicas": {}},
+            "traffic": traffic or {"replicas": {"settleTime": "200ms"}},
         },
     }

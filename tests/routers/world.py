@@ -27,7 +27,7 @@ from .kit import NAME, NAMESPACE, UID, MemoryKube, httproute_defaults
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 ROUTERS: dict[str, dict[str, Any]] = {
-    "replicas": {"replicas": {}},
+    "replicas": {"replicas": {"settleTime": "0s"}},  # the world's clock is not the router's
     "gatewayAPI": {
         "gatewayAPI": {
             "parentRefs": [{"name": "public", "namespace": "infra", "sectionName": "https"}],

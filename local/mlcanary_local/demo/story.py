@@ -419,7 +419,7 @@ class Act:
 
 ACTS = [
     Act("1.0.0", "deploy 1.0.0, the first version", "Healthy"),
-    Act("2.0.0", "2.0.0, a better model: expect promotion through 5 -> 20 -> 50 -> 100", "Promoted"),
+    Act("2.0.0", "2.0.0, a better model: expect promotion through every step", "Promoted"),
     Act(
         "3.0.0",
         "3.0.0, degenerate predictions with HTTP 200: expect rollback by prediction-drift",

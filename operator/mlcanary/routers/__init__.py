@@ -26,3 +26,11 @@ def get_router(kind: RouterKind | str) -> Router:
         raise UnknownRouterError(
             f"spec.traffic.{kind}: this operator has no {kind} router (available: {', '.join(sorted(ROUTERS))})"
         ) from None
+
+
+def forget(namespace: str, name: str) -> None:
+    """Drop what routers remember of a deleted ModelDeployment (settle timers)."""
+    for router in ROUTERS.values():
+        forget_object = getattr(router, "forget", None)
+        if forget_object is not None:
+            forget_object(namespace, name)

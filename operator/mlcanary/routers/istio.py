@@ -194,6 +194,10 @@ class IstioRouter(MeshRouter):
             return self._settled(live, parse_duration(config.settle_time).total_seconds())
         return verified, why
 
+    def forget(self, namespace: str, name: str) -> None:
+        for key in [k for k in self._first_seen if k[:2] == (namespace, name)]:
+            del self._first_seen[key]
+
     def _settled(self, live: Mapping[str, Any], settle_seconds: float) -> tuple[bool, str]:
         meta = live.get("metadata") or {}
         key = (str(meta.get("namespace")), str(meta.get("name")), str(meta.get("uid")))
