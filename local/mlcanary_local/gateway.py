@@ -34,7 +34,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from mlcanary_local.kubeapi import HTTPROUTES, PODS, SERVICES, Informer, KubeApi, Obj
+from mlcanary.kubeapi import HTTPROUTES, PODS, SERVICES, ApiClient, Informer, Obj, Transport, load_connection
 from mlcanary_local.kubelet import PORT_ANNOTATION
 from mlcanary_local.process import LOCALHOST
 
@@ -111,7 +111,7 @@ class RouteTable:
 
     def ready_pods(self, namespace: str, selector: dict[str, str]) -> list[str]:
         endpoints = []
-        for (ns, _), pod in self.pods.objects.items():
+        for (ns, _), pod in self.pods.items():
             if ns != namespace or not pod_ready(pod):
                 continue
             if selector_matches(selector, (pod.get("metadata") or {}).get("labels")):
@@ -121,7 +121,7 @@ class RouteTable:
         return sorted(endpoints)
 
     def service_pods(self, namespace: str, name: str) -> list[str] | None:
-        service = self.services.objects.get((namespace, name))
+        service = self.services.get(namespace, name)
         if service is None:
             return None
         selector = (service.get("spec") or {}).get("selector") or {}
@@ -130,10 +130,10 @@ class RouteTable:
         return self.ready_pods(namespace, selector)
 
     def route_for(self, namespace: str, name: str) -> Obj | None:
-        route = self.routes.objects.get((namespace, name))
+        route = self.routes.get(namespace, name)
         if route is not None:
             return route
-        for (ns, _), candidate in self.routes.objects.items():
+        for (ns, _), candidate in self.routes.items():
             labels = (candidate.get("metadata") or {}).get("labels") or {}
             if ns == namespace and labels.get(MDEP_LABEL) == name:
                 return candidate
@@ -179,7 +179,7 @@ class RouteTable:
 
     def describe(self) -> list[Obj]:
         out = []
-        for (namespace, name), _service in sorted(self.services.objects.items()):
+        for namespace, name in sorted(self.services.keys()):
             try:
                 backends = self.backends(namespace, name, "/", {})
             except NoBackendError:
@@ -196,12 +196,13 @@ class RouteTable:
 
 
 class Gateway:
-    def __init__(self, api: KubeApi, retries: int = 2) -> None:
+    def __init__(self, api: Transport, retries: int = 2) -> None:
         self.api = api
         self.retries = retries
-        self.pods = Informer(api, PODS)
-        self.services = Informer(api, SERVICES)
-        self.routes = Informer(api, HTTPROUTES)
+        # Decoded objects (compact=False): a pod is picked per request.
+        self.pods = Informer(api, PODS, compact=False)
+        self.services = Informer(api, SERVICES, compact=False)
+        self.routes = Informer(api, HTTPROUTES, compact=False, retry_seconds=2.0)
         self.table = RouteTable(self.pods, self.services, self.routes)
         self.client: aiohttp.ClientSession | None = None
 
@@ -279,7 +280,7 @@ async def amain(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with KubeApi.from_kubeconfig(args.kubeconfig) as api:
+    async with ApiClient(load_connection(args.kubeconfig)) as api:
         await api.wait_ready()
         gateway = Gateway(api)
         await gateway.start()

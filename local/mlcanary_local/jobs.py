@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from kube_emulator.workloads import finished, job_failed_status, job_succeeded_status
-from mlcanary_local.kubeapi import ApiError, Informer, KubeApi, Obj, collection_path
+from mlcanary.kubeapi import JOBS, ApiError, Informer, Obj, Transport
 from mlcanary_local.process import child_kwargs, signal_group
 
 logger = logging.getLogger(__name__)
 
-JOBS = ("batch/v1", "jobs")
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV", "SSL_CERT_FILE")
 MAX_BACKOFF = 2.0
 
@@ -54,10 +53,10 @@ def job_command(template: Obj) -> tuple[list[str], dict[str, str]]:
 class JobRunner:
     """Watches Jobs and runs each unfinished one's pods as processes."""
 
-    def __init__(self, api: KubeApi, work_dir: Path) -> None:
+    def __init__(self, api: Transport, work_dir: Path) -> None:
         self.api = api
         self.work_dir = work_dir
-        self.jobs = Informer(api, JOBS)
+        self.jobs = Informer(api, JOBS, compact=False)
         self.running: dict[str, asyncio.Task[None]] = {}  # by uid
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -84,7 +83,7 @@ class JobRunner:
 
     def reconcile(self) -> None:
         live = set()
-        for job in list(self.jobs.objects.values()):
+        for _, job in self.jobs.items():
             meta = job["metadata"]
             uid = str(meta["uid"])
             live.add(uid)
@@ -101,9 +100,10 @@ class JobRunner:
 
     async def _status(self, job: Obj, status: dict[str, Any]) -> None:
         meta = job["metadata"]
-        path = f"{collection_path(*JOBS, meta['namespace'])}/{meta['name']}/status"
         with contextlib.suppress(ApiError):  # the Job may be gone already
-            await self.api.merge_patch(path, {"status": status})
+            await self.api.patch(
+                JOBS, meta["namespace"], meta["name"], {"status": status}, subresource="status"
+            )
 
     async def _run_job(self, job: Obj) -> None:
         meta, spec = job["metadata"], job.get("spec") or {}

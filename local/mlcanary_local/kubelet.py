@@ -47,8 +47,8 @@ from pathlib import Path
 
 import aiohttp
 
+from mlcanary.kubeapi import DEPLOYMENTS, PODS, ApiClient, ApiError, Informer, Obj, Transport, load_connection
 from mlcanary_local.jobs import JobRunner
-from mlcanary_local.kubeapi import DEPLOYMENTS, PODS, ApiError, Informer, KubeApi, Obj, collection_path
 from mlcanary_local.process import LOCALHOST, child_kwargs, free_port, signal_group
 
 logger = logging.getLogger("mlcanary_local.kubelet")
@@ -171,10 +171,6 @@ class LocalPod:
         meta = self.template.get("metadata") or {}
         return {**(meta.get("labels") or {}), TEMPLATE_HASH_LABEL: self.hash}
 
-    @property
-    def path(self) -> str:
-        return f"{collection_path(*PODS, self.namespace)}/{self.name}"
-
 
 @dataclass
 class KubeletConfig:
@@ -187,12 +183,12 @@ class KubeletConfig:
 
 
 class Kubelet:
-    def __init__(self, api: KubeApi, config: KubeletConfig) -> None:
+    def __init__(self, api: Transport, config: KubeletConfig) -> None:
         self.api = api
         self.config = config
         self.pods: dict[tuple[str, str], LocalPod] = {}
-        self.deployments = Informer(api, DEPLOYMENTS)
-        self.pod_objects = Informer(api, PODS)
+        self.deployments = Informer(api, DEPLOYMENTS, compact=False)
+        self.pod_objects = Informer(api, PODS, compact=False)
         self.dirty = asyncio.Event()
         self._status_written: dict[tuple[str, str], Obj] = {}
         self._targets_written: str | None = None
@@ -256,14 +252,14 @@ class Kubelet:
 
     async def _adopt_leftovers(self) -> None:
         """Pod objects from an earlier kubelet run have no process behind them: delete them."""
-        for (namespace, name), obj in list(self.pod_objects.objects.items()):
+        for (namespace, name), obj in self.pod_objects.items():
             if (obj.get("spec") or {}).get("nodeName") == NODE_NAME:
                 with contextlib.suppress(ApiError):
-                    await self.api.delete(f"{collection_path(*PODS, namespace)}/{name}")
+                    await self.api.delete(PODS, namespace, name)
 
     async def reconcile(self) -> None:
         wanted: set[tuple[str, str]] = set()
-        for (namespace, name), deployment in list(self.deployments.objects.items()):
+        for (namespace, name), deployment in self.deployments.items():
             if (deployment.get("metadata") or {}).get("deletionTimestamp"):
                 continue
             wanted.add((namespace, name))
@@ -277,7 +273,7 @@ class Kubelet:
     def _forget_deleted_pods(self) -> None:
         """A Pod object that disappeared from the API (deleted by a user) stops its process."""
         for pod in list(self.pods.values()):
-            present = (pod.namespace, pod.name) in self.pod_objects.objects
+            present = (pod.namespace, pod.name) in self.pod_objects
             if present:
                 pod.seen_in_api = True
             elif pod.seen_in_api and not pod.terminating:
@@ -358,9 +354,8 @@ class Kubelet:
         if previous is not None and previous["counts"] == status and in_api == status:
             return
         body = {"status": {**status, "conditions": conditions}}
-        path = f"{collection_path(*DEPLOYMENTS, namespace)}/{name}/status"
         try:
-            await self.api.merge_patch(path, body)
+            await self.api.patch(DEPLOYMENTS, namespace, name, body, subresource="status")
             self._status_written[(namespace, name)] = {"counts": status, "conditions": conditions}
         except ApiError as error:
             if error.status != 404:
@@ -512,7 +507,7 @@ class Kubelet:
 
     async def _create_pod_object(self, pod: LocalPod) -> None:
         try:
-            await self.api.create(collection_path(*PODS, pod.namespace), self._pod_object(pod))
+            await self.api.create(self._pod_object(pod))
             pod.created_in_api = True
         except ApiError as error:
             logger.warning("pod %s/%s: could not create the Pod object: %s", pod.namespace, pod.name, error)
@@ -560,8 +555,8 @@ class Kubelet:
             return
         try:
             if pod.last_state.get("meta") != meta_patch:
-                await self.api.merge_patch(pod.path, {"metadata": meta_patch})
-            await self.api.merge_patch(pod.path + "/status", {"status": status})
+                await self.api.patch(PODS, pod.namespace, pod.name, {"metadata": meta_patch})
+            await self.api.patch(PODS, pod.namespace, pod.name, {"status": status}, subresource="status")
             pod.last_state = {"status": status, "meta": meta_patch}
         except ApiError as error:
             if error.status != 404:
@@ -602,7 +597,7 @@ class Kubelet:
             signal_group(process.pid, signal.SIGKILL)  # anything left in its group
         if delete_object and pod.created_in_api:
             with contextlib.suppress(ApiError, aiohttp.ClientError):
-                await self.api.delete(pod.path)
+                await self.api.delete(PODS, pod.namespace, pod.name)
         self.pods.pop((pod.namespace, pod.name), None)
         shutil.rmtree(pod.workdir / "tmp", ignore_errors=True)
         self.dirty.set()
@@ -655,7 +650,7 @@ async def amain(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with KubeApi.from_kubeconfig(args.kubeconfig) as api:
+    async with ApiClient(load_connection(args.kubeconfig)) as api:
         await api.wait_ready()
         await Kubelet(api, config).run(stop)
     return 0

@@ -42,7 +42,7 @@ from typing import Any
 
 import yaml
 
-from mlcanary_local.kubeapi import KubeApi
+from mlcanary.kubeapi import SERVICE_ACCOUNTS, ApiClient, ApiError, load_connection
 from mlcanary_local.process import (
     LOCALHOST,
     alive,
@@ -358,14 +358,15 @@ class LocalStack:
         from mlcanary.crd import build_crd
 
         async def install() -> None:
-            async with KubeApi.from_kubeconfig(self.kubeconfig) as api:
+            async with ApiClient(load_connection(str(self.kubeconfig))) as api:
                 await api.wait_ready()
-                await api.apply(build_crd())
+                await api.create_or_merge(build_crd())
                 for crd in extra_crds():
-                    await api.apply(crd)
+                    await api.create_or_merge(crd)
                 # The CRD is served once the emulator has registered it.
                 for _ in range(100):
-                    if await api.get("/apis/mlcanary.io/v1alpha1") is not None:
+                    with contextlib.suppress(ApiError):
+                        await api.request("GET", "/apis/mlcanary.io/v1alpha1")
                         return
                     await asyncio.sleep(0.05)
 
@@ -376,13 +377,13 @@ class LocalStack:
         namespace, _, name = str(self.config.operator_service_account).partition("/")
 
         async def install() -> str:
-            async with KubeApi.from_kubeconfig(self.kubeconfig) as api:
+            async with ApiClient(load_connection(str(self.kubeconfig))) as api:
                 await api.ensure_namespace(namespace)
                 for manifest in self.config.operator_rbac:
-                    await api.apply(manifest)
+                    await api.create_or_merge(manifest)
                 request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}}
-                path = f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token"
-                answer = await api.create(path, request)
+                path = SERVICE_ACCOUNTS.path(namespace, name, "token")
+                answer = await api.request("POST", path, body=request)
                 return str(answer["status"]["token"])
 
         token = asyncio.run(install())

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from kube_emulator import KubernetesEmulator
+from mlcanary.kubeapi import ApiClient, load_connection
 from mlcanary_local.jobs import JobRunner, job_command
-from mlcanary_local.kubeapi import KubeApi
 
 JOBS = "/apis/batch/v1/namespaces/default/jobs"
 SCRIPT = "import os, pathlib, sys; pathlib.Path('out.txt').write_text(os.environ['WORD']); sys.exit(int(os.environ['CODE']))"
@@ -40,7 +40,7 @@ async def runner(tmp_path: Path) -> AsyncIterator[tuple[KubernetesEmulator, Path
     async with KubernetesEmulator(deployment_controller=False, tls=True) as emu:
         kubeconfig = emu.write_kubeconfig(tmp_path / "kubeconfig")
         stop = asyncio.Event()
-        async with KubeApi.from_kubeconfig(kubeconfig) as api:
+        async with ApiClient(load_connection(str(kubeconfig))) as api:
             task = asyncio.create_task(JobRunner(api, tmp_path).run(stop))
             try:
                 yield emu, tmp_path

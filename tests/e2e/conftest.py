@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from integration.chart_rbac import chart_rbac
+from mlcanary.kubeapi import DEPLOYMENTS, MODEL_DEPLOYMENTS, ApiClient, load_connection
 from mlcanary_local.demo.story import Bundle, Timing, build_bundles, manifest
-from mlcanary_local.kubeapi import DEPLOYMENTS, MODEL_DEPLOYMENTS, KubeApi, collection_path
 from mlcanary_local.loadgen import Record, read_records
 from mlcanary_local.process import spawn, stop_popen
 from mlcanary_local.stack import LocalStack, StackConfig
@@ -101,7 +101,7 @@ class Rollout:
 
     stack: LocalStack
     bundles: dict[str, Bundle]
-    api: KubeApi
+    api: ApiClient
     namespace: str
     name: str
     work: Path
@@ -111,10 +111,6 @@ class Rollout:
     snapshots: list[Snapshot] = field(default_factory=list)
     loadgen: Any = None
     applied: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def path(self) -> str:
-        return f"{collection_path(*MODEL_DEPLOYMENTS, self.namespace)}/{self.name}"
 
     @property
     def requests_csv(self) -> Path:
@@ -133,17 +129,17 @@ class Rollout:
             on_inconclusive=self.on_inconclusive,
         )
         self.applied[version] = time.time()
-        await self.api.apply(obj)
+        await self.api.create_or_merge(obj)
 
     async def status(self) -> Obj:
-        obj = await self.api.get(self.path)
+        obj = await self.api.get(MODEL_DEPLOYMENTS, self.namespace, self.name)
         status: Obj = (obj or {}).get("status") or {}
         return status
 
     async def deployments(self) -> list[str]:
         """The versions of this ModelDeployment's Deployments (one entry per Deployment)."""
-        items = await self.api.list(
-            collection_path(*DEPLOYMENTS, self.namespace), f"mlcanary.io/model-deployment={self.name}"
+        items, _ = await self.api.list(
+            DEPLOYMENTS, self.namespace, f"mlcanary.io/model-deployment={self.name}"
         )
         return sorted(d["metadata"]["labels"].get("app.kubernetes.io/version", "?") for d in items)
 
@@ -252,7 +248,7 @@ async def rollout_factory(
     stack: LocalStack, bundles: dict[str, Bundle], tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[Callable[..., Awaitable[Rollout]]]:
     created: list[Rollout] = []
-    api = KubeApi.from_kubeconfig(stack.kubeconfig)
+    api = ApiClient(load_connection(str(stack.kubeconfig)))
     test_name = request.node.name.removeprefix("test_").replace("_", "-")[:30].strip("-")
 
     async def make(metrics: list[Obj], **kwargs: Any) -> Rollout:
@@ -266,5 +262,5 @@ async def rollout_factory(
     for rollout in created:
         rollout.stop_load()
         with contextlib.suppress(Exception):
-            await api.delete(rollout.path)  # children go with it (owner references)
+            await api.delete(MODEL_DEPLOYMENTS, rollout.namespace, rollout.name)  # children go with it
     await api.close()

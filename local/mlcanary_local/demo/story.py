@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from mlcanary.kubeapi import MODEL_DEPLOYMENTS, ApiClient, Obj, load_connection
 from mlcanary_local.demo.timeline import (
     Snapshot,
     Story,
@@ -43,7 +44,6 @@ from mlcanary_local.demo.timeline import (
     render_png,
     summarize,
 )
-from mlcanary_local.kubeapi import MODEL_DEPLOYMENTS, KubeApi, Obj, collection_path
 from mlcanary_local.loadgen import FIELDS, Record, read_records
 from mlcanary_local.process import spawn, stop_popen
 from mlcanary_local.stack import LocalStack, StackConfig
@@ -304,7 +304,7 @@ def describe_round(status: Obj) -> str:
 class Follower:
     """Polls the ModelDeployment, prints what changes, records snapshots for the timeline."""
 
-    api: KubeApi
+    api: ApiClient
     story: Story
     tail: RecordTail | None
     namespace: str = NAMESPACE
@@ -317,10 +317,6 @@ class Follower:
     last_round: str | None = None
     status: Obj = field(default_factory=dict)
     steps_seen: dict[str, list[int]] = field(default_factory=dict)  # canary version -> steps, in order
-
-    @property
-    def path(self) -> str:
-        return f"{collection_path(*MODEL_DEPLOYMENTS, self.namespace)}/{self.name}"
 
     def say(self, text: str) -> None:
         if not self.quiet:
@@ -341,7 +337,7 @@ class Follower:
             new = self.tail.poll()
             self.records.extend(new)
             self.recent.extend(new)
-        obj = await self.api.get(self.path)
+        obj = await self.api.get(MODEL_DEPLOYMENTS, self.namespace, self.name)
         status: Obj = (obj or {}).get("status") or {}
         self.status = status
         phase = status.get("phase") or "-"
@@ -451,7 +447,7 @@ async def run_story(
     requests_csv = out / "requests.csv"
     outcomes: list[Outcome] = []
     loadgen = None
-    async with KubeApi.from_kubeconfig(stack.kubeconfig) as api:
+    async with ApiClient(load_connection(str(stack.kubeconfig))) as api:
         await api.ensure_namespace(NAMESPACE)
         steps = default_steps(router)
         follower = Follower(api, story, RecordTail(requests_csv), steps=len(steps))
@@ -459,7 +455,7 @@ async def run_story(
             for act in ACTS:
                 print(f"\n== {act.title}", flush=True)
                 env = [{"name": k, "value": v} for k, v in act.env]
-                await api.apply(manifest(bundles[act.version], timing, router, env=env))
+                await api.create_or_merge(manifest(bundles[act.version], timing, router, env=env))
                 outcome = await play(follower, act, timing, judged_steps=len(steps) - 1)
                 outcomes.append(outcome)
                 print(

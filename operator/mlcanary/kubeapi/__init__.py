@@ -10,6 +10,8 @@ from mlcanary.kubeapi.connection import Connection, load_connection
 from mlcanary.kubeapi.errors import ApiError
 from mlcanary.kubeapi.informer import Informer
 from mlcanary.kubeapi.resources import (
+    CLUSTER_ROLE_BINDINGS,
+    CLUSTER_ROLES,
     CONFIGMAPS,
     CRDS,
     CRONJOBS,
@@ -22,7 +24,10 @@ from mlcanary.kubeapi.resources import (
     MODEL_DEPLOYMENTS,
     NAMESPACES,
     PODS,
+    ROLE_BINDINGS,
+    ROLES,
     SECRETS,
+    SERVICE_ACCOUNTS,
     SERVICES,
     VIRTUALSERVICES,
     Obj,
@@ -31,6 +36,8 @@ from mlcanary.kubeapi.resources import (
 )
 
 __all__ = [
+    "CLUSTER_ROLES",
+    "CLUSTER_ROLE_BINDINGS",
     "CONFIGMAPS",
     "CRDS",
     "CRONJOBS",
@@ -43,8 +50,11 @@ __all__ = [
     "MODEL_DEPLOYMENTS",
     "NAMESPACES",
     "PODS",
+    "ROLES",
+    "ROLE_BINDINGS",
     "SECRETS",
     "SERVICES",
+    "SERVICE_ACCOUNTS",
     "VIRTUALSERVICES",
     "ApiClient",
     "ApiError",

@@ -96,6 +96,25 @@ class Transport:
                 return False
             raise
 
+    async def create_or_merge(self, obj: Obj) -> Obj:
+        """Create ``obj``, or merge it onto the object of that name (every top-level field but status),
+        as ``kubectl apply`` would for a hand-written manifest."""
+        try:
+            return await self.create(obj)
+        except ApiError as error:
+            if not error.conflict:
+                raise
+        meta = obj["metadata"]
+        patch = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "status")}
+        return await self.patch(resource_for(obj), meta.get("namespace"), meta["name"], patch)
+
+    async def ensure_namespace(self, name: str) -> None:
+        try:
+            await self.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        except ApiError as error:
+            if not error.conflict:
+                raise
+
     def watch(
         self, resource: Resource, namespace: str | None, params: dict[str, str]
     ) -> AsyncIterator[dict[str, Any]]:

@@ -13,9 +13,10 @@ polling the API server.
   ``retry_seconds``: readers must not take a blind cache for an empty one.
 
 ``managedFields`` and the ``last-applied-configuration`` annotation are dropped from cached objects:
-they are large and nothing here reads them. Objects are kept as compact JSON and decoded on read:
-an operator caching thousands of children holds a few KiB per object instead of tens of KiB of
-Python dicts, and every reader gets its own copy.
+they are large and nothing here reads them. By default objects are kept as compact JSON and decoded
+on read: an operator caching thousands of children holds a few KiB per object instead of tens of KiB
+of Python dicts, and every reader gets its own copy. ``compact=False`` keeps the decoded objects for
+readers on a hot path (the local gateway picks a pod per request); they must not mutate them.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class Informer:
         index_label: str | None = None,
         retry_seconds: float = 60.0,
         watch_seconds: tuple[int, int] = (240, 300),
+        compact: bool = True,
     ) -> None:
         self.transport = transport
         self.resource = resource
@@ -83,8 +85,10 @@ class Informer:
         self.index_label = index_label
         self.retry_seconds = retry_seconds
         self.watch_seconds = watch_seconds
-        # (namespace, name) -> (resourceVersion, value of index_label, compact JSON)
-        self._objects: dict[tuple[str, str], tuple[str, str | None, bytes]] = {}
+        self.compact = compact
+        # (namespace, name) -> (resourceVersion, value of index_label, compact JSON or the object)
+        self._objects: dict[tuple[str, str], tuple[str, str | None, bytes | Obj]] = {}
+        self.changed = asyncio.Event()  # set on every change; a reader clears it
         self.available = True
         self.missing = False  # the server does not serve the resource at all (404)
         self.synced = asyncio.Event()
@@ -107,6 +111,13 @@ class Informer:
 
     def keys(self) -> list[tuple[str, str]]:
         return list(self._objects)
+
+    def items(self) -> list[tuple[tuple[str, str], Obj]]:
+        """Every cached object with its (namespace, name), as of now."""
+        return [(key, _decode(entry[2])) for key, entry in list(self._objects.items())]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._objects
 
     def __len__(self) -> int:
         return len(self._objects)
@@ -167,7 +178,8 @@ class Informer:
                     self._index.get((key[0], old_value), set()).discard(key[1])
                 if value is not None:
                     self._index.setdefault((key[0], value), set()).add(key[1])
-        self._objects[key] = (resource_version(obj), value, _encode(slim(obj)))
+        stored: bytes | Obj = _encode(slim(obj)) if self.compact else slim(obj)
+        self._objects[key] = (resource_version(obj), value, stored)
 
     def _remove(self, key: tuple[str, str]) -> Obj | None:
         old = self._objects.pop(key, None)
@@ -182,6 +194,7 @@ class Informer:
         return _decode(old[2])
 
     def _notify(self, event_type: str, obj: Obj) -> None:
+        self.changed.set()
         for listener in self.listeners:
             try:
                 listener(event_type, obj)
@@ -295,6 +308,8 @@ def _encode(obj: Obj) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-def _decode(blob: bytes) -> Obj:
-    decoded: Obj = json.loads(blob)
+def _decode(stored: bytes | Obj) -> Obj:
+    if isinstance(stored, dict):
+        return stored
+    decoded: Obj = json.loads(stored)
     return decoded

@@ -62,6 +62,13 @@ JOBS = Resource("batch/v1", "Job", "jobs")
 CRONJOBS = Resource("batch/v1", "CronJob", "cronjobs")
 HORIZONTAL_POD_AUTOSCALERS = Resource("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers")
 LEASES = Resource("coordination.k8s.io/v1", "Lease", "leases")
+SERVICE_ACCOUNTS = Resource("v1", "ServiceAccount", "serviceaccounts")
+ROLES = Resource("rbac.authorization.k8s.io/v1", "Role", "roles")
+ROLE_BINDINGS = Resource("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings")
+CLUSTER_ROLES = Resource("rbac.authorization.k8s.io/v1", "ClusterRole", "clusterroles", namespaced=False)
+CLUSTER_ROLE_BINDINGS = Resource(
+    "rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "clusterrolebindings", namespaced=False
+)
 CRDS = Resource(
     "apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", namespaced=False
 )
@@ -81,6 +88,11 @@ ALL = (
     CRONJOBS,
     HORIZONTAL_POD_AUTOSCALERS,
     LEASES,
+    SERVICE_ACCOUNTS,
+    ROLES,
+    ROLE_BINDINGS,
+    CLUSTER_ROLES,
+    CLUSTER_ROLE_BINDINGS,
     CRDS,
     MODEL_DEPLOYMENTS,
     HTTPROUTES,
