@@ -172,6 +172,9 @@ CASES: dict[tuple[str, str], tuple[str, Mutation]] = {
     ("spec.traffic.istio.settleTime", "must be between"): _on(
         "istio.yaml", "spec.traffic.istio.settleTime", "11m"
     ),
+    ("spec.traffic.replicas.settleTime", "must be between"): _on(
+        "replicas.yaml", "spec.traffic.replicas.settleTime", "11m"
+    ),
 }
 
 
