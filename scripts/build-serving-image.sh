@@ -2,101 +2,63 @@
 # Build the serving image offline and prove it answers one prediction.
 #
 #   scripts/build-serving-image.sh            # build + smoke test (first run ~3-5 min)
+#   VARIANT=onnx scripts/build-serving-image.sh   # the ONNX-only image: no scikit-learn/SciPy/joblib
 #
-# Steps: install docker.io/debootstrap if missing; start a private dockerd if none answers
-# (--bridge=none --iptables=false --ip-masq=false, own data-root and socket, stopped again at the
-# end); make a Debian bookworm + python3 base image with debootstrap (cached as an image);
+# Steps (the engine and base image: scripts/docker-engine.sh): install docker.io/debootstrap if
+# missing; start a private dockerd if none answers (stopped again at the end); make a Debian
+# bookworm + python3 base image with debootstrap (cached as an image);
 # `pip download` the serving wheels on the host; `docker build --network=none`; run the container
 # --read-only with a tmpfs /tmp and a demo bundle mounted read-only on --network=host; POST one
-# /predict and check the answer, the health check, the non-root user and the read-only root.
+# /predict and check the answer, the health check, the non-root user and the read-only root. Prints
+# the image size and the cold start (from `docker run` to the first 200 on /readyz).
 #
-# Env: IMAGE [mlcanary/serving:dev]  BASE_IMAGE [local/debian-py:bookworm]
+# Env: VARIANT [full] (onnx: requirements-onnx.txt, ONNX bundles only)
+#      IMAGE [mlcanary/serving:dev, mlcanary/serving:dev-onnx for VARIANT=onnx]  BASE_IMAGE [local/debian-py:bookworm]
 #      DOCKER_ROOT [/var/lib/mlcanary-docker]  DOCKER_SOCK [/tmp/mlcanary-docker.sock]
 #      WORK [/tmp/mlcanary-image]  KEEP_DOCKERD [0]  PYTHON [.venv/bin/python or python3]
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-IMAGE=${IMAGE:-mlcanary/serving:dev}
-BASE_IMAGE=${BASE_IMAGE:-local/debian-py:bookworm}
-DOCKER_ROOT=${DOCKER_ROOT:-/var/lib/mlcanary-docker}
-DOCKER_SOCK=${DOCKER_SOCK:-/tmp/mlcanary-docker.sock}
-WORK=${WORK:-/tmp/mlcanary-image}
-KEEP_DOCKERD=${KEEP_DOCKERD:-0}
+VARIANT=${VARIANT:-full}
+case "$VARIANT" in
+  full) REQUIREMENTS=requirements.txt; IMAGE=${IMAGE:-mlcanary/serving:dev} ;;
+  onnx) REQUIREMENTS=requirements-onnx.txt; IMAGE=${IMAGE:-mlcanary/serving:dev-onnx} ;;
+  *) echo "VARIANT must be full or onnx" >&2; exit 2 ;;
+esac
+WORK=${WORK:-/tmp/mlcanary-image$([ "$VARIANT" = full ] || echo "-$VARIANT")}
 if [ -z "${PYTHON:-}" ]; then
   if [ -x "$REPO/.venv/bin/python" ]; then PYTHON="$REPO/.venv/bin/python"; else PYTHON=python3; fi
 fi
 T0=$(date +%s)
 log() { printf '[%s +%ss] %s\n' "$(date +%H:%M:%S)" "$(( $(date +%s) - T0 ))" "$*"; }
 
-need_apt=()
-command -v dockerd >/dev/null || need_apt+=(docker.io)
-command -v debootstrap >/dev/null || need_apt+=(debootstrap)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  log "installing ${need_apt[*]}"
-  for _ in $(seq 60); do   # another apt may hold the lock
-    if DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null 2>&1; then
-      break
-    fi
-    apt-get update -qq >/dev/null 2>&1 || true
-    sleep 5
-  done
-  command -v dockerd >/dev/null && command -v debootstrap >/dev/null || { echo "cannot install ${need_apt[*]}" >&2; exit 1; }
-fi
-DOCKER_BIN=$(command -v docker)
-[ -x /usr/bin/docker ] && DOCKER_BIN=/usr/bin/docker   # the docker.io CLI matches its dockerd
-
-# ---------------------------------------------------------------- docker engine
-STARTED_DOCKERD=
+# shellcheck source=scripts/docker-engine.sh
+. "$REPO/scripts/docker-engine.sh"
 CONTAINER=
 cleanup() {
   [ -n "$CONTAINER" ] && "$DOCKER_BIN" rm -f "$CONTAINER" >/dev/null 2>&1 || true
-  if [ -n "$STARTED_DOCKERD" ] && [ "$KEEP_DOCKERD" != 1 ]; then
-    log "stopping the dockerd this script started (pid $STARTED_DOCKERD)"
-    kill "$STARTED_DOCKERD" 2>/dev/null || true
-    for _ in $(seq 60); do kill -0 "$STARTED_DOCKERD" 2>/dev/null || break; sleep 0.5; done
-  fi
+  docker_engine_stop
 }
 trap cleanup EXIT
-
-export DOCKER_HOST="unix://$DOCKER_SOCK"
-if ! "$DOCKER_BIN" info >/dev/null 2>&1; then
-  log "starting dockerd (data-root $DOCKER_ROOT, socket $DOCKER_SOCK)"
-  mkdir -p "$DOCKER_ROOT" "$WORK"
-  dockerd --bridge=none --iptables=false --ip-masq=false --data-root "$DOCKER_ROOT" \
-    --exec-root /tmp/mlcanary-docker-exec --pidfile /tmp/mlcanary-dockerd.pid \
-    --host "$DOCKER_HOST" >"$WORK/dockerd.log" 2>&1 &
-  STARTED_DOCKERD=$!
-  for _ in $(seq 120); do "$DOCKER_BIN" info >/dev/null 2>&1 && break; sleep 0.5; done
-  "$DOCKER_BIN" info >/dev/null 2>&1 || { tail -20 "$WORK/dockerd.log"; echo "dockerd did not start" >&2; exit 1; }
-fi
-
-# ---------------------------------------------------------------- base image (cached)
-if ! "$DOCKER_BIN" image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
-  ROOTFS=$WORK/rootfs
-  log "debootstrap bookworm minbase + python3 -> $BASE_IMAGE (about a minute)"
-  rm -rf "$ROOTFS"
-  debootstrap --variant=minbase --include=python3,python3-venv bookworm "$ROOTFS" >"$WORK/debootstrap.log" 2>&1 \
-    || { tail -20 "$WORK/debootstrap.log"; exit 1; }
-  rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/lib/apt/lists/*
-  tar -C "$ROOTFS" -c . | "$DOCKER_BIN" import - "$BASE_IMAGE" >/dev/null
-  rm -rf "$ROOTFS"
-fi
+docker_engine_start
+docker_base_image
 
 # ---------------------------------------------------------------- build context
 CTX=$WORK/context
 log "build context $CTX (pip download of serving wheels on the host)"
-rm -rf "$CTX/mlcanary_serving" "$CTX/Dockerfile" "$CTX/requirements.txt"
+rm -rf "$CTX/mlcanary_serving" "$CTX/Dockerfile" "$CTX"/requirements*.txt
 mkdir -p "$CTX/wheels"
-cp "$REPO/serving-image/Dockerfile" "$REPO/serving-image/requirements.txt" "$CTX/"
+cp "$REPO/serving-image/Dockerfile" "$REPO/serving-image/$REQUIREMENTS" "$CTX/"
 cp -r "$REPO/serving-image/mlcanary_serving" "$CTX/"
 find "$CTX/mlcanary_serving" -name __pycache__ -prune -exec rm -rf {} +
 "$PYTHON" -m pip download -q --only-binary=:all: --python-version 3.11 --implementation cp \
   --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
-  -r "$CTX/requirements.txt" -d "$CTX/wheels" >"$WORK/pip.log" 2>&1 || {
+  -r "$CTX/$REQUIREMENTS" -d "$CTX/wheels" >"$WORK/pip.log" 2>&1 || {
   tail -20 "$WORK/pip.log" >&2; echo "pip download failed" >&2; exit 1; }
 
 log "docker build --network=none -t $IMAGE"
-"$DOCKER_BIN" build --network=none --build-arg BASE_IMAGE="$BASE_IMAGE" -t "$IMAGE" "$CTX" >"$WORK/build.log" 2>&1 \
+"$DOCKER_BIN" build --network=none --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg REQUIREMENTS="$REQUIREMENTS" \
+  -t "$IMAGE" "$CTX" >"$WORK/build.log" 2>&1 \
   || { tail -30 "$WORK/build.log"; exit 1; }
 log "image size: $("$DOCKER_BIN" image inspect -f '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB", $1/1e6}')"
 
@@ -110,6 +72,7 @@ chmod -R a+rX "$BUNDLE"
 PORT=$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 CONTAINER=mlcanary-serving-smoke-$$
 log "docker run --read-only --tmpfs /tmp --network=host on 127.0.0.1:$PORT"
+STARTED=$(date +%s.%N)
 "$DOCKER_BIN" run -d --name "$CONTAINER" --network=host --read-only --tmpfs /tmp:rw,size=256m \
   --health-interval=2s --health-start-period=30s \
   -v "$BUNDLE:/bundle:ro" -e MLCANARY_HOST=127.0.0.1 -e PORT="$PORT" \
@@ -118,11 +81,8 @@ log "docker run --read-only --tmpfs /tmp --network=host on 127.0.0.1:$PORT"
 
 ROW=$(PYTHONPATH="$REPO/serving-image" "$PYTHON" -c "
 import json; from mlcanary_serving.testing import demo_row; print(json.dumps({'features': demo_row(0)}))")
-for _ in $(seq 120); do
-  curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
-  [ "$("$DOCKER_BIN" inspect -f '{{.State.Running}}' "$CONTAINER")" = true ] || break
-  sleep 0.5
-done
+COLD_START=$(first_200_after "$CONTAINER" "http://127.0.0.1:$PORT/readyz" "$STARTED" || true)
+log "cold start: ${COLD_START}s from docker run to the first 200 on /readyz"
 ANSWER=$(curl -sS -D "$WORK/headers.txt" -H 'Content-Type: application/json' -d "$ROW" "http://127.0.0.1:$PORT/predict" || true)
 echo "answer: $ANSWER"
 fail() { echo "SMOKE TEST FAILED: $*" >&2; "$DOCKER_BIN" logs "$CONTAINER" 2>&1 | tail -30 >&2; exit 1; }
@@ -132,6 +92,11 @@ grep -qi '^x-model-version: 1.0.0' "$WORK/headers.txt" || fail "no X-Model-Versi
 [ "$("$DOCKER_BIN" exec "$CONTAINER" id -u)" = 10001 ] || fail "container runs as root"
 if "$DOCKER_BIN" exec "$CONTAINER" sh -c 'touch /opt/x' 2>/dev/null; then fail "root filesystem is writable"; fi
 "$DOCKER_BIN" exec "$CONTAINER" sh -c 'touch /tmp/x' || fail "/tmp is not writable"
+if [ "$VARIANT" = onnx ]; then
+  for module in sklearn scipy joblib; do
+    if "$DOCKER_BIN" exec "$CONTAINER" python -c "import $module" 2>/dev/null; then fail "$module is in the ONNX-only image"; fi
+  done
+fi
 for _ in $(seq 30); do
   HEALTH=$("$DOCKER_BIN" inspect -f '{{.State.Health.Status}}' "$CONTAINER")
   [ "$HEALTH" = healthy ] && break
@@ -140,4 +105,4 @@ done
 [ "$HEALTH" = healthy ] || fail "health check says $HEALTH"
 "$DOCKER_BIN" logs "$CONTAINER" 2>&1 | grep -q "READY: serving model breast-cancer version 1.0.0" || fail "no READY log line"
 "$DOCKER_BIN" stop -t 10 "$CONTAINER" >/dev/null
-log "OK: image $IMAGE built, answered /predict as uid 10001 on a read-only root, health check healthy"
+log "OK: image $IMAGE ($VARIANT) built, answered /predict as uid 10001 on a read-only root, health check healthy"
