@@ -490,9 +490,11 @@ class KubernetesEmulator:
             raise unauthorized()  # unknown, or bound to a ServiceAccount that is gone
         return user
 
-    def _authorize(self, user: User, attributes: Request, *, watch: bool = False) -> None:
+    def _authorize(
+        self, user: User, attributes: Request, *, watch: bool = False, user_agent: str = ""
+    ) -> None:
         allowed = user is _ALWAYS_ALLOWED or self.authorizer.allowed(user, attributes)
-        self.accounting.record(user.name, attributes, allowed=allowed, watch=watch)
+        self.accounting.record(user.name, attributes, allowed=allowed, watch=watch, user_agent=user_agent)
         if not allowed:
             raise forbidden(user, attributes)
 
@@ -602,6 +604,7 @@ class KubernetesEmulator:
             user,
             Request(verb, info.group, info.plural, subresource or "", namespace or "", named),
             watch=watch,
+            user_agent=request.headers.get("User-Agent", ""),
         )
         if finalize:
             subresource = None

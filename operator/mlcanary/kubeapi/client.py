@@ -82,6 +82,14 @@ class Transport:
         )
         return patched
 
+    async def replace(self, obj: Obj) -> Obj:
+        """PUT the whole object; its ``metadata.resourceVersion`` makes it conditional (409 when stale)."""
+        meta = obj["metadata"]
+        replaced: Obj = await self.request(
+            "PUT", resource_for(obj).path(meta.get("namespace"), meta["name"]), body=obj
+        )
+        return replaced
+
     async def delete(self, resource: Resource, namespace: str | None, name: str) -> bool:
         """Delete in the background (dependents are garbage-collected); False when already gone."""
         try:
@@ -132,8 +140,11 @@ class ApiClient(Transport):
         timeout: float = 30.0,
         max_connections: int = 32,
         on_request: RequestHook | None = None,
+        user_agent: str | None = None,
     ) -> None:
         self.connection = connection
+        # Names the process to the API server (audit logs, managedFields; the emulator counts by it).
+        self.user_agent = user_agent
         self.timeout = timeout
         self.max_connections = max_connections
         self.on_request = on_request
@@ -160,6 +171,8 @@ class ApiClient(Transport):
 
     def _headers(self, content_type: str | None) -> dict[str, str]:
         headers = {"Accept": JSON}
+        if self.user_agent:
+            headers["User-Agent"] = self.user_agent
         if content_type is not None:
             headers["Content-Type"] = content_type
         authorization = self.connection.authorization()
