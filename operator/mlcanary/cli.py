@@ -9,8 +9,12 @@ import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
+
+if TYPE_CHECKING:
+    from mlcanary.settings import Settings
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -29,6 +33,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # The operator's own settings must agree with Kopf's scope (informers, Kopf's scanning).
     os.environ["MLCANARY_NAMESPACES"] = ",".join(namespaces)
     log_format = os.environ.get("MLCANARY_LOG_FORMAT", "plain")
+    if args.leader_election:
+        os.environ["MLCANARY_LEADER_ELECTION"] = "true"
+    from mlcanary.settings import Settings
+
+    try:
+        settings = Settings.from_env()
+    except ValueError as error:
+        print(f"mlcanary run: {error}", file=sys.stderr)
+        return 2
+    if settings.leader_election.enabled:
+        import asyncio
+
+        return asyncio.run(_run_elected(settings, namespaces, args.liveness, args.verbose, log_format))
     argv = [
         sys.executable,
         "-m",
@@ -46,6 +63,42 @@ def _cmd_run(args: argparse.Namespace) -> int:
         argv.append("--verbose")
     os.execv(sys.executable, argv)  # noqa: S606 - replaces this process with the operator
     return 0  # pragma: no cover
+
+
+async def _run_elected(
+    settings: Settings, namespaces: list[str], liveness: str | None, verbose: bool, log_format: str
+) -> int:
+    """Kopf runs only while this process holds the Lease; losing it ends the process (exit 1) at once,
+    without Kopf's graceful shutdown, which could still write. The kubelet restarts the container,
+    which then waits as a follower."""
+    import asyncio
+    import logging
+
+    from mlcanary import handlers
+    from mlcanary.kubeapi import ApiClient, load_connection
+    from mlcanary.leader import LeaderElector, start_standby_health
+
+    handlers.configure_logging(verbose=verbose, log_format=log_format)
+    logger = logging.getLogger("mlcanary.leader")
+    async with ApiClient(load_connection(), user_agent=settings.user_agent, timeout=10) as api:
+        elector = LeaderElector(api, settings.leader_election)
+        stop_standby = await start_standby_health(liveness) if liveness else None
+        await elector.acquire()
+        if stop_standby is not None:
+            await stop_standby()
+        operator = asyncio.create_task(
+            handlers.run_operator(namespaces=namespaces, liveness_endpoint=liveness)
+        )
+        holding = asyncio.create_task(elector.hold())
+        await asyncio.wait({operator, holding}, return_when=asyncio.FIRST_COMPLETED)
+        if holding.done():
+            logger.critical("lost the lease: exiting so that only the new leader acts")
+            logging.shutdown()
+            os._exit(1)
+        holding.cancel()
+        await elector.release()  # Kopf stopped (SIGTERM): hand over without waiting for expiry
+        operator.result()  # re-raise a crash of Kopf itself
+    return 0
 
 
 def _cmd_crd(args: argparse.Namespace) -> int:
@@ -186,6 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-source", help="prometheus (default) or file:/path.json")
     run.add_argument("--prometheus-url", help="default Prometheus for analysis")
     run.add_argument("--liveness", help="Kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
+    run.add_argument(
+        "--leader-election",
+        action="store_true",
+        help="run Kopf only while holding a Lease, for several replicas (MLCANARY_LEADER_ELECTION)",
+    )
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=_cmd_run)
 

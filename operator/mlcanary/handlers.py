@@ -57,7 +57,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         # cluster-wide (it would log permission errors); the CRD is installed before the operator.
         settings.scanning.disabled = True
     metrics = OperatorMetrics()
-    client = ApiClient(load_connection(), on_request=metrics.count_request)
+    client = ApiClient(load_connection(), on_request=metrics.count_request, user_agent=SETTINGS.user_agent)
     cache: ChildCache | None = None
     if SETTINGS.child_cache:
         cache = ChildCache(client, SETTINGS.namespaces)
@@ -105,3 +105,21 @@ async def changed(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: A
     runner = memo.get("mlcanary")
     if runner is not None:
         runner.notify(str(event.get("type")), body)
+
+
+def configure_logging(*, verbose: bool, log_format: str) -> None:
+    """What ``kopf run --log-format=... [--verbose]`` configures, for :func:`run_operator`."""
+    kopf.configure(
+        verbose=verbose, log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.PLAIN
+    )
+
+
+async def run_operator(*, namespaces: list[str], liveness_endpoint: str | None) -> None:
+    """Kopf in this event loop, as ``kopf run --standalone -m mlcanary.handlers`` would run it (this
+    module's handlers are registered on import). Used under leader election (:mod:`mlcanary.leader`)."""
+    await kopf.operator(
+        standalone=True,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=liveness_endpoint,
+    )

@@ -17,17 +17,84 @@
 | MLCANARY_LOG_FORMAT | plain | `plain` or `json` |
 | MLCANARY_NAMESPACES | (all) | comma-separated namespaces to watch; empty = cluster-wide |
 | MLCANARY_SERVING_IMAGE_PULL_POLICY | IfNotPresent | pull policy of serving containers |
+| MLCANARY_LEADER_ELECTION | false | run Kopf only while holding a `coordination.k8s.io/v1` Lease (`mlcanary run`; several replicas) |
+| MLCANARY_LEADER_ELECTION_NAMESPACE | (the pod's) | namespace of the Lease: else `POD_NAMESPACE`, else the ServiceAccount's namespace file |
+| MLCANARY_LEADER_ELECTION_LEASE_NAME | mlcanary-operator | name of the Lease |
+| MLCANARY_POD_NAME | (hostname) | this replica's identity: the Lease's holderIdentity |
+| MLCANARY_LEADER_ELECTION_LEASE_DURATION_SECONDS | 15 | how long followers wait after the last renewal seen before taking over (whole seconds, 1-300) |
+| MLCANARY_LEADER_ELECTION_RENEW_DEADLINE_SECONDS | 10 | the leader exits when it could not renew for this long (< lease duration) |
+| MLCANARY_LEADER_ELECTION_RETRY_PERIOD_SECONDS | 2 | how often the leader renews and followers try (0.1-60, renew deadline > 1.2 x this) |
 """
 
 from __future__ import annotations
 
 import os
 import re
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 CustomQueryMode = Literal["scoped", "unscoped", "disabled"]
 CUSTOM_QUERY_MODES: tuple[CustomQueryMode, ...] = ("scoped", "unscoped", "disabled")
+SERVICE_ACCOUNT_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+# client-go's leader election jitters the retry period by up to this factor; the renew deadline
+# must leave room for at least one jittered retry.
+RETRY_JITTER = 1.2
+
+
+@dataclass(frozen=True)
+class LeaderElection:
+    """Lease timings as client-go's (15 s / 10 s / 2 s). A leader that cannot renew for
+    ``renew_deadline`` exits; followers take over ``lease_duration`` after the last renewal they saw:
+    the gap between the two is what keeps two leaders from ever writing at once."""
+
+    enabled: bool = False
+    namespace: str = ""
+    lease_name: str = "mlcanary-operator"
+    identity: str = ""
+    lease_duration: int = 15
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.lease_duration <= 300:
+            raise ValueError("MLCANARY_LEADER_ELECTION_LEASE_DURATION_SECONDS must be 1 to 300 seconds")
+        if not 0.1 <= self.retry_period <= 60:
+            raise ValueError("MLCANARY_LEADER_ELECTION_RETRY_PERIOD_SECONDS must be 0.1 to 60 seconds")
+        if not self.retry_period * RETRY_JITTER < self.renew_deadline < self.lease_duration:
+            raise ValueError(
+                "MLCANARY_LEADER_ELECTION_RENEW_DEADLINE_SECONDS must be below the lease duration "
+                f"({self.lease_duration}) and above {RETRY_JITTER} x the retry period ({self.retry_period})"
+            )
+        if self.enabled and not (self.namespace and self.identity):
+            raise ValueError(
+                "leader election needs the Lease's namespace (MLCANARY_LEADER_ELECTION_NAMESPACE or "
+                "POD_NAMESPACE) and an identity (MLCANARY_POD_NAME)"
+            )
+
+    @classmethod
+    def from_env(cls, get: Callable[[str, str], str]) -> LeaderElection:
+        enabled = get("LEADER_ELECTION", "false").lower() in ("true", "1", "yes", "on")
+        namespace = get("LEADER_ELECTION_NAMESPACE", "") or os.environ.get("POD_NAMESPACE", "")
+        if enabled and not namespace and os.path.exists(SERVICE_ACCOUNT_NAMESPACE_FILE):
+            with open(SERVICE_ACCOUNT_NAMESPACE_FILE) as file:
+                namespace = file.read().strip()
+        try:
+            lease_duration = int(get("LEADER_ELECTION_LEASE_DURATION_SECONDS", "15"))
+            renew_deadline = float(get("LEADER_ELECTION_RENEW_DEADLINE_SECONDS", "10"))
+            retry_period = float(get("LEADER_ELECTION_RETRY_PERIOD_SECONDS", "2"))
+        except ValueError as error:
+            raise ValueError(f"MLCANARY_LEADER_ELECTION_*_SECONDS: {error}") from None
+        return cls(
+            enabled=enabled,
+            namespace=namespace,
+            lease_name=get("LEADER_ELECTION_LEASE_NAME", cls.lease_name),
+            identity=get("POD_NAME", "") or (socket.gethostname() if enabled else ""),
+            lease_duration=lease_duration,
+            renew_deadline=renew_deadline,
+            retry_period=retry_period,
+        )
 
 
 @dataclass(frozen=True)
@@ -47,6 +114,7 @@ class Settings:
     log_format: str = "plain"
     namespaces: list[str] = field(default_factory=list)
     image_pull_policy: str = "IfNotPresent"
+    leader_election: LeaderElection = field(default_factory=LeaderElection)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -91,4 +159,10 @@ class Settings:
             log_format=log_format,
             namespaces=namespaces,
             image_pull_policy=get("SERVING_IMAGE_PULL_POLICY", defaults.image_pull_policy),
+            leader_election=LeaderElection.from_env(get),
         )
+
+    @property
+    def user_agent(self) -> str:
+        """Names this replica in API requests (several replicas share one ServiceAccount)."""
+        return f"mlcanary-operator/{self.leader_election.identity or socket.gethostname()}"
