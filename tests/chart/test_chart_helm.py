@@ -13,7 +13,7 @@ import yaml
 from mlcanary import kubeapi, resources
 from mlcanary.settings import Settings
 
-from .helpers import CHART, CI_VALUES, NAMESPACE, by_kind, helm, needs_helm, one, render
+from .helpers import CHART, CI_VALUES, NAMESPACE, RELEASE, by_kind, helm, needs_helm, one, render
 
 pytestmark = needs_helm
 
@@ -75,8 +75,12 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("setting", "complaint"),
     [
-        ("replicaCount=2", "replicaCount"),
+        ("replicaCount=2", "leaderElection.enabled"),  # several replicas only with leader election
         ("replicaCount=0", "replicaCount"),
+        ("replicaCount=6", "replicaCount"),
+        ("leaderElection.leaseDurationSeconds=1", "leaseDurationSeconds"),
+        ("leaderElection.retryPeriodSeconds=0", "retryPeriodSeconds"),
+        ("podDisruptionBudget.minAvailable=0", "minAvailable"),
         ("logFormat=xml", "logFormat"),
         ("metrics.port=-1", "metrics.port"),
         ("health.port=70000", "health.port"),
@@ -98,6 +102,65 @@ def test_schema_rejects_bad_values(setting: str, complaint: str) -> None:
     assert result.returncode != 0, f"--set {setting} was accepted"
     assert "values don't meet the specifications of the schema" in result.stderr
     assert complaint in result.stderr
+
+
+def test_leader_election_mode_renders_replicas_lease_rbac_and_a_disruption_budget() -> None:
+    objects = render(
+        sets=("replicaCount=3", "leaderElection.enabled=true", "leaderElection.retryPeriodSeconds=1")
+    )
+    deployment = one(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 3
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert "--leader-election" in container["args"]
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+    assert set(env) >= LEADER_ELECTION_ENV - {"MLCANARY_LEADER_ELECTION"}
+    assert env["MLCANARY_POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["MLCANARY_LEADER_ELECTION_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert env["MLCANARY_LEADER_ELECTION_LEASE_NAME"] == f"{RELEASE}-mlcanary"
+    timings = {
+        k: env[f"MLCANARY_LEADER_ELECTION_{k}_SECONDS"]
+        for k in ("LEASE_DURATION", "RENEW_DEADLINE", "RETRY_PERIOD")
+    }
+    assert timings == {"LEASE_DURATION": "15", "RENEW_DEADLINE": "10", "RETRY_PERIOD": "1"}
+    # The operator accepts exactly what the chart renders.
+    assert Settings.from_env(
+        {
+            **env,
+            "MLCANARY_POD_NAME": "p",
+            "MLCANARY_LEADER_ELECTION_NAMESPACE": NAMESPACE,
+            "MLCANARY_LEADER_ELECTION": "true",
+        }
+    ).leader_election.enabled
+    pdb = one(objects, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    role = next(r for r in by_kind(objects, "Role") if r["metadata"]["name"].endswith("-leader-election"))
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert {r["resources"][0] for r in role["rules"]} == {"leases"}
+
+
+def test_one_replica_has_no_lease_rbac_and_no_disruption_budget() -> None:
+    objects = render()
+    assert not by_kind(objects, "PodDisruptionBudget")
+    assert not [r for r in by_kind(objects, "Role") if "leases" in str(r["rules"])]
+    assert (
+        "--leader-election"
+        not in one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("sets", "complaint"),
+    [
+        (("leaderElection.renewDeadlineSeconds=15",), "below leaderElection.leaseDurationSeconds"),
+        (("leaderElection.retryPeriodSeconds=9",), "above 1.2 x leaderElection.retryPeriodSeconds"),
+    ],
+)
+def test_leader_election_timings_must_nest(sets: tuple[str, ...], complaint: str) -> None:
+    args = [item for s in ("leaderElection.enabled=true", *sets) for item in ("--set", s)]
+    result = helm("template", "mlc", str(CHART), *args, check=False)
+    assert result.returncode != 0 and complaint in result.stderr, result.stderr
 
 
 # -------------------------------------------------------------------------------------------- RBAC
@@ -288,6 +351,12 @@ SETTINGS_ENV = {
     "MLCANARY_LOG_FORMAT", "MLCANARY_NAMESPACES", "MLCANARY_SERVING_IMAGE_PULL_POLICY",
     "MLCANARY_CUSTOM_QUERIES", "MLCANARY_QUERY_MAX_RANGE_SECONDS", "MLCANARY_QUERY_MIN_SUBQUERY_STEP_SECONDS",
 }  # fmt: skip
+# Set in leader-election mode only (MLCANARY_LEADER_ELECTION by the --leader-election argument).
+LEADER_ELECTION_ENV = {
+    "MLCANARY_LEADER_ELECTION", "MLCANARY_POD_NAME", "MLCANARY_LEADER_ELECTION_NAMESPACE",
+    "MLCANARY_LEADER_ELECTION_LEASE_NAME", "MLCANARY_LEADER_ELECTION_LEASE_DURATION_SECONDS",
+    "MLCANARY_LEADER_ELECTION_RENEW_DEADLINE_SECONDS", "MLCANARY_LEADER_ELECTION_RETRY_PERIOD_SECONDS",
+}  # fmt: skip
 
 
 def test_settings_documented_in_settings_py_are_all_set() -> None:
@@ -296,7 +365,7 @@ def test_settings_documented_in_settings_py_are_all_set() -> None:
     documented = {
         word.strip("|` ") for word in (settings_module.__doc__ or "").split() if "MLCANARY_" in word
     }
-    assert documented == SETTINGS_ENV
+    assert documented == SETTINGS_ENV | LEADER_ELECTION_ENV
 
 
 def test_values_reach_the_operator_settings(rendered: dict[str, list[dict[str, Any]]]) -> None:
