@@ -221,6 +221,17 @@ def test_three_replicas_one_writer_and_a_sigkilled_leader_is_replaced_mid_rollou
     used = {(r["verb"], r["group"], r["resource"]) for r in rows if r["user"] == user}
     assert used >= LEASE_TRIPLES, "every Lease verb the chart grants was used"
 
+    # A clean shutdown (SIGTERM, as in a rolling upgrade) releases the Lease: the last replica takes
+    # over within a retry or two instead of waiting out the lease duration.
+    last = next(n for n in names if n not in (leader, successor))
+    stopping = replicas.processes[successor]
+    assert stopping.process is not None
+    stopping.stop()
+    assert stopping.process.returncode == 0, stopping.logs()[-2000:]
+    stopped_at = time.monotonic()
+    cluster.wait_for(lambda: replicas.holder() == last, "the last replica leads", timeout=10, interval=0.02)
+    assert time.monotonic() - stopped_at < LEASE_DURATION, "released, not expired"
+
 
 def test_a_leader_that_loses_its_lease_exits_and_its_follower_waits(
     cluster: RbacCluster, replicas: Replicas
