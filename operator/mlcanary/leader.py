@@ -50,6 +50,7 @@ class LeaderElector:
         self._observed_at = 0.0
         self._observed_duration = float(config.lease_duration)
         self.is_leader = False
+        self.renewed_at = 0.0  # when the last successful acquire/renew was sent (monotonic)
 
     async def acquire(self) -> None:
         """Return once this process holds the Lease (retrying every jittered ``retry_period``)."""
@@ -66,10 +67,11 @@ class LeaderElector:
     async def hold(self) -> None:
         """Renew every ``retry_period``; return when the Lease is lost (no renewal for ``renew_deadline``,
         or another holder took it)."""
-        last_renewed = self.clock()
+        last_renewed = self.renewed_at
         while True:
-            await asyncio.sleep(self.config.retry_period)
             deadline = last_renewed + self.config.renew_deadline
+            # Wake at the deadline at the latest: a leader must not outlive it by a retry period.
+            await asyncio.sleep(max(0.0, min(self.config.retry_period, deadline - self.clock())))
             sent = self.clock()
             if sent >= deadline:
                 break
@@ -79,7 +81,7 @@ class LeaderElector:
             except TimeoutError:
                 renewed = False
             if renewed:
-                last_renewed = sent
+                last_renewed = self.renewed_at
             elif not self.is_leader:
                 break  # someone else holds it now
         self.is_leader = False
@@ -137,6 +139,7 @@ class LeaderElector:
 
     def _took(self, now: float) -> bool:
         self.is_leader = True
+        self.renewed_at = now  # counted from before the read: the server saw it no earlier
         self._observed, self._observed_at = None, now
         return True
 
