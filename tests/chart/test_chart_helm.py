@@ -23,7 +23,7 @@ CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition
 
 def test_ci_values_matrix_covers_the_modes() -> None:
     stems = {p.stem for p in CI_VALUES}
-    assert {"default-values", "namespaced-values", "monitoring-values"} <= stems
+    assert {"default-values", "namespaced-values", "monitoring-values", "ha-values"} <= stems
 
 
 @pytest.mark.parametrize("values_file", MATRIX)
@@ -36,8 +36,18 @@ def test_helm_lint_strict(values_file: Path) -> None:
 def test_template_renders_the_operator(values_file: Path, rendered: dict[str, list[dict[str, Any]]]) -> None:
     objects = rendered[values_file.stem]
     deployment = one(objects, "Deployment")
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    values = yaml.safe_load(values_file.read_text()) or {}
+    if (values.get("leaderElection") or {}).get("enabled"):
+        assert deployment["spec"]["replicas"] == values["replicaCount"]
+        assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+        assert (
+            one(objects, "PodDisruptionBudget")["spec"]["minAvailable"]
+            == values["podDisruptionBudget"]["minAvailable"]
+        )
+    else:
+        assert deployment["spec"]["replicas"] == 1
+        assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+        assert not by_kind(objects, "PodDisruptionBudget")
     crd = one(objects, "CustomResourceDefinition")
     assert crd["metadata"]["name"] == "modeldeployments.mlcanary.io"
     for obj in objects:
