@@ -17,6 +17,9 @@
 | MLCANARY_LOG_FORMAT | plain | `plain` or `json` |
 | MLCANARY_NAMESPACES | (all) | comma-separated namespaces to watch; empty = cluster-wide |
 | MLCANARY_SERVING_IMAGE_PULL_POLICY | IfNotPresent | pull policy of serving containers |
+| MLCANARY_NOTIFY_TIMEOUT_SECONDS | 5 | timeout of one notification attempt (at most 60) |
+| MLCANARY_NOTIFY_ATTEMPTS | 3 | attempts per notification (backoff 1 s, 2 s, ... between them); 1..10 |
+| MLCANARY_NOTIFY_QUEUE_SIZE | 256 | notifications waiting to be sent; past it new ones are dropped (and counted); 1..100000 |
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ from typing import Literal
 
 CustomQueryMode = Literal["scoped", "unscoped", "disabled"]
 CUSTOM_QUERY_MODES: tuple[CustomQueryMode, ...] = ("scoped", "unscoped", "disabled")
+
+
+NOTIFY_MAX_TIMEOUT_SECONDS = 60.0  # a longer attempt only holds a worker: the receiver is down
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,9 @@ class Settings:
     log_format: str = "plain"
     namespaces: list[str] = field(default_factory=list)
     image_pull_policy: str = "IfNotPresent"
+    notify_timeout_seconds: float = 5.0
+    notify_attempts: int = 3
+    notify_queue_size: int = 256
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -73,6 +82,12 @@ class Settings:
                 raise ValueError(f"MLCANARY_{name} must be a positive number of seconds")
             return value
 
+        def bounded(name: str, default: int, low: int, high: int) -> int:
+            value = int(get(name, str(default)))
+            if not low <= value <= high:
+                raise ValueError(f"MLCANARY_{name} must be between {low} and {high}")
+            return value
+
         return cls(
             prometheus_url=get("PROMETHEUS_URL", defaults.prometheus_url),
             metrics_source=get("METRICS_SOURCE", defaults.metrics_source),
@@ -91,4 +106,10 @@ class Settings:
             log_format=log_format,
             namespaces=namespaces,
             image_pull_policy=get("SERVING_IMAGE_PULL_POLICY", defaults.image_pull_policy),
+            notify_timeout_seconds=min(
+                positive("NOTIFY_TIMEOUT_SECONDS", defaults.notify_timeout_seconds),
+                NOTIFY_MAX_TIMEOUT_SECONDS,
+            ),
+            notify_attempts=bounded("NOTIFY_ATTEMPTS", defaults.notify_attempts, 1, 10),
+            notify_queue_size=bounded("NOTIFY_QUEUE_SIZE", defaults.notify_queue_size, 1, 100_000),
         )
