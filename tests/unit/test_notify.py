@@ -261,9 +261,7 @@ async def test_a_receiver_that_never_answers_costs_the_caller_nothing(
         spec = spec_with(
             [route("cloudevents", "dead", ["RollingBack"]), route("slack", "ok", ["RollingBack"])]
         )
-        notifier = Notifier(
-            secrets, metrics, workers=2, timeout_seconds=0.3, attempts=2, backoff_seconds=0.01
-        )
+        notifier = Notifier(secrets, metrics, timeout_seconds=0.3, attempts=2, backoff_seconds=0.01)
         notifier.start()
         try:
             assert submit(notifier, spec, ROLLING_BACK) == 2
@@ -278,15 +276,44 @@ async def test_a_receiver_that_never_answers_costs_the_caller_nothing(
     assert "attempt 2 failed: TimeoutError" in operator_side
 
 
+async def test_a_dead_receiver_holds_up_only_its_own_lane() -> None:
+    """Each receiver has its own sender: three notifications reach the healthy one while the first
+    attempt to the dead one still hangs (it would for 30 s), and the dead one sees one at a time."""
+    metrics = OperatorMetrics()
+    async with never_answering() as (url, received), receiving(Receiver()) as healthy:
+        secrets = Secrets({"hooks": {"dead": url, "ok": healthy.url}})
+        spec = spec_with(
+            [route("cloudevents", "dead", ["RollingBack"]), route("slack", "ok", ["RollingBack"])]
+        )
+        notifier = Notifier(secrets, metrics, timeout_seconds=30, attempts=1)
+        notifier.start()
+        try:
+            events = [EmitEvent("Warning", "RollingBack", f"attempt {i}") for i in range(3)]
+            assert submit(notifier, spec, *events) == 6
+            for _ in range(200):
+                if len(healthy.requests) == 3:
+                    break
+                await asyncio.sleep(0.02)
+            assert [json.loads(b)["text"].rsplit(" ", 1)[1] for _, b in healthy.requests] == ["0", "1", "2"]
+            assert len(received) == 1  # in order, one at a time: the others wait in the dead lane
+            assert notifier.pending == 3
+        finally:
+            await notifier.stop()
+
+
 async def test_a_full_queue_drops_and_counts() -> None:
     metrics = OperatorMetrics()
     spec = spec_with([route("slack", "x", ["RollingBack"])])
-    notifier = Notifier(Secrets({}), metrics, queue_size=2)  # not started: nothing drains the queue
+    notifier = Notifier(Secrets({}), metrics, queue_size=3, lane_size=2)  # not started: nothing drains
     try:
-        assert submit(notifier, spec, ROLLING_BACK, ROLLING_BACK, ROLLING_BACK) == 2
+        assert submit(notifier, spec, ROLLING_BACK, ROLLING_BACK, ROLLING_BACK) == 2  # the lane's bound
+        other = spec_with([route("slack", "x", ["RollingBack"]), route("msteams", "y", ["RollingBack"])])
+        assert submit(notifier, other, ROLLING_BACK) == 1  # slack's lane is full, msteams' lane is new
+        assert submit(notifier, other, ROLLING_BACK) == 0  # 3 pending in all: the total bound
     finally:
         await notifier.stop()
-    assert sent(metrics, "slack", "dropped") == 1
+    assert sent(metrics, "slack", "dropped") == 3
+    assert sent(metrics, "msteams", "dropped") == 1
 
 
 async def test_a_missing_secret_key_fails_without_leaking_the_secret(

@@ -1,4 +1,4 @@
-"""Delivery of notifications in the background: a bounded queue and a few worker tasks.
+"""Delivery of notifications in the background: bounded queues, one sender task per receiver.
 
 :meth:`Notifier.submit` never waits: a tick hands its Events over and carries on, so a receiver that
 is slow, down or never answers cannot delay a step, a promotion or a rollback. Each delivery reads its
@@ -11,6 +11,7 @@ full). Webhook URLs and HMAC keys are credentials: they are never logged, nor pu
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Iterable
@@ -50,48 +51,66 @@ class Delivery:
         )
 
 
+LaneKey = tuple[str, str, int]  # (namespace, ModelDeployment, route index): one receiver
+
+
 class Notifier:
+    """Bounded background delivery, one lane (a FIFO and its sender task) per receiver.
+
+    Lanes keep receivers apart: a receiver that never answers holds up only its own lane, never the
+    notifications of the other routes, and each receiver gets its notifications in order. A lane's
+    task ends when its queue is empty. Bounds: ``queue_size`` notifications pending in all, and
+    ``lane_size`` per receiver; past either a new notification is dropped (and counted)."""
+
     def __init__(
         self,
         secrets: SecretReader,
         counter: Counter,
         *,
         queue_size: int = 256,
-        workers: int = 4,
+        lane_size: int = 32,
         timeout_seconds: float = 5.0,
         attempts: int = 3,
         backoff_seconds: float = 1.0,
     ) -> None:
         self.secrets = secrets
         self.counter = counter
-        self.queue: asyncio.Queue[Delivery] = asyncio.Queue(maxsize=queue_size)
-        self.workers = workers
+        self.queue_size = queue_size
+        self.lane_size = min(lane_size, queue_size)
         self.timeout_seconds = timeout_seconds
         self.attempts = attempts
         self.backoff_seconds = backoff_seconds
-        self._tasks: list[asyncio.Task[None]] = []
+        self.pending = 0
+        self._lanes: dict[LaneKey, collections.deque[Delivery]] = {}
+        self._senders: dict[LaneKey, asyncio.Task[None]] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._started = False
         # aiohttp, not httpx: httpx logs every request URL at INFO, and a webhook URL is a credential.
         self._session: aiohttp.ClientSession | None = None
 
     def start(self) -> None:
-        loop = asyncio.get_running_loop()
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_seconds))
-        self._tasks = [loop.create_task(self._work(), name=f"notifier {i}") for i in range(self.workers)]
+        self._started = True
+        for key in self._lanes:
+            self._ensure_sender(key)
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        self._started = False
+        senders = list(self._senders.values())
+        for task in senders:
             task.cancel()
-        for task in self._tasks:
+        for task in senders:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._tasks = []
+        self._senders.clear()
         if self._session is not None:
             await self._session.close()
             self._session = None
 
     async def drain(self) -> None:
         """Wait until every queued delivery has been sent or given up (tests, shutdown)."""
-        await self.queue.join()
+        await self._idle.wait()
 
     # ------------------------------------------------------------------------------------- submit
 
@@ -124,28 +143,48 @@ class Notifier:
                     now=now,
                 )
                 delivery = Delivery(route, index, notice)
-                try:
-                    self.queue.put_nowait(delivery)
-                except asyncio.QueueFull:
+                key = (namespace, name, index)
+                lane = self._lanes.setdefault(key, collections.deque())
+                if self.pending >= self.queue_size or len(lane) >= self.lane_size:
+                    if not lane:
+                        del self._lanes[key]
                     self.counter.count_notification(route.provider, "dropped")
                     logger.warning("%s: dropped, the notification queue is full", delivery.what)
                     continue
+                lane.append(delivery)
+                self.pending += 1
+                self._idle.clear()
+                self._ensure_sender(key)
                 queued += 1
         return queued
 
+    def _ensure_sender(self, key: LaneKey) -> None:
+        if self._started and key not in self._senders:
+            task = asyncio.get_running_loop().create_task(self._send_lane(key), name=f"notify {key}")
+            self._senders[key] = task
+
     # ------------------------------------------------------------------------------------ deliver
 
-    async def _work(self) -> None:
-        while True:
-            delivery = await self.queue.get()
-            try:
-                sent = await self._deliver(delivery)
-                self.counter.count_notification(delivery.route.provider, "sent" if sent else "failed")
-            except Exception:  # a bug must not end the worker
-                self.counter.count_notification(delivery.route.provider, "failed")
-                logger.exception("%s: delivery failed", delivery.what)
-            finally:
-                self.queue.task_done()
+    async def _send_lane(self, key: LaneKey) -> None:
+        lane = self._lanes[key]
+        try:
+            while lane:
+                delivery = lane[0]
+                try:
+                    sent = await self._deliver(delivery)
+                    self.counter.count_notification(delivery.route.provider, "sent" if sent else "failed")
+                except Exception:  # a bug must not stop the lane
+                    self.counter.count_notification(delivery.route.provider, "failed")
+                    logger.exception("%s: delivery failed", delivery.what)
+                lane.popleft()
+                self.pending -= 1
+        finally:
+            # The lane is empty (or the notifier stops): forget it; submit() starts a new sender.
+            if not lane:
+                self._lanes.pop(key, None)
+            self._senders.pop(key, None)
+            if self.pending == 0:
+                self._idle.set()
 
     async def _deliver(self, delivery: Delivery) -> bool:
         route, notice = delivery.route, delivery.notice
