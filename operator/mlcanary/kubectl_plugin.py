@@ -145,6 +145,11 @@ def outcome(obj: Obj) -> int | None:
     meta, status = obj.get("metadata") or {}, obj.get("status") or {}
     if int(status.get("observedGeneration") or 0) < int(meta.get("generation") or 1):
         return None  # the operator has not seen the current spec yet
+    annotations, handled = meta.get("annotations") or {}, status.get("handledRequests") or {}
+    for request in REQUESTS:
+        value = annotations.get(ANNOTATION_PREFIX + request)
+        if value is not None and handled.get(request) != value:
+            return None  # a promote/abort/retry not acted on yet (`retry` right before `status`)
     version = ((obj.get("spec") or {}).get("model") or {}).get("version")
     if (
         status.get("phase") == "Healthy"

@@ -27,6 +27,16 @@ def mdep(version: str, generation: int = 2, **status: Any) -> dict[str, Any]:
         (mdep("2.0.0", generation=3, phase="Healthy", stableVersion="2.0.0"), None),  # spec not seen yet
         (mdep("2.0.0", phase="Progressing", stableVersion="1.0.0", canary={"revision": "r"}), None),
         (mdep("2.0.0", phase="RolledBack", stableVersion="1.0.0", rejectedVersions=["2.0.0"]), ROLLED_BACK),
+        # a retry the operator has not acted on yet: the rollout is about to start again
+        (
+            {
+                **mdep(
+                    "2.0.0", phase="RolledBack", rejectedVersions=["2.0.0"], handledRequests={"retry": "1"}
+                ),
+                "metadata": {"name": "fraud", "generation": 2, "annotations": {"mlcanary.io/retry": "2"}},
+            },
+            None,
+        ),
         # rolled back, then the spec moved to another version: that one's rollout is awaited
         (mdep("3.0.0", phase="RolledBack", stableVersion="1.0.0", rejectedVersions=["2.0.0"]), None),
     ],

@@ -34,6 +34,7 @@ from mlcanary.models import (
 from mlcanary.notify.dispatch import Notifier
 from mlcanary.notify.messages import SIGNATURE_HEADER
 from mlcanary.operator_metrics import OperatorMetrics
+from mlcanary.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 12, 7, 23, 0, tzinfo=UTC)
@@ -341,6 +342,18 @@ def test_hmac_and_mode_are_refused_outside_cloudevents() -> None:
         spec_with([route("slack", "x", ["RolledBack"], mode="binary")])
     with pytest.raises(ValueError, match="reasons"):
         spec_with([route("slack", "x", ["NoSuchReason"])])
+
+
+def test_delivery_settings_are_bounded() -> None:
+    assert Settings.from_env({"MLCANARY_NOTIFY_TIMEOUT_SECONDS": "3600"}).notify_timeout_seconds == 60
+    for name, value in (
+        ("ATTEMPTS", "0"),
+        ("ATTEMPTS", "11"),
+        ("QUEUE_SIZE", "0"),
+        ("TIMEOUT_SECONDS", "-1"),
+    ):
+        with pytest.raises(ValueError, match=f"MLCANARY_NOTIFY_{name}"):
+            Settings.from_env({f"MLCANARY_NOTIFY_{name}": value})
 
 
 def _engine_reasons() -> set[str]:
