@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from cloudevents.v1.http import from_http
 
 from mlcanary.engine import EmitEvent
 from mlcanary.models import (
@@ -225,6 +226,12 @@ async def test_each_provider_gets_its_payload_with_the_failing_metric() -> None:
     assert ce["ce-type"] == "io.mlcanary.modeldeployment.RollingBack"
     assert ce["ce-id"] == event["id"]  # the same event, the same id: receivers can deduplicate
     assert json.loads(bin_body) == event["data"]
+    # The CloudEvents SDK reads both requests as the same valid CloudEvents 1.0 event.
+    for parsed in (from_http(headers, body), from_http(bin_headers, bin_body)):
+        assert parsed["specversion"] == "1.0" and parsed["id"] == event["id"]
+        assert parsed["type"] == "io.mlcanary.modeldeployment.RollingBack"
+        assert parsed["source"] == event["source"] and parsed["subject"] == "fraud"
+        assert parsed.data["failedMetrics"][0]["sampleSize"] == 1200
     for provider in ("slack", "msteams"):
         assert sent(metrics, provider, "sent") == 1
     assert sent(metrics, "cloudevents", "sent") == 2
