@@ -90,7 +90,10 @@ class Notifier:
         self._session: aiohttp.ClientSession | None = None
 
     def start(self) -> None:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_seconds))
+        # trust_env: webhooks outside the cluster go through HTTPS_PROXY/NO_PROXY when the chart sets them.
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.timeout_seconds), trust_env=True
+        )
         self._started = True
         for key in self._lanes:
             self._ensure_sender(key)
