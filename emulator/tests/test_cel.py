@@ -175,6 +175,19 @@ CASES: dict[tuple[str, str], tuple[str, Mutation]] = {
     ("spec.traffic.replicas.settleTime", "must be between"): _on(
         "replicas.yaml", "spec.traffic.replicas.settleTime", "11m"
     ),
+    ("spec.notifications[]", "hmacSecret and mode apply to the cloudevents provider only"): _on(
+        "replicas.yaml",
+        "spec.notifications",
+        [
+            {
+                "provider": "slack",
+                "reasons": ["RolledBack"],
+                "urlSecret": {"name": "hooks", "key": "slack"},
+                "mode": "binary",
+            }
+        ],
+        "spec.notifications[0]",
+    ),
 }
 
 

@@ -307,7 +307,7 @@ def _initializing(tick: _Tick) -> None:
         _retire(tick, status.stable.revision)
         status.stable = desired
         tick.enter(Phase.INITIALIZING, f"deploying {desired.template.model.version}")
-        tick.event("Deploying", f"version changed before first deploy finished: {desired.revision}")
+        tick.event("DeployRestarted", f"version changed before first deploy finished: {desired.revision}")
         return
     observed = tick.obs.revisions.get(status.stable.revision)
     if observed is not None and observed.available and tick.obs.traffic.confirmed:
@@ -382,10 +382,12 @@ def _interrupted(tick: _Tick) -> bool:
             reason = "spec returned to the stable version"
         else:
             reason = f"superseded by version {desired.template.model.version}"
-        _begin_rollback(tick, RolloutOutcome.SUPERSEDED, reason)
+        _begin_rollback(tick, RolloutOutcome.SUPERSEDED, reason, "Superseding")
         return True
     if tick.requests.get(ABORT):
-        _begin_rollback(tick, RolloutOutcome.ROLLED_BACK, "aborted by the mlcanary.io/abort annotation")
+        _begin_rollback(
+            tick, RolloutOutcome.ROLLED_BACK, "aborted by the mlcanary.io/abort annotation", "Aborted"
+        )
         return True
     if tick.requests.get(RETRY):
         tick.event("RequestIgnored", "retry requested but a rollout is already running")
@@ -465,7 +467,9 @@ def _frozen_hold(tick: _Tick, where: str) -> bool:
     return True
 
 
-def _start_step(tick: _Tick, step: int) -> None:
+def _start_step(tick: _Tick, step: int, reason: str = "StepStarted") -> None:
+    """Start ``step``: StepStarted for the first step or a step judged afresh (after a pause or an
+    unready canary), StepAdvanced when the previous step passed."""
     status = tick.status
     assert status.canary is not None
     weight = step_weight(tick.steps, step)
@@ -480,7 +484,7 @@ def _start_step(tick: _Tick, step: int) -> None:
     status.steps = [s for s in status.steps if s.step != step]
     status.steps.append(StepReport(step=step, weight=weight))
     tick.enter(Phase.PROGRESSING, f"step {step}/{len(tick.steps)}: canary at {weight}%")
-    tick.event("StepStarted", f"step {step}: {status.canary.template.model.version} at {weight}%")
+    tick.event(reason, f"step {step}: {status.canary.template.model.version} at {weight}%")
 
 
 def _progressing(tick: _Tick) -> None:
@@ -580,7 +584,7 @@ def _maybe_advance(tick: _Tick) -> None:
     ):
         status.message = f"step {status.current_step}: waiting for a successful analysis round"
         return
-    _start_step(tick, status.current_step + 1)
+    _start_step(tick, status.current_step + 1, "StepAdvanced")
 
 
 def _router_deadline_passed(tick: _Tick) -> bool:
@@ -646,14 +650,15 @@ def _promoting(tick: _Tick) -> None:
     tick.event("Promoted", f"{new.template.model.version} is stable; {old.template.model.version} retires")
 
 
-def _begin_rollback(tick: _Tick, outcome: RolloutOutcome, reason: str) -> None:
+def _begin_rollback(tick: _Tick, outcome: RolloutOutcome, reason: str, event: str = "RollingBack") -> None:
+    """Traffic back to stable. ``event``: RollingBack (a failure), Aborted or Superseding."""
     status = tick.status
     assert status.canary is not None
     status.canary_weight = 0
     status.ending = RolloutEnding(outcome=outcome, reason=reason)
     tick.enter(Phase.ROLLING_BACK, f"traffic back to stable: {reason}")
     tick.event(
-        "RollingBack",
+        event,
         f"{status.canary.template.model.version}: {reason}",
         warning=outcome == RolloutOutcome.ROLLED_BACK,
     )
@@ -867,7 +872,7 @@ def abort_while_failing(
         EnsureRevision(new.stable, "stable", replicas),
         EnsureRevision(new.canary, "canary", 0 if router_kind.follows_ready_pods else replicas),
         SetTraffic(new.stable.revision, new.canary.revision, 0),
-        EmitEvent("Warning", "RollingBack", f"{new.canary.template.model.version}: {reason}"),
+        EmitEvent("Warning", "Aborted", f"{new.canary.template.model.version}: {reason}"),
     ]
     return new, actions
 

@@ -18,6 +18,7 @@ from mlcanary.analysis.static import FileMetricProvider
 from mlcanary.kube import ChildCache, Kube
 from mlcanary.kubeapi import ApiClient, load_connection
 from mlcanary.models import API_GROUP, API_VERSION, PLURAL, ModelDeploymentSpec
+from mlcanary.notify.dispatch import Notifier
 from mlcanary.operator_metrics import OperatorMetrics
 from mlcanary.reconcile import OperatorContext
 from mlcanary.runner import Runner
@@ -67,8 +68,20 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         if not await cache.wait_synced(CACHE_SYNC_SECONDS):
             raise kopf.PermanentError("the caches of the operator's children did not fill in time")
     kube = Kube(client, cache)
+    notifier = Notifier(
+        kube,
+        metrics,
+        queue_size=SETTINGS.notify_queue_size,
+        timeout_seconds=SETTINGS.notify_timeout_seconds,
+        attempts=SETTINGS.notify_attempts,
+    )
+    notifier.start()
     context = OperatorContext(
-        kube=kube, settings=SETTINGS, provider_factory=make_provider_factory(SETTINGS, kube), metrics=metrics
+        kube=kube,
+        settings=SETTINGS,
+        provider_factory=make_provider_factory(SETTINGS, kube),
+        metrics=metrics,
+        notifier=notifier,
     )
     runner = Runner(context)
     for informer in cache.informers.values() if cache is not None else ():
@@ -76,6 +89,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo["mlcanary"] = runner
     memo["mlcanary_client"] = client
     memo["mlcanary_cache"] = cache
+    memo["mlcanary_notifier"] = notifier
     if SETTINGS.metrics_port:
         from prometheus_client import start_http_server
 
@@ -88,6 +102,9 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     cache = memo.get("mlcanary_cache")
     if cache is not None:
         await cache.stop()
+    notifier = memo.get("mlcanary_notifier")
+    if notifier is not None:
+        await notifier.stop()
     client = memo.get("mlcanary_client")
     if client is not None:
         await client.close()

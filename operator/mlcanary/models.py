@@ -879,6 +879,94 @@ class Traffic(ApiModel):
         raise AssertionError("validated: one router is set")
 
 
+class EventReason(enum.StrEnum):
+    """The reason of every Event the rollout engine emits: the contract notifications route on.
+
+    One reason per transition (docs/notifications.md has the table); renaming one is a breaking change."""
+
+    DEPLOYING = "Deploying"
+    DEPLOY_RESTARTED = "DeployRestarted"
+    READY = "Ready"
+    CANARY_STARTED = "CanaryStarted"
+    CANARY_UNAVAILABLE = "CanaryUnavailable"
+    STEP_STARTED = "StepStarted"
+    STEP_ADVANCED = "StepAdvanced"
+    PAUSED = "Paused"
+    RESUMED = "Resumed"
+    ANALYSIS_FAILED = "AnalysisFailed"
+    ANALYSIS_ERROR = "AnalysisError"
+    ANALYSIS_INCONCLUSIVE = "AnalysisInconclusive"
+    PROMOTING = "Promoting"
+    PROMOTED = "Promoted"
+    ROLLING_BACK = "RollingBack"
+    ABORTED = "Aborted"
+    SUPERSEDING = "Superseding"
+    ROLLED_BACK = "RolledBack"
+    SUPERSEDED = "Superseded"
+    RETRY = "Retry"
+    REQUEST_IGNORED = "RequestIgnored"
+    TRAFFIC_ABOVE_STEP = "TrafficAboveStep"
+    ROUTER_CHANGED = "RouterChanged"
+
+
+class NotificationProvider(enum.StrEnum):
+    SLACK = "slack"
+    MSTEAMS = "msteams"
+    CLOUDEVENTS = "cloudevents"
+
+
+class CloudEventsMode(enum.StrEnum):
+    STRUCTURED = "structured"
+    BINARY = "binary"
+
+
+MAX_NOTIFICATION_ROUTES = 8
+
+
+class NotificationRoute(ApiModel):
+    """Send the Events with the chosen reasons to one receiver."""
+
+    # CEL mirror of the validator below, so a real API server refuses this at apply time.
+    model_config = ConfigDict(
+        **ApiModel.model_config,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.provider == 'cloudevents' || (!has(self.hmacSecret) && !has(self.mode))",
+                    "message": "hmacSecret and mode apply to the cloudevents provider only",
+                }
+            ]
+        },
+    )
+
+    provider: NotificationProvider = Field(
+        description="slack (incoming webhook), msteams (incoming webhook) or cloudevents (any HTTP receiver)."
+    )
+    reasons: list[EventReason] = Field(
+        min_length=1, max_length=len(EventReason), description="Event reasons sent to this receiver."
+    )
+    url_secret: SecretKeyRef = Field(
+        description="Secret key holding the webhook URL (URLs of Slack and Teams webhooks are credentials)."
+    )
+    hmac_secret: SecretKeyRef | None = Field(
+        default=None,
+        description="cloudevents: Secret key holding the HMAC-SHA256 key that signs each request body "
+        "(header X-Mlcanary-Signature: sha256=<hex>).",
+    )
+    mode: CloudEventsMode | None = Field(
+        default=None,
+        description="cloudevents: structured (default; the event in the body) or binary (ce-* headers).",
+    )
+
+    @model_validator(mode="after")
+    def _cloudevents_options(self) -> NotificationRoute:
+        if self.provider != NotificationProvider.CLOUDEVENTS and (
+            self.hmac_secret is not None or self.mode is not None
+        ):
+            raise ValueError("hmacSecret and mode apply to the cloudevents provider only")
+        return self
+
+
 class ModelDeploymentSpec(ApiModel):
     """Desired state: which model version serves, and how a new version is rolled out and judged."""
 
@@ -889,6 +977,12 @@ class ModelDeploymentSpec(ApiModel):
     traffic: Traffic = Field(
         default_factory=lambda: Traffic(replicas=ReplicaRouter()),
         description="How traffic is split (default: replica ratio).",
+    )
+    notifications: list[NotificationRoute] = Field(
+        default_factory=list,
+        max_length=MAX_NOTIFICATION_ROUTES,
+        description="Where Events are sent besides the Kubernetes API (delivered in the background: never "
+        "delays a rollout).",
     )
 
     @model_validator(mode="after")

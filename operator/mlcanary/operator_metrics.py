@@ -115,6 +115,16 @@ class OperatorMetrics:
             ["verb", "code"],
             registry=self.registry,
         )
+        self.notifications = Counter(
+            "mlcanary_notifications_total",
+            "Notification deliveries by provider and result: sent, failed (after every retry) or "
+            "dropped (the queue was full).",
+            ["provider", "result"],
+            registry=self.registry,
+        )
+
+    def count_notification(self, provider: str, result: str) -> None:
+        self.notifications.labels(provider, result).inc()
 
     def count_request(self, verb: str, path: str, status: int) -> None:
         self.api_requests.labels(verb, str(status)).inc()

@@ -41,6 +41,7 @@ from mlcanary.engine import (
 from mlcanary.kube import DEPLOYMENTS, MODEL_DEPLOYMENTS, SERVICES, ConflictError, EnsureResult, Kube, Outcome
 from mlcanary.kubeapi.informer import newer, resource_version
 from mlcanary.models import ModelDeploymentSpec, ModelDeploymentStatus, Phase, object_name_problem
+from mlcanary.notify.dispatch import Notifier
 from mlcanary.operator_metrics import OperatorMetrics
 from mlcanary.routers import UnknownRouterError, get_router
 from mlcanary.routers.base import RouteContext, safe_target
@@ -115,6 +116,30 @@ class OperatorContext:
     last_written: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Conflicts already reported per uid (an object someone else controls), so each is one Event.
     reported_conflicts: dict[str, set[str]] = field(default_factory=dict)
+    # Sends the Events that spec.notifications routes, in the background (None: not configured).
+    notifier: Notifier | None = None
+
+    def notify(
+        self,
+        obj: dict[str, Any],
+        spec: ModelDeploymentSpec,
+        status: ModelDeploymentStatus,
+        actions: list[engine.Action],
+        now: datetime,
+    ) -> None:
+        """Hand the tick's Events to the notifier; never waits (delivery runs beside the ticks)."""
+        if self.notifier is None or not spec.notifications:
+            return
+        meta = obj["metadata"]
+        self.notifier.submit(
+            namespace=meta["namespace"],
+            name=meta["name"],
+            uid=str(meta.get("uid")),
+            spec=spec,
+            status=status,
+            events=[a for a in actions if isinstance(a, EmitEvent)],
+            now=now,
+        )
 
     def forget(self, uid: str) -> None:
         self.rounds.discard(uid)
@@ -379,6 +404,7 @@ async def _tick(obj: dict[str, Any], ctx: OperatorContext) -> TickResult:
         new_status.conditions, cond.RECONCILED, "True", cond.REASON_RECONCILED, "", now, generation
     )
     await _write_status(ctx, obj, old_raw, new_status)
+    ctx.notify(obj, spec, new_status, actions, now)  # after the status write: the transition happened
     writes_before = ctx.kube.writes
     await _apply(ctx, obj, spec, route_ctx, actions)
     ctx.metrics.record_status(namespace, name, new_status, actions)
@@ -545,6 +571,8 @@ async def report_failure(obj: dict[str, Any], ctx: OperatorContext, error: BaseE
         if not _failed_with(status, text):
             await ctx.kube.post_event(obj, "Warning", "ReconcileFailed", text)
         await _write_status(ctx, obj, old_raw, new_status)
+        if spec is not None:
+            ctx.notify(obj, spec, new_status, actions, now)
         if spec is not None and actions:
             owner = resources.Owner(name=name, namespace=namespace, uid=meta["uid"])
             deployments = await ctx.kube.children(DEPLOYMENTS, namespace, name)

@@ -24,6 +24,9 @@
 | MLCANARY_LEADER_ELECTION_LEASE_DURATION_SECONDS | 15 | how long followers wait after the last renewal seen before taking over (whole seconds, 1-300) |
 | MLCANARY_LEADER_ELECTION_RENEW_DEADLINE_SECONDS | 10 | the leader exits when it could not renew for this long (< lease duration) |
 | MLCANARY_LEADER_ELECTION_RETRY_PERIOD_SECONDS | 2 | how often the leader renews and followers try (0.1-60, renew deadline > 1.2 x this) |
+| MLCANARY_NOTIFY_TIMEOUT_SECONDS | 5 | timeout of one notification attempt (at most 60) |
+| MLCANARY_NOTIFY_ATTEMPTS | 3 | attempts per notification (backoff 1 s, 2 s, ... between them); 1..10 |
+| MLCANARY_NOTIFY_QUEUE_SIZE | 256 | notifications waiting to be sent; past it new ones are dropped (and counted); 1..100000 |
 """
 
 from __future__ import annotations
@@ -97,6 +100,9 @@ class LeaderElection:
         )
 
 
+NOTIFY_MAX_TIMEOUT_SECONDS = 60.0  # a longer attempt only holds a worker: the receiver is down
+
+
 @dataclass(frozen=True)
 class Settings:
     prometheus_url: str = "http://prometheus-operated.monitoring:9090"
@@ -115,6 +121,9 @@ class Settings:
     namespaces: list[str] = field(default_factory=list)
     image_pull_policy: str = "IfNotPresent"
     leader_election: LeaderElection = field(default_factory=LeaderElection)
+    notify_timeout_seconds: float = 5.0
+    notify_attempts: int = 3
+    notify_queue_size: int = 256
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -141,6 +150,12 @@ class Settings:
                 raise ValueError(f"MLCANARY_{name} must be a positive number of seconds")
             return value
 
+        def bounded(name: str, default: int, low: int, high: int) -> int:
+            value = int(get(name, str(default)))
+            if not low <= value <= high:
+                raise ValueError(f"MLCANARY_{name} must be between {low} and {high}")
+            return value
+
         return cls(
             prometheus_url=get("PROMETHEUS_URL", defaults.prometheus_url),
             metrics_source=get("METRICS_SOURCE", defaults.metrics_source),
@@ -160,6 +175,12 @@ class Settings:
             namespaces=namespaces,
             image_pull_policy=get("SERVING_IMAGE_PULL_POLICY", defaults.image_pull_policy),
             leader_election=LeaderElection.from_env(get),
+            notify_timeout_seconds=min(
+                positive("NOTIFY_TIMEOUT_SECONDS", defaults.notify_timeout_seconds),
+                NOTIFY_MAX_TIMEOUT_SECONDS,
+            ),
+            notify_attempts=bounded("NOTIFY_ATTEMPTS", defaults.notify_attempts, 1, 10),
+            notify_queue_size=bounded("NOTIFY_QUEUE_SIZE", defaults.notify_queue_size, 1, 100_000),
         )
 
     @property

@@ -360,6 +360,7 @@ SETTINGS_ENV = {
     "MLCANARY_PROMETHEUS_NAMESPACE_LABEL", "MLCANARY_METRICS_PORT", "MLCANARY_METRICS_HOST",
     "MLCANARY_LOG_FORMAT", "MLCANARY_NAMESPACES", "MLCANARY_SERVING_IMAGE_PULL_POLICY",
     "MLCANARY_CUSTOM_QUERIES", "MLCANARY_QUERY_MAX_RANGE_SECONDS", "MLCANARY_QUERY_MIN_SUBQUERY_STEP_SECONDS",
+    "MLCANARY_NOTIFY_TIMEOUT_SECONDS", "MLCANARY_NOTIFY_ATTEMPTS", "MLCANARY_NOTIFY_QUEUE_SIZE",
 }  # fmt: skip
 # Set in leader-election mode only (MLCANARY_LEADER_ELECTION by the --leader-election argument).
 LEADER_ELECTION_ENV = {
@@ -395,6 +396,11 @@ def test_values_reach_the_operator_settings(rendered: dict[str, list[dict[str, A
     assert settings.prometheus_namespace_label is None, "no PodMonitor, no explicit label"
     assert settings.custom_queries == "unscoped"
     assert (settings.query_max_range_seconds, settings.query_min_subquery_step_seconds) == (86400, 60)
+    assert (settings.notify_timeout_seconds, settings.notify_attempts, settings.notify_queue_size) == (
+        2.5,
+        5,
+        1000,
+    )
     container = _container(deployment)
     assert container["image"] == (
         "registry.example.com/ml/mlcanary-operator@sha256:"
