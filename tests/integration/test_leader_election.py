@@ -121,10 +121,14 @@ def _healthz(port: int) -> tuple[int, str]:
 
 
 def _step_events(cluster: RbacCluster, name: str) -> Counter[str]:
-    """StepStarted messages of the ModelDeployment, with how often each was reported."""
+    """Messages of the steps' Events (StepStarted for the first, StepAdvanced after a passed step),
+    with how often each was reported."""
     out: Counter[str] = Counter()
     for event in cluster.events():
-        if event.get("reason") == "StepStarted" and (event.get("involvedObject") or {}).get("name") == name:
+        if (
+            event.get("reason") in ("StepStarted", "StepAdvanced")
+            and (event.get("involvedObject") or {}).get("name") == name
+        ):
             out[event.get("message", "")] += int(event.get("count") or 1)
     return out
 
