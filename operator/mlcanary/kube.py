@@ -30,6 +30,7 @@ from typing import Any
 from mlcanary import ownership
 from mlcanary.kubeapi import (
     DEPLOYMENTS,
+    HORIZONTAL_POD_AUTOSCALERS,
     HTTPROUTES,
     MODEL_DEPLOYMENTS,
     SECRETS,
@@ -48,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEPLOYMENTS",
+    "HORIZONTAL_POD_AUTOSCALERS",
     "HTTPROUTES",
     "MODEL_DEPLOYMENTS",
     "SERVICES",
@@ -60,7 +62,13 @@ __all__ = [
 ]
 
 HASH_ANNOTATION = "mlcanary.io/desired-hash"
-CHILD_KINDS: tuple[Resource, ...] = (DEPLOYMENTS, SERVICES, HTTPROUTES, VIRTUALSERVICES)
+CHILD_KINDS: tuple[Resource, ...] = (
+    DEPLOYMENTS,
+    SERVICES,
+    HORIZONTAL_POD_AUTOSCALERS,
+    HTTPROUTES,
+    VIRTUALSERVICES,
+)
 
 
 class ConflictError(Exception):

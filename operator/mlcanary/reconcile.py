@@ -38,7 +38,18 @@ from mlcanary.engine import (
     SetTraffic,
     TrafficObservation,
 )
-from mlcanary.kube import DEPLOYMENTS, MODEL_DEPLOYMENTS, SERVICES, ConflictError, EnsureResult, Kube, Outcome
+from mlcanary.kube import (
+    DEPLOYMENTS,
+    HORIZONTAL_POD_AUTOSCALERS,
+    MODEL_DEPLOYMENTS,
+    SERVICES,
+    ApiError,
+    ConflictError,
+    EnsureResult,
+    Kube,
+    Outcome,
+    controlled_by,
+)
 from mlcanary.kubeapi.informer import newer, resource_version
 from mlcanary.models import ModelDeploymentSpec, ModelDeploymentStatus, Phase, object_name_problem
 from mlcanary.operator_metrics import OperatorMetrics
@@ -472,18 +483,30 @@ async def _apply(
     await attempt("entry Service", kube.ensure(resources.entry_service(owner, spec, stable), owner))
     for action in actions:
         match action:
-            case EnsureRevision(revision=revision, role=role, replicas=replicas):
+            case EnsureRevision(revision=revision, role=role, replicas=replicas, hold_scale_down=hold):
                 deployment = resources.deployment(
                     owner, spec, revision, role, replicas, image_pull_policy=ctx.settings.image_pull_policy
                 )
                 await attempt(f"Deployment {revision.revision}", kube.ensure(deployment, owner))
                 service = resources.revision_service(owner, spec, revision, role)
                 await attempt(f"Service {revision.revision}", kube.ensure(service, owner))
+                scaling = spec.serving.autoscaling
+                if replicas is None and scaling is not None:
+                    hpa = resources.horizontal_pod_autoscaler(owner, scaling, revision, role, hold)
+                    await attempt(f"HorizontalPodAutoscaler {revision.revision}", kube.ensure(hpa, owner))
+                else:  # the operator sets the count: an HPA left from before must not fight it
+                    await attempt(
+                        f"HorizontalPodAutoscaler {revision.revision}",
+                        _remove_autoscaler(kube, owner, revision.revision),
+                    )
             case SetTraffic():
                 router = get_router(spec.traffic.router_kind)
                 target = safe_target(action, route_ctx.revisions)
                 await attempt("traffic", router.apply(kube, route_ctx, target))
             case RemoveRevision(revision=revision):
+                await attempt(
+                    f"HorizontalPodAutoscaler {revision}", _remove_autoscaler(kube, owner, revision)
+                )
                 await attempt(f"Deployment {revision}", kube.delete(DEPLOYMENTS, owner.namespace, revision))
                 await attempt(f"Service {revision}", kube.delete(SERVICES, owner.namespace, revision))
             case RemoveRouterObjects(kind=kind):
@@ -494,6 +517,22 @@ async def _apply(
     await _report_writes(ctx, obj, results)
     if failures:
         raise ApplyError("; ".join(failures))
+
+
+async def _remove_autoscaler(kube: Kube, owner: resources.Owner, revision: str) -> bool:
+    """Delete the revision's HPA if it has one we control (read from the cache: no request when
+    there is none, which is the usual case)."""
+    if not kube.served(HORIZONTAL_POD_AUTOSCALERS):
+        return False
+    try:
+        live = await kube.get(HORIZONTAL_POD_AUTOSCALERS, owner.namespace, revision)
+    except ApiError as error:
+        if error.status == 403:  # not allowed to read HPAs: none was made by us either
+            return False
+        raise
+    if live is None or not controlled_by(live, owner):
+        return False
+    return await kube.delete(HORIZONTAL_POD_AUTOSCALERS, owner.namespace, revision)
 
 
 async def _report_writes(ctx: OperatorContext, obj: dict[str, Any], results: list[EnsureResult]) -> None:
