@@ -299,7 +299,7 @@ async def reconcile(obj: dict[str, Any], ctx: OperatorContext, *, reread: bool =
                     return TickResult(None, [], conflicts)
                 obj = fresh
     finally:
-        ctx.metrics.tick_seconds.observe(time.perf_counter() - started)
+        ctx.metrics.reconcile_seconds.observe(time.perf_counter() - started)
 
 
 def parse_status(raw: dict[str, Any], name: str, namespace: str) -> ModelDeploymentStatus:
@@ -512,7 +512,7 @@ async def _apply(
             case RemoveRouterObjects(kind=kind):
                 await attempt(f"{kind} objects", get_router(kind).remove(kube, owner))
             case EmitEvent(type=type_, reason=reason, message=message):
-                await kube.post_event(obj, type_, reason, message)
+                kube.post_event_soon(obj, type_, reason, message)
                 logger.info("%s/%s: %s: %s", owner.namespace, owner.name, reason, message)
     await _report_writes(ctx, obj, results)
     if failures:
@@ -545,12 +545,12 @@ async def _report_writes(ctx: OperatorContext, obj: dict[str, Any], results: lis
         if result.outcome == Outcome.REVERTED:
             message = f"{what} was edited outside the operator ({result.drift}): restored"
             logger.warning("%s/%s: %s", meta["namespace"], meta["name"], message)
-            await ctx.kube.post_event(obj, "Warning", "ChildRestored", message)
+            ctx.kube.post_event_soon(obj, "Warning", "ChildRestored", message)
         elif result.outcome == Outcome.FOREIGN and what not in reported:
             reported.add(what)
             message = f"{what} exists and is controlled by someone else: the operator leaves it alone"
             logger.warning("%s/%s: %s", meta["namespace"], meta["name"], message)
-            await ctx.kube.post_event(obj, "Warning", "NameTaken", message)
+            ctx.kube.post_event_soon(obj, "Warning", "NameTaken", message)
 
 
 def _failed_with(status: ModelDeploymentStatus, text: str) -> bool:

@@ -51,14 +51,16 @@ class ObjectLoop:
 
 
 class Runner:
-    def __init__(self, ctx: OperatorContext, *, min_gap: float = 0.1, concurrent_ticks: int = 16) -> None:
+    def __init__(self, ctx: OperatorContext, *, min_gap: float = 0.1, concurrent_ticks: int = 2) -> None:
         self.ctx = ctx
         self.loops: dict[str, ObjectLoop] = {}
         self._by_name: dict[tuple[str, str], str] = {}
         self.min_gap = min(min_gap, ctx.settings.tick_seconds)
         # At most this many ticks at once (like controller-runtime's MaxConcurrentReconciles): when
         # a thousand objects start together their requests queue here, not in the connection pool
-        # where they would time out.
+        # where they would time out. Two: ticks share one event loop and mostly wait on the API
+        # server, so more at once only stretch each other (50 concurrent rollouts on the emulator:
+        # p99 tick 91 ms with 2, 150 ms with 4, 250 ms with 8 and 16) and finish no sooner (8 s).
         self._ticking = asyncio.Semaphore(concurrent_ticks)
         ctx.wake = self.wake
 
