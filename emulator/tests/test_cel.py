@@ -188,6 +188,36 @@ CASES: dict[tuple[str, str], tuple[str, Mutation]] = {
         ],
         "spec.notifications[0]",
     ),
+    ("spec.serving.autoscaling", "minReplicas cannot be above maxReplicas"): _on(
+        "autoscaling.yaml", "spec.serving.autoscaling.minReplicas", 30, "spec.serving.autoscaling"
+    ),
+    ("spec.serving.autoscaling", "give exactly one of targetCPUUtilizationPercentage"): _on(
+        "autoscaling.yaml",
+        "spec.serving.autoscaling.targetCPUUtilizationPercentage",
+        80,
+        "spec.serving.autoscaling",
+    ),
+    ("spec.serving.autoscaling.metric", "give exactly one of targetValue"): _on(
+        "autoscaling.yaml",
+        "spec.serving.autoscaling.metric.targetValue",
+        "10",
+        "spec.serving.autoscaling.metric",
+    ),
+    ("spec.serving.autoscaling.metric", "a Pods metric takes targetAverageValue"): _on(
+        "autoscaling.yaml",
+        "spec.serving.autoscaling.metric",
+        {"type": "Pods", "name": "rps", "targetValue": "10"},
+    ),
+    ("spec.serving.autoscaling.metric", "describedObject is required"): _on(
+        "autoscaling.yaml",
+        "spec.serving.autoscaling.metric",
+        {
+            "type": "External",
+            "name": "queue_depth",
+            "targetValue": "10",
+            "describedObject": {"apiVersion": "v1", "kind": "Service", "name": "queue"},
+        },
+    ),
 }
 
 

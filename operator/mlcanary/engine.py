@@ -42,7 +42,7 @@ from mlcanary.models import (
     Verdict,
     revision_name,
 )
-from mlcanary.weights import replica_plan, step_weight
+from mlcanary.weights import Autoscaled, replica_plan, step_weight
 
 HISTORY_LIMIT = 10
 HISTORY_BYTES = 128 * 1024  # status.history budget; etcd refuses objects over ~1.5 MiB
@@ -117,11 +117,16 @@ Role = Literal["stable", "canary"]
 
 @dataclass(frozen=True)
 class EnsureRevision:
-    """Create or update one revision's Deployment and Service."""
+    """Create or update one revision's Deployment and Service, and its HorizontalPodAutoscaler.
+
+    ``replicas`` None: the revision's HPA owns its replica count (the Deployment is written without
+    one); a number: the operator sets it and the revision has no HPA. ``hold_scale_down``: the HPA
+    may scale up only (stable behind the replicas router while a canary's share depends on it)."""
 
     revision: RevisionState
     role: Role
-    replicas: int
+    replicas: int | None
+    hold_scale_down: bool = False
 
 
 @dataclass(frozen=True)
@@ -867,7 +872,7 @@ def abort_while_failing(
     new.phase_since = now
     new.phase = Phase.ROLLING_BACK
     new.message = f"traffic back to stable: {reason}"
-    replicas = spec.serving.replicas
+    replicas = None if spec.serving.autoscaling is not None else spec.serving.replicas
     actions: list[Action] = [
         EnsureRevision(new.stable, "stable", replicas),
         EnsureRevision(new.canary, "canary", 0 if router_kind.follows_ready_pods else replicas),
@@ -902,8 +907,13 @@ def _ensure_actions(tick: _Tick) -> list[Action]:
     if status.stable is None:
         return []
     actions: list[Action] = []
+    scaling = tick.spec.serving.autoscaling
+    autoscaled = Autoscaled(scaling.min_replicas, scaling.max_replicas) if scaling is not None else None
     total = tick.spec.serving.replicas
-    stable_replicas, canary_replicas = total, 0
+    # With autoscaling, stable's HPA owns its count (None) unless the plan takes it back.
+    stable_replicas: int | None = None if autoscaled is not None else total
+    canary_replicas: int | None = 0
+    hold = False
     if status.canary is not None:
         kind = tick.obs.router_kind
         stable_obs = tick.obs.revisions.get(status.stable.revision)
@@ -914,13 +924,18 @@ def _ensure_actions(tick: _Tick) -> list[Action]:
             allowed_weight(tick.spec, status, kind),
             stable_ready=stable_obs.ready_replicas if stable_obs else 0,
             canary_ready=canary_obs.ready_replicas if canary_obs else 0,
+            autoscaled=autoscaled,
+            stable_current=stable_obs.desired_replicas if stable_obs else 0,
+            canary_current=canary_obs.desired_replicas if canary_obs else 0,
         )
         stable_replicas, canary_replicas = plan.stable, plan.canary
+        hold = plan.hold_stable_scale_down
         if status.phase == Phase.PREPARING:
             # Stable keeps every pod until a step moves traffic (even when the canary is being
             # prepared for the promotion step after it lost readiness there).
-            stable_replicas = total
-    actions.append(EnsureRevision(status.stable, "stable", stable_replicas))
+            stable_replicas = None if autoscaled is not None else total
+            hold = autoscaled is not None and kind.follows_ready_pods
+    actions.append(EnsureRevision(status.stable, "stable", stable_replicas, hold_scale_down=hold))
     if status.canary is not None:
         actions.append(EnsureRevision(status.canary, "canary", canary_replicas))
     canary_name = status.canary.revision if status.canary else None

@@ -15,6 +15,7 @@ Built on :mod:`mlcanary.kubeapi` (the project's one client layer). Two things ma
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import enum
 import hashlib
@@ -30,6 +31,7 @@ from typing import Any
 from mlcanary import ownership
 from mlcanary.kubeapi import (
     DEPLOYMENTS,
+    HORIZONTAL_POD_AUTOSCALERS,
     HTTPROUTES,
     MODEL_DEPLOYMENTS,
     SECRETS,
@@ -48,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEPLOYMENTS",
+    "HORIZONTAL_POD_AUTOSCALERS",
     "HTTPROUTES",
     "MODEL_DEPLOYMENTS",
     "SERVICES",
@@ -60,7 +63,13 @@ __all__ = [
 ]
 
 HASH_ANNOTATION = "mlcanary.io/desired-hash"
-CHILD_KINDS: tuple[Resource, ...] = (DEPLOYMENTS, SERVICES, HTTPROUTES, VIRTUALSERVICES)
+CHILD_KINDS: tuple[Resource, ...] = (
+    DEPLOYMENTS,
+    SERVICES,
+    HORIZONTAL_POD_AUTOSCALERS,
+    HTTPROUTES,
+    VIRTUALSERVICES,
+)
 
 
 class ConflictError(Exception):
@@ -159,6 +168,7 @@ class Kube:
         self.api = transport
         self.cache = cache
         self.writes = 0  # counted for tests and metrics: a quiet tick writes nothing
+        self._pending_events: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------------------------- reads
 
@@ -274,6 +284,34 @@ class Kube:
     async def post_event(
         self, involved: Obj, type_: str, reason: str, message: str, component: str = "mlcanary"
     ) -> None:
+        event = self._event(involved, type_, reason, message, component)
+        self.writes += 1
+        await self._create_event(event)
+
+    def post_event_soon(self, involved: Obj, type_: str, reason: str, message: str) -> None:
+        """Post an Event beside the tick instead of within it: an Event is best effort, and waiting
+        for its round trip held transition ticks up (the tail of the reconcile duration). Counted as
+        a write of the tick that emits it."""
+        event = self._event(involved, type_, reason, message, "mlcanary")
+        self.writes += 1
+        task = asyncio.get_running_loop().create_task(self._create_event(event))
+        self._pending_events.add(task)  # a reference, so the task is not garbage-collected mid-way
+        task.add_done_callback(self._pending_events.discard)
+
+    async def _create_event(self, event: Obj) -> None:
+        try:
+            await self.api.create(event)
+        except Exception as error:  # events are best effort: never fail a tick for one
+            meta = event["involvedObject"]
+            logger.warning(
+                "could not post event %s on %s/%s: %s",
+                event["reason"],
+                meta["namespace"],
+                meta["name"],
+                error,
+            )
+
+    def _event(self, involved: Obj, type_: str, reason: str, message: str, component: str) -> Obj:
         meta = involved["metadata"]
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         # Named as client-go's recorder names them (<object>.<hex time>): a generateName ending in
@@ -301,9 +339,4 @@ class Kube:
             "lastTimestamp": now,
             "count": 1,
         }
-        try:
-            await self._write("create", event)
-        except ApiError as error:  # events are best effort: never fail a tick for one
-            logger.warning(
-                "could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], error
-            )
+        return event

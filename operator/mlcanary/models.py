@@ -237,7 +237,133 @@ class Resources(ApiModel):
         return values
 
 
-class Serving(ApiModel):
+MAX_REPLICAS = 1000
+METRIC_NAME_PATTERN = r"^[a-zA-Z_:][a-zA-Z0-9_:./-]*$"
+LABEL_KEY_PATTERN = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+
+
+class ScaledObjectRef(ApiModel):
+    """The object an Object metric describes (autoscaling/v2 CrossVersionObjectReference)."""
+
+    api_version: str = Field(
+        min_length=1, max_length=253, pattern=r"^([a-z0-9.-]+/)?v[0-9a-z]+$", description="e.g. v1."
+    )
+    kind: str = Field(
+        min_length=1, max_length=63, pattern=r"^[A-Z][A-Za-z0-9]*$", description="e.g. Service."
+    )
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN, description="Its name.")
+
+
+class ScalingMetricType(enum.StrEnum):
+    PODS = "Pods"
+    OBJECT = "Object"
+    EXTERNAL = "External"
+
+
+class ScalingMetric(ApiModel):
+    """A custom metric to scale on: the subset of an autoscaling/v2 MetricSpec of type Pods, Object or
+    External (served by a metrics adapter such as prometheus-adapter or KEDA)."""
+
+    # CEL mirrors of the validators below, so a real API server refuses these at apply time.
+    model_config = ConfigDict(
+        **ApiModel.model_config,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.targetValue) != has(self.targetAverageValue)",
+                    "message": "give exactly one of targetValue and targetAverageValue",
+                },
+                {
+                    "rule": "self.type != 'Pods' || has(self.targetAverageValue)",
+                    "message": "a Pods metric takes targetAverageValue (a per-pod average)",
+                },
+                {
+                    "rule": "has(self.describedObject) == (self.type == 'Object')",
+                    "message": "describedObject is required for, and only for, an Object metric",
+                },
+            ]
+        },
+    )
+
+    type: ScalingMetricType = Field(description="Pods, Object or External.")
+    name: str = Field(
+        min_length=1, max_length=253, pattern=METRIC_NAME_PATTERN, description="The metric's name."
+    )
+    selector: dict[str, Annotated[str, Field(max_length=63)]] | None = Field(
+        default=None, max_length=16, description="Label matches narrowing the metric's series (matchLabels)."
+    )
+    described_object: ScaledObjectRef | None = Field(
+        default=None, description="The object the metric describes (Object metrics only)."
+    )
+    target_value: Quantity | None = Field(
+        default=None, description="Target value of the metric as a whole (Object, External)."
+    )
+    target_average_value: Quantity | None = Field(
+        default=None, description="Target value per pod (Pods, Object, External)."
+    )
+
+    @field_validator("selector")
+    @classmethod
+    def _label_keys(cls, values: dict[str, str] | None) -> dict[str, str] | None:
+        for key in values or {}:
+            if len(key) > 317 or not re.fullmatch(LABEL_KEY_PATTERN, key):
+                raise ValueError(f"{key!r} is not a label key")
+        return values
+
+    @model_validator(mode="after")
+    def _target_fits_type(self) -> ScalingMetric:
+        if (self.target_value is None) == (self.target_average_value is None):
+            raise ValueError("give exactly one of targetValue and targetAverageValue")
+        if self.type == ScalingMetricType.PODS and self.target_average_value is None:
+            raise ValueError("a Pods metric takes targetAverageValue (a per-pod average)")
+        if (self.described_object is not None) != (self.type == ScalingMetricType.OBJECT):
+            raise ValueError("describedObject is required for, and only for, an Object metric")
+        return self
+
+
+class Autoscaling(ApiModel):
+    """A HorizontalPodAutoscaler (autoscaling/v2) per revision instead of a fixed replica count."""
+
+    # CEL mirrors of the validators below, so a real API server refuses these at apply time.
+    model_config = ConfigDict(
+        **ApiModel.model_config,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.minReplicas <= self.maxReplicas",
+                    "message": "minReplicas cannot be above maxReplicas",
+                },
+                {
+                    "rule": "has(self.targetCPUUtilizationPercentage) != has(self.metric)",
+                    "message": "give exactly one of targetCPUUtilizationPercentage and metric",
+                },
+            ]
+        },
+    )
+
+    min_replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS, description="Fewest pods (1-1000).")
+    max_replicas: int = Field(ge=1, le=MAX_REPLICAS, description="Most pods (1-1000).")
+    target_cpu_utilization_percentage: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        alias="targetCPUUtilizationPercentage",
+        description="Average CPU use to keep, in percent of the pods' CPU request (1-1000).",
+    )
+    metric: ScalingMetric | None = Field(default=None, description="A custom metric to scale on instead.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"minReplicas cannot be above maxReplicas ({self.min_replicas} > {self.max_replicas})"
+            )
+        if (self.target_cpu_utilization_percentage is None) == (self.metric is None):
+            raise ValueError("give exactly one of targetCPUUtilizationPercentage and metric")
+        return self
+
+
+class ServingTemplate(ApiModel):
     """How each revision's serving pods run."""
 
     image: str = Field(
@@ -251,7 +377,7 @@ class Serving(ApiModel):
         ge=1,
         le=1000,
         description="Replicas of the stable revision. With the replicas router this is the total "
-        "shared by stable and canary.",
+        "shared by stable and canary. Ignored when autoscaling is set.",
     )
     port: int = Field(default=8080, ge=1, le=65535, description="Container port the server listens on.")
     resources: Resources | None = Field(default=None, description="Container resources.")
@@ -264,6 +390,23 @@ class Serving(ApiModel):
         pattern=DNS_SUBDOMAIN_PATTERN,
         description="Service account the serving pods run as.",
     )
+
+
+class Serving(ServingTemplate):
+    """How each revision's serving pods run, and how many."""
+
+    autoscaling: Autoscaling | None = Field(
+        default=None,
+        description="Scale each revision with a HorizontalPodAutoscaler. With the gatewayAPI and istio "
+        "routers each revision scales on its own load; with the replicas router the stable revision "
+        "scales and the canary follows the stable's current replica count at the step's share.",
+    )
+
+    @property
+    def base_replicas(self) -> int:
+        """The stable revision's replicas the operator can count on: the fixed count, or the HPA's
+        floor."""
+        return self.autoscaling.min_replicas if self.autoscaling is not None else self.replicas
 
 
 class Rollout(ApiModel):
@@ -991,7 +1134,7 @@ class ModelDeploymentSpec(ApiModel):
         would expose more than asked. Unset steps default to those of 5, 20, 50 it can serve."""
         if not self.traffic.router_kind.follows_ready_pods:
             return self
-        replicas = self.serving.replicas
+        replicas = self.serving.base_replicas
         if "steps" not in self.rollout.model_fields_set:
             fitting = [w for w in DEFAULT_STEPS if weights.realisable(replicas, w)]
             self.rollout.steps = fitting or [weights.smallest_step(replicas)]
@@ -1001,22 +1144,29 @@ class ModelDeploymentSpec(ApiModel):
                 smallest = weights.smallest_step(replicas)
                 raise ValueError(
                     f"rollout.steps[{index}]: {weight}% cannot be served by the replicas router with "
-                    f"serving.replicas {replicas}: one canary pod beside {replicas} stable pods is "
+                    f"{self._replicas_field()} {replicas}: one canary pod beside {replicas} stable pods is "
                     f"{weights.served_share(replicas, 1)}%; use steps of at least {smallest}%, more "
                     "replicas, or the gatewayAPI or istio router"
                 )
         return self
 
+    def _replicas_field(self) -> str:
+        return "serving.autoscaling.minReplicas" if self.serving.autoscaling else "serving.replicas"
+
     def revision_template(self) -> RevisionTemplate:
-        """What defines a revision: the model and how it is served (replica count excluded)."""
-        return RevisionTemplate(model=self.model, serving=self.serving.model_copy(update={"replicas": 1}))
+        """What defines a revision: the model and how it is served (replica count and autoscaling
+        excluded: changing how many pods run starts no canary)."""
+        fields = self.serving.model_dump(exclude={"replicas", "autoscaling"})
+        return RevisionTemplate(model=self.model, serving=ServingTemplate(replicas=1, **fields))
 
 
 class RevisionTemplate(ApiModel):
     """Everything that makes a revision: changing any of it starts a canary."""
 
     model: ModelRef = Field(description="Model of this revision.")
-    serving: Serving = Field(description="Serving settings of this revision (replicas not significant).")
+    serving: ServingTemplate = Field(
+        description="Serving settings of this revision (replicas not significant)."
+    )
 
     def revision_hash(self) -> str:
         canonical = json.dumps(self.to_wire(), sort_keys=True, separators=(",", ":"))

@@ -52,6 +52,20 @@ DEPLOYMENT = OwnedFields(
     ),
     exact_maps=(("spec", "selector", "matchLabels"),),
 )
+# An HPA owns the replica count of an autoscaled revision: the operator leaves ``replicas`` alone.
+AUTOSCALED_DEPLOYMENT = OwnedFields(
+    managed_spec=DEPLOYMENT.managed_spec - {"replicas"}, exact_maps=DEPLOYMENT.exact_maps
+)
+HORIZONTAL_POD_AUTOSCALER = OwnedFields(
+    managed_spec=frozenset({"scaleTargetRef", "minReplicas", "maxReplicas", "metrics", "behavior"}),
+)
+# An HPA owns the replica count of an autoscaled revision: the operator leaves ``replicas`` alone.
+AUTOSCALED_DEPLOYMENT = OwnedFields(
+    managed_spec=DEPLOYMENT.managed_spec - {"replicas"}, exact_maps=DEPLOYMENT.exact_maps
+)
+HORIZONTAL_POD_AUTOSCALER = OwnedFields(
+    managed_spec=frozenset({"scaleTargetRef", "minReplicas", "maxReplicas", "metrics", "behavior"}),
+)
 SERVICE = OwnedFields(
     managed_spec=frozenset(
         {
@@ -111,6 +125,7 @@ VIRTUALSERVICE = OwnedFields(
 
 BY_KIND: dict[str, OwnedFields] = {
     "Deployment": DEPLOYMENT,
+    "HorizontalPodAutoscaler": HORIZONTAL_POD_AUTOSCALER,
     "Service": SERVICE,
     "HTTPRoute": HTTPROUTE,
     "VirtualService": VIRTUALSERVICE,
@@ -119,6 +134,15 @@ BY_KIND: dict[str, OwnedFields] = {
 
 def owned_fields(kind: str) -> OwnedFields:
     return BY_KIND.get(kind, OwnedFields())
+
+
+def owned_fields_of(desired: Mapping[str, Any]) -> OwnedFields:
+    """What the operator owns in ``desired``: a Deployment written without ``replicas`` is scaled by
+    its HPA, whose writes to the count are not drift."""
+    kind = str(desired.get("kind"))
+    if kind == "Deployment" and "replicas" not in (desired.get("spec") or {}):
+        return AUTOSCALED_DEPLOYMENT
+    return owned_fields(kind)
 
 
 def first_difference(desired: Any, live: Any, path: str = "") -> str | None:
@@ -185,7 +209,7 @@ def drift(
 ) -> str | None:
     """How ``live`` differs from ``desired`` in what the operator owns, or None when it carries it:
     our labels and annotations, our owner reference, and the spec (see the module docstring)."""
-    owned = owned or owned_fields(str(desired.get("kind")))
+    owned = owned or owned_fields_of(desired)
     want_meta = desired.get("metadata") or {}
     got_meta = live.get("metadata") or {}
     for field in ("labels", "annotations"):
@@ -221,7 +245,7 @@ def repair_patch(
     desired: Mapping[str, Any], live: Mapping[str, Any], owned: OwnedFields | None = None
 ) -> dict[str, Any]:
     """A JSON merge patch that makes ``live`` carry ``desired`` again (see the module docstring)."""
-    owned = owned or owned_fields(str(desired.get("kind")))
+    owned = owned or owned_fields_of(desired)
     want_meta = desired.get("metadata") or {}
     meta: dict[str, Any] = {}
     for field in ("labels", "annotations"):

@@ -38,7 +38,18 @@ from mlcanary.engine import (
     SetTraffic,
     TrafficObservation,
 )
-from mlcanary.kube import DEPLOYMENTS, MODEL_DEPLOYMENTS, SERVICES, ConflictError, EnsureResult, Kube, Outcome
+from mlcanary.kube import (
+    DEPLOYMENTS,
+    HORIZONTAL_POD_AUTOSCALERS,
+    MODEL_DEPLOYMENTS,
+    SERVICES,
+    ApiError,
+    ConflictError,
+    EnsureResult,
+    Kube,
+    Outcome,
+    controlled_by,
+)
 from mlcanary.kubeapi.informer import newer, resource_version
 from mlcanary.models import ModelDeploymentSpec, ModelDeploymentStatus, Phase, object_name_problem
 from mlcanary.notify.dispatch import Notifier
@@ -313,7 +324,7 @@ async def reconcile(obj: dict[str, Any], ctx: OperatorContext, *, reread: bool =
                     return TickResult(None, [], conflicts)
                 obj = fresh
     finally:
-        ctx.metrics.tick_seconds.observe(time.perf_counter() - started)
+        ctx.metrics.reconcile_seconds.observe(time.perf_counter() - started)
 
 
 def parse_status(raw: dict[str, Any], name: str, namespace: str) -> ModelDeploymentStatus:
@@ -498,28 +509,56 @@ async def _apply(
     await attempt("entry Service", kube.ensure(resources.entry_service(owner, spec, stable), owner))
     for action in actions:
         match action:
-            case EnsureRevision(revision=revision, role=role, replicas=replicas):
+            case EnsureRevision(revision=revision, role=role, replicas=replicas, hold_scale_down=hold):
                 deployment = resources.deployment(
                     owner, spec, revision, role, replicas, image_pull_policy=ctx.settings.image_pull_policy
                 )
                 await attempt(f"Deployment {revision.revision}", kube.ensure(deployment, owner))
                 service = resources.revision_service(owner, spec, revision, role)
                 await attempt(f"Service {revision.revision}", kube.ensure(service, owner))
+                scaling = spec.serving.autoscaling
+                if replicas is None and scaling is not None:
+                    hpa = resources.horizontal_pod_autoscaler(owner, scaling, revision, role, hold)
+                    await attempt(f"HorizontalPodAutoscaler {revision.revision}", kube.ensure(hpa, owner))
+                else:  # the operator sets the count: an HPA left from before must not fight it
+                    await attempt(
+                        f"HorizontalPodAutoscaler {revision.revision}",
+                        _remove_autoscaler(kube, owner, revision.revision),
+                    )
             case SetTraffic():
                 router = get_router(spec.traffic.router_kind)
                 target = safe_target(action, route_ctx.revisions)
                 await attempt("traffic", router.apply(kube, route_ctx, target))
             case RemoveRevision(revision=revision):
+                await attempt(
+                    f"HorizontalPodAutoscaler {revision}", _remove_autoscaler(kube, owner, revision)
+                )
                 await attempt(f"Deployment {revision}", kube.delete(DEPLOYMENTS, owner.namespace, revision))
                 await attempt(f"Service {revision}", kube.delete(SERVICES, owner.namespace, revision))
             case RemoveRouterObjects(kind=kind):
                 await attempt(f"{kind} objects", get_router(kind).remove(kube, owner))
             case EmitEvent(type=type_, reason=reason, message=message):
-                await kube.post_event(obj, type_, reason, message)
+                kube.post_event_soon(obj, type_, reason, message)
                 logger.info("%s/%s: %s: %s", owner.namespace, owner.name, reason, message)
     await _report_writes(ctx, obj, results)
     if failures:
         raise ApplyError("; ".join(failures))
+
+
+async def _remove_autoscaler(kube: Kube, owner: resources.Owner, revision: str) -> bool:
+    """Delete the revision's HPA if it has one we control (read from the cache: no request when
+    there is none, which is the usual case)."""
+    if not kube.served(HORIZONTAL_POD_AUTOSCALERS):
+        return False
+    try:
+        live = await kube.get(HORIZONTAL_POD_AUTOSCALERS, owner.namespace, revision)
+    except ApiError as error:
+        if error.status == 403:  # not allowed to read HPAs: none was made by us either
+            return False
+        raise
+    if live is None or not controlled_by(live, owner):
+        return False
+    return await kube.delete(HORIZONTAL_POD_AUTOSCALERS, owner.namespace, revision)
 
 
 async def _report_writes(ctx: OperatorContext, obj: dict[str, Any], results: list[EnsureResult]) -> None:
@@ -532,12 +571,12 @@ async def _report_writes(ctx: OperatorContext, obj: dict[str, Any], results: lis
         if result.outcome == Outcome.REVERTED:
             message = f"{what} was edited outside the operator ({result.drift}): restored"
             logger.warning("%s/%s: %s", meta["namespace"], meta["name"], message)
-            await ctx.kube.post_event(obj, "Warning", "ChildRestored", message)
+            ctx.kube.post_event_soon(obj, "Warning", "ChildRestored", message)
         elif result.outcome == Outcome.FOREIGN and what not in reported:
             reported.add(what)
             message = f"{what} exists and is controlled by someone else: the operator leaves it alone"
             logger.warning("%s/%s: %s", meta["namespace"], meta["name"], message)
-            await ctx.kube.post_event(obj, "Warning", "NameTaken", message)
+            ctx.kube.post_event_soon(obj, "Warning", "NameTaken", message)
 
 
 def _failed_with(status: ModelDeploymentStatus, text: str) -> bool:

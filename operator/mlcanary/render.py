@@ -7,10 +7,11 @@ from typing import Any
 
 from mlcanary import resources
 from mlcanary.engine import RevisionObservation, SetTraffic
+from mlcanary.kubeapi import Obj
 from mlcanary.models import ModelDeploymentSpec, ModelRef, RevisionState, revision_name
 from mlcanary.routers import get_router
 from mlcanary.routers.base import RouteContext
-from mlcanary.weights import realisable, replica_plan, smallest_step, step_weight
+from mlcanary.weights import Autoscaled, realisable, replica_plan, smallest_step, step_weight
 
 PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"
 
@@ -36,13 +37,24 @@ def render_objects(
     )
     desired_template = spec.revision_template()
     desired = RevisionState(revision=revision_name(owner.name, desired_template), template=desired_template)
-    total = spec.serving.replicas
+    scaling = spec.serving.autoscaling
+    autoscaled = Autoscaled(scaling.min_replicas, scaling.max_replicas) if scaling else None
+    # With autoscaling, the pods a revision runs at rest are its HPA's floor.
+    total = spec.serving.base_replicas
     objects: list[dict[str, Any]] = []
     router = get_router(spec.traffic.router_kind)
+
+    def autoscaler(revision: RevisionState, role: str, replicas: int | None, hold: bool) -> list[Obj]:
+        if scaling is None or replicas is not None:
+            return []
+        return [resources.horizontal_pod_autoscaler(owner, scaling, revision, role, hold)]
+
     if stable_version is None or stable_version == spec.model.version:
+        at_rest = None if autoscaled else total
         objects += [
-            resources.deployment(owner, spec, desired, "stable", total, image_pull_policy),
+            resources.deployment(owner, spec, desired, "stable", at_rest, image_pull_policy),
             resources.revision_service(owner, spec, desired, "stable"),
+            *autoscaler(desired, "stable", at_rest, False),
         ]
         revisions = {desired.revision: RevisionObservation(desired.revision, total, total)}
         target = SetTraffic(desired.revision, None, 0)
@@ -60,7 +72,7 @@ def render_objects(
             canary_weight = step_weight(spec.rollout.effective_steps(), step or 1)
         if spec.traffic.router_kind.follows_ready_pods and not realisable(total, canary_weight):
             raise ValueError(
-                f"{canary_weight}% cannot be served by the replicas router with serving.replicas {total} "
+                f"{canary_weight}% cannot be served by the replicas router with {total} stable pods "
                 f"(at least {smallest_step(total)}%)"
             )
         plan = replica_plan(
@@ -69,17 +81,25 @@ def render_objects(
             canary_weight,
             stable_ready=total,
             canary_ready=total,
+            autoscaled=autoscaled,
+            stable_current=total,
+            canary_current=total,
         )
         stable_replicas, canary_replicas = plan.stable, plan.canary
+        hold = plan.hold_stable_scale_down
         objects += [
             resources.deployment(owner, spec, stable, "stable", stable_replicas, image_pull_policy),
             resources.revision_service(owner, spec, stable, "stable"),
+            *autoscaler(stable, "stable", stable_replicas, hold),
             resources.deployment(owner, spec, desired, "canary", canary_replicas, image_pull_policy),
             resources.revision_service(owner, spec, desired, "canary"),
+            *autoscaler(desired, "canary", canary_replicas, False),
         ]
+        stable_pods = total if stable_replicas is None else stable_replicas
+        canary_pods = total if canary_replicas is None else canary_replicas
         revisions = {
-            stable.revision: RevisionObservation(stable.revision, stable_replicas, stable_replicas),
-            desired.revision: RevisionObservation(desired.revision, canary_replicas, canary_replicas),
+            stable.revision: RevisionObservation(stable.revision, stable_pods, stable_pods),
+            desired.revision: RevisionObservation(desired.revision, canary_pods, canary_pods),
         }
         target = SetTraffic(stable.revision, desired.revision, canary_weight)
     objects.insert(0, resources.entry_service(owner, spec, target.stable))

@@ -15,7 +15,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mlcanary.models import API_GROUP, API_VERSION, KIND, ModelDeploymentSpec, RevisionState
+from mlcanary.models import (
+    API_GROUP,
+    API_VERSION,
+    KIND,
+    Autoscaling,
+    ModelDeploymentSpec,
+    RevisionState,
+    ScalingMetric,
+    ScalingMetricType,
+)
 
 LABEL_MDEP = "mlcanary.io/model-deployment"
 LABEL_REVISION = "mlcanary.io/revision"
@@ -86,10 +95,14 @@ def deployment(
     spec: ModelDeploymentSpec,
     revision: RevisionState,
     role: str,
-    replicas: int,
+    replicas: int | None,
     image_pull_policy: str = "IfNotPresent",
 ) -> dict[str, Any]:
-    """The Deployment running one revision's serving pods (restricted pod security)."""
+    """The Deployment running one revision's serving pods (restricted pod security).
+
+    ``replicas`` None: the revision's HPA owns the count, so the Deployment carries none (created
+    with the API's default of one, which the HPA raises to its floor) and the operator never
+    writes it back."""
     template = revision.template
     serving, model = template.serving, template.model
     labels = pod_labels(owner, revision)
@@ -141,12 +154,13 @@ def deployment(
     }
     if serving.service_account_name:
         pod_spec["serviceAccountName"] = serving.service_account_name
+    deployment_spec: dict[str, Any] = {} if replicas is None else {"replicas": replicas}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": owner.metadata(revision.revision, {**labels, LABEL_ROLE: role}),
         "spec": {
-            "replicas": replicas,
+            **deployment_spec,
             "selector": {"matchLabels": {LABEL_MDEP: owner.name, LABEL_REVISION: revision.revision}},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "minReadySeconds": 0,
@@ -219,4 +233,65 @@ def entry_service(
         "kind": "Service",
         "metadata": owner.metadata(owner.name, labels),
         "spec": _service_spec(selector, spec.serving.port),
+    }
+
+
+def _scaling_metric(autoscaling: Autoscaling) -> dict[str, Any]:
+    """The HPA's one metric: CPU utilization, or the custom metric (autoscaling/v2 MetricSpec)."""
+    if autoscaling.metric is None:
+        return {
+            "type": "Resource",
+            "resource": {
+                "name": "cpu",
+                "target": {
+                    "type": "Utilization",
+                    "averageUtilization": autoscaling.target_cpu_utilization_percentage,
+                },
+            },
+        }
+    metric: ScalingMetric = autoscaling.metric
+    identifier: dict[str, Any] = {"name": metric.name}
+    if metric.selector:
+        identifier["selector"] = {"matchLabels": dict(metric.selector)}
+    if metric.target_average_value is not None:
+        target = {"type": "AverageValue", "averageValue": metric.target_average_value}
+    else:
+        target = {"type": "Value", "value": str(metric.target_value)}
+    if metric.type == ScalingMetricType.PODS:
+        return {"type": "Pods", "pods": {"metric": identifier, "target": target}}
+    if metric.type == ScalingMetricType.OBJECT:
+        assert metric.described_object is not None
+        described = metric.described_object.to_wire()
+        return {
+            "type": "Object",
+            "object": {"describedObject": described, "metric": identifier, "target": target},
+        }
+    return {"type": "External", "external": {"metric": identifier, "target": target}}
+
+
+def horizontal_pod_autoscaler(
+    owner: Owner,
+    autoscaling: Autoscaling,
+    revision: RevisionState,
+    role: str,
+    hold_scale_down: bool = False,
+) -> dict[str, Any]:
+    """The HPA (autoscaling/v2) of one revision, named after its Deployment.
+
+    ``hold_scale_down``: scale up only (``selectPolicy: Disabled``), for stable behind the replicas
+    router while the canary's share is counted against stable's pods."""
+    labels = {**pod_labels(owner, revision), LABEL_ROLE: role}
+    spec: dict[str, Any] = {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": revision.revision},
+        "minReplicas": autoscaling.min_replicas,
+        "maxReplicas": autoscaling.max_replicas,
+        "metrics": [_scaling_metric(autoscaling)],
+    }
+    if hold_scale_down:
+        spec["behavior"] = {"scaleDown": {"selectPolicy": "Disabled"}}
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": owner.metadata(revision.revision, labels),
+        "spec": spec,
     }

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import gc
 import logging
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
@@ -51,16 +52,22 @@ class ObjectLoop:
 
 
 class Runner:
-    def __init__(self, ctx: OperatorContext, *, min_gap: float = 0.1, concurrent_ticks: int = 16) -> None:
+    def __init__(self, ctx: OperatorContext, *, min_gap: float = 0.1, concurrent_ticks: int = 2) -> None:
         self.ctx = ctx
         self.loops: dict[str, ObjectLoop] = {}
         self._by_name: dict[tuple[str, str], str] = {}
         self.min_gap = min(min_gap, ctx.settings.tick_seconds)
         # At most this many ticks at once (like controller-runtime's MaxConcurrentReconciles): when
         # a thousand objects start together their requests queue here, not in the connection pool
-        # where they would time out.
+        # where they would time out. Two: ticks share one event loop and mostly wait on the API
+        # server, so more at once only stretch each other (50 concurrent rollouts on the emulator:
+        # p99 tick 91 ms with 2, 150 ms with 4, 250 ms with 8 and 16) and finish no sooner (8 s).
         self._ticking = asyncio.Semaphore(concurrent_ticks)
         ctx.wake = self.wake
+        # Loops whose last tick did not settle; when the first wave (a start with objects to deploy)
+        # has settled, what lives then is frozen out of the collector's full passes (see settled()).
+        self._unsettled: set[str] = set()
+        self._frozen_after_first_wave = False
 
     # ------------------------------------------------------------------------------- wake-ups
 
@@ -97,6 +104,7 @@ class Runner:
     def forget(self, uid: str, namespace: str, name: str) -> None:
         """The ModelDeployment is gone: drop its state and its metric series."""
         self.ctx.forget(uid)
+        self._unsettled.discard(uid)
         self.ctx.metrics.forget(namespace, name)
         routers.forget(namespace, name)
         loop = self.loops.pop(uid, None)
@@ -125,7 +133,26 @@ class Runner:
 
     async def _tick(self, loop: ObjectLoop, body: Mapping[str, Any]) -> TickResult | None:
         async with self._ticking:
-            return await self._tick_now(loop, body)
+            result = await self._tick_now(loop, body)
+        self._settled(loop.uid, result is not None and result.settled)
+        return result
+
+    def _settled(self, uid: str, settled: bool) -> None:
+        """Track settled loops; once every loop has settled after the first wave, ``gc.freeze()``.
+
+        A full collection walks every live container: with hundreds of objects' caches, bodies and
+        statuses that is a ~100 ms pause inside some tick (measured: the tail of the reconcile
+        duration). Frozen objects are skipped by the cyclic collector (acyclic ones are still freed
+        by reference counting), so a full pass then walks only what changed since."""
+        if settled:
+            self._unsettled.discard(uid)
+        else:
+            self._unsettled.add(uid)
+            return
+        if not self._unsettled and not self._frozen_after_first_wave and self.loops:
+            self._frozen_after_first_wave = True
+            gc.collect()
+            gc.freeze()
 
     async def _tick_now(self, loop: ObjectLoop, body: Mapping[str, Any]) -> TickResult | None:
         obj = copy.deepcopy(dict(body))

@@ -27,6 +27,17 @@ weight   stable pods   canary pods   share     why
 100      0             10            100%      stable goes once the canary's 10 are ready
 =======  ============  ============  ========  ============================================
 
+**With autoscaling** (``serving.autoscaling``) an HPA owns the replica count of every revision it
+scales, and the plan says ``None`` for those: the engine never writes their replicas. Behind mesh
+routers both revisions scale on their own load. Behind the replicas router only stable has an HPA,
+and the canary runs ``canary_pods(stable's current pods, w)`` (at most ``maxReplicas``), recomputed
+every tick from the stable's live count. Its share can only exceed the step if stable loses pods
+before the canary follows, so while a canary runs, stable's HPA is told not to scale down
+(``hold_stable_scale_down``: ``behavior.scaleDown.selectPolicy: Disabled``); scaling up only lowers
+the canary's share, which the next tick restores. At 100% (the promotion) the engine takes the count
+back from the HPA: both revisions run the larger of their current counts (within the bounds), stable
+goes once the canary's are ready, and the promoted revision gets its HPA back.
+
 The count is taken against stable's **ready** pods too, so when stable loses pods (a crash, a hand
 edit) the canary shrinks with it and never serves more than its step. A step is realisable when it
 gives the canary at least one pod, i.e. ``w ≥ 100 / (N + 1)``; the models refuse steps that are not.
@@ -39,8 +50,19 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ReplicaPlan:
-    stable: int
-    canary: int
+    """Pods per revision; ``None``: the revision's HPA decides."""
+
+    stable: int | None
+    canary: int | None
+    hold_stable_scale_down: bool = False
+
+
+@dataclass(frozen=True)
+class Autoscaled:
+    """The HPA bounds of ``serving.autoscaling``."""
+
+    min_replicas: int
+    max_replicas: int
 
 
 def canary_pods(stable_pods: int, weight: int) -> int:
@@ -82,22 +104,39 @@ def replica_plan(
     *,
     stable_ready: int,
     canary_ready: int,
+    autoscaled: Autoscaled | None = None,
+    stable_current: int = 0,
+    canary_current: int = 0,
 ) -> ReplicaPlan:
-    """Pods to ask for now for stable and canary (see the module docstring).
+    """Pods to ask for now for stable and canary (see the module docstring). With ``autoscaled``,
+    ``stable_current`` and ``canary_current`` are the revisions' live replica counts (what their
+    HPAs last set) and ``replicas`` is not used.
 
     >>> replica_plan(True, 10, 20, stable_ready=10, canary_ready=0)
-    ReplicaPlan(stable=10, canary=2)
+    ReplicaPlan(stable=10, canary=2, hold_stable_scale_down=False)
     >>> replica_plan(True, 10, 20, stable_ready=0, canary_ready=2)     # stable lost its pods
-    ReplicaPlan(stable=10, canary=0)
+    ReplicaPlan(stable=10, canary=0, hold_stable_scale_down=False)
     >>> replica_plan(True, 10, 80, stable_ready=10, canary_ready=10)   # above 50%: stable shrinks
-    ReplicaPlan(stable=3, canary=10)
+    ReplicaPlan(stable=3, canary=10, hold_stable_scale_down=False)
     >>> replica_plan(True, 4, 100, stable_ready=4, canary_ready=2)     # promoting: canary first
-    ReplicaPlan(stable=4, canary=4)
+    ReplicaPlan(stable=4, canary=4, hold_stable_scale_down=False)
     >>> replica_plan(True, 4, 100, stable_ready=4, canary_ready=4)
-    ReplicaPlan(stable=0, canary=4)
+    ReplicaPlan(stable=0, canary=4, hold_stable_scale_down=False)
     >>> replica_plan(False, 3, 20, stable_ready=3, canary_ready=0)     # a mesh router
-    ReplicaPlan(stable=3, canary=3)
+    ReplicaPlan(stable=3, canary=3, hold_stable_scale_down=False)
+    >>> hpa = Autoscaled(2, 20)
+    >>> replica_plan(False, 1, 20, stable_ready=3, canary_ready=0, autoscaled=hpa)   # HPAs decide
+    ReplicaPlan(stable=None, canary=None, hold_stable_scale_down=False)
+    >>> replica_plan(True, 1, 20, stable_ready=12, canary_ready=0, autoscaled=hpa, stable_current=12)
+    ReplicaPlan(stable=None, canary=3, hold_stable_scale_down=True)
+    >>> replica_plan(True, 1, 100, stable_ready=6, canary_ready=2, autoscaled=hpa,
+    ...              stable_current=6, canary_current=2)                 # promoting: counts taken back
+    ReplicaPlan(stable=6, canary=6, hold_stable_scale_down=False)
     """
+    if autoscaled is not None:
+        return _autoscaled_plan(
+            follows_ready_pods, weight, autoscaled, stable_ready, canary_ready, stable_current, canary_current
+        )
     if replicas < 1:
         raise ValueError(f"replicas {replicas} must be at least 1")
     if not follows_ready_pods:
@@ -107,6 +146,27 @@ def replica_plan(
     stable = replicas if weight <= 50 else -(-replicas * (100 - weight) // weight)
     canary = min(replicas, canary_pods(replicas, weight), canary_pods(stable_ready, weight))
     return ReplicaPlan(stable=stable, canary=canary)
+
+
+def _autoscaled_plan(
+    follows_ready_pods: bool,
+    weight: int,
+    bounds: Autoscaled,
+    stable_ready: int,
+    canary_ready: int,
+    stable_current: int,
+    canary_current: int,
+) -> ReplicaPlan:
+    if not follows_ready_pods:
+        return ReplicaPlan(stable=None, canary=None)
+    if weight == 100:
+        pods = min(bounds.max_replicas, max(bounds.min_replicas, stable_current, canary_current))
+        return ReplicaPlan(stable=0 if canary_ready >= pods else pods, canary=pods)
+    # The smaller of stable's live count and its ready pods: a scale-down already decided counts.
+    stable_pods = min(stable_ready, stable_current)
+    canary = min(bounds.max_replicas, canary_pods(stable_pods, weight))
+    hold = weight > 0 or canary_ready > 0 or canary_current > 0
+    return ReplicaPlan(stable=None, canary=canary, hold_stable_scale_down=hold)
 
 
 def served_share(stable_ready: int, canary_ready: int) -> float | None:

@@ -216,6 +216,7 @@ NEEDED = {
     ("", "secrets"): {"get"},
     ("gateway.networking.k8s.io", "httproutes"): {"get", "list", "watch", "create", "patch", "delete"},
     ("networking.istio.io", "virtualservices"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("autoscaling", "horizontalpodautoscalers"): {"get", "list", "watch", "create", "patch", "delete"},
 }
 
 
@@ -243,6 +244,7 @@ def test_every_resource_the_kube_facade_addresses_is_granted(
     for resource in (
         kubeapi.DEPLOYMENTS, kubeapi.SERVICES, kubeapi.SECRETS, kubeapi.EVENTS,
         kubeapi.MODEL_DEPLOYMENTS, kubeapi.HTTPROUTES, kubeapi.VIRTUALSERVICES,
+        kubeapi.HORIZONTAL_POD_AUTOSCALERS,
     ):  # fmt: skip
         group = resource.api_version.rpartition("/")[0]
         assert _allowed(rules, group, resource.plural), resource

@@ -271,7 +271,10 @@ def test_dashboard_shows_weights_verdicts_error_rate_latency_and_drift_per_versi
     titles = {p["title"].lower() for p in _panels(dashboard)}
     for word in ("weight", "verdict", "error rate", "latency", "drift"):
         assert any(word in t for t in titles), word
-    per_version = [e for e in _exprs(dashboard) if "mlcanary_operator_" not in e]
+    operator_metrics = _operator_metric_names()
+    per_version = [
+        e for e in _exprs(dashboard) if not set(re.findall(r"\bmlcanary_[a-z_]+", e)) & operator_metrics
+    ]
     assert per_version and all("model_version" in e for e in per_version)
 
 

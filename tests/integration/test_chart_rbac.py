@@ -1,8 +1,8 @@
 """The chart's RBAC is exactly what the operator uses: a missing verb fails it, a surplus verb is caught.
 
 The emulator authorizes by RBAC and counts every request per (user, verb, resource). One operator run
-under the chart's rendered RBAC (replicas router: the router and Secret rules switched off) goes through
-create, promotion, rollback and deletion; the verbs it used are then compared with the verbs granted.
+under the chart's rendered RBAC (replicas router: the router and Secret rules switched off; autoscaled)
+goes through create, promotion, rollback and deletion; the verbs it used are then compared with the verbs granted.
 """
 
 from __future__ import annotations
@@ -41,21 +41,33 @@ BAD = {"error-rate": 0.5}
 RARE_PATHS = {
     ("get", "apps", "deployments"): "kube.Kube.ensure re-reads a child that a create found existing",
     ("get", "", "services"): "kube.Kube.ensure re-reads a child that a create found existing",
+    ("get", "autoscaling", "horizontalpodautoscalers"): (
+        "kube.Kube.ensure re-reads a child that a create found existing"
+    ),
 }
+# Autoscaled, so the HPA verbs are exercised too: created with the first stable, patched to hold
+# stable's scale-down while a canary runs, deleted when the promotion takes the count back.
+AUTOSCALING = {"minReplicas": 1, "maxReplicas": 4, "targetCPUUtilizationPercentage": 70}
+
+
+def _manifest(version: str) -> dict[str, Any]:
+    manifest = model_deployment("fraud", version, steps=[50])
+    manifest["spec"]["serving"] = {"autoscaling": AUTOSCALING}
+    return manifest
 
 
 def _run_scenario(cluster: Cluster, operator: OperatorProcess) -> None:
     cluster.set_metrics({"1.0.0": GOOD})
-    cluster.apply(model_deployment("fraud", "1.0.0", steps=[50]))
+    cluster.apply(_manifest("1.0.0"))
     cluster.wait_for(lambda: cluster.status("fraud").get("phase") == "Healthy", "v1", operator=operator)
     cluster.set_metrics({"2.0.0": GOOD})
-    cluster.apply(model_deployment("fraud", "2.0.0", steps=[50]))
+    cluster.apply(_manifest("2.0.0"))
     cluster.wait_for(
         lambda: cluster.status("fraud").get("stableVersion") == "2.0.0", "v2 promoted", operator=operator
     )
     cluster.wait_for(lambda: len(cluster.deployments()) == 1, "v1 removed", operator=operator)
     cluster.set_metrics({"3.0.0": BAD})
-    cluster.apply(model_deployment("fraud", "3.0.0", steps=[50]))
+    cluster.apply(_manifest("3.0.0"))
     cluster.wait_for(
         lambda: cluster.status("fraud").get("phase") == "RolledBack", "v3 back", operator=operator
     )
@@ -132,7 +144,7 @@ def test_without_the_status_patch_verb_the_operator_cannot_report(tmp_path: Path
         )
         operator.start()
         try:
-            cluster.apply(model_deployment("fraud", "1.0.0", steps=[50]))
+            cluster.apply(_manifest("1.0.0"))
             user = service_account_user(account)
             cluster.wait_for(
                 lambda: any(

@@ -354,3 +354,46 @@ async def test_a_quiet_tick_makes_no_api_request_at_all(cluster: Cluster) -> Non
     assert requests == [], requests
     await cache.stop()
     await api.close()
+
+
+async def test_the_reconcile_histogram_has_one_observation_per_tick_and_no_prometheus_wait(
+    cluster: Cluster,
+) -> None:
+    """mlcanary_reconcile_duration_seconds: a Prometheus that takes 2 s per query is never in it, as
+    analysis rounds run beside the ticks."""
+    cluster.set_metrics({"1.0.0": GOOD, "2.0.0": GOOD})
+    cluster.apply(model_deployment("fraud", "1.0.0", interval="1s"))
+    api = ApiClient(load_connection(str(cluster.kubeconfig)))
+    slow_queries = 0
+
+    class SlowPrometheus(FileMetricProvider):
+        async def measure(self, metric: Any, context: Any, now: datetime) -> Any:
+            nonlocal slow_queries
+            slow_queries += 1
+            await asyncio.sleep(2.0)
+            return await super().measure(metric, context, now)
+
+    context = OperatorContext(
+        kube=Kube(api),
+        settings=Settings(),
+        provider_factory=lambda spec, ns: SlowPrometheus(cluster.metrics_file),
+    )
+    histogram = "mlcanary_reconcile_duration_seconds"
+    ticks = 0
+    started = time.monotonic()
+    while time.monotonic() - started < 20 and not slow_queries:
+        await reconcile(cluster.mdep("fraud"), context)
+        ticks += 1
+        if cluster.status("fraud").get("phase") == "Healthy":
+            cluster.apply(model_deployment("fraud", "2.0.0", interval="1s"))
+        await asyncio.sleep(0.2)
+    assert slow_queries, "no analysis round started"
+    for _ in range(5):  # ticks while the round waits on the slow Prometheus
+        await reconcile(cluster.mdep("fraud"), context)
+        ticks += 1
+    registry = context.metrics.registry
+    assert registry.get_sample_value(f"{histogram}_count") == ticks
+    assert registry.get_sample_value(f"{histogram}_bucket", {"le": "1.0"}) == ticks, "a tick waited"
+    assert registry.get_sample_value(f"{histogram}_sum") < 2.0  # all ticks together: less than one query
+    context.rounds.discard(cluster.mdep("fraud")["metadata"]["uid"])
+    await api.close()

@@ -51,7 +51,7 @@ def test_cli_operator_serves_metrics_and_uses_our_prefix(cluster: Cluster, cli_o
         )
 
     text = cluster.wait_for(scrape, "operator metrics", operator=process)
-    assert "mlcanary_operator_tick_duration_seconds_count" in text
+    assert "mlcanary_reconcile_duration_seconds_count" in text
     assert 'mlcanary_operator_canary_weight_percent{name="fraud",namespace="default"} 0.0' in text
     annotations = cluster.mdep("fraud")["metadata"].get("annotations") or {}
     assert not [key for key in annotations if "kopf" in key and not key.startswith("mlcanary.io/")]

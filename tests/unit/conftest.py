@@ -216,7 +216,14 @@ class Sim:
     def apply(self, actions: list[Action]) -> None:
         for action in actions:
             match action:
-                case EnsureRevision(revision=state, replicas=replicas):
+                case EnsureRevision(revision=state, replicas=None):
+                    # The revision's HPA owns the count: created at its floor, then the test's "HPA"
+                    # (a direct write to ``desired``) decides.
+                    if state.revision not in self.revisions:
+                        self.revisions[state.revision] = FakeRevision(
+                            state.template, self.spec.serving.base_replicas
+                        )
+                case EnsureRevision(revision=state, replicas=int() as replicas):
                     existing = self.revisions.get(state.revision)
                     if existing is None:
                         self.revisions[state.revision] = FakeRevision(state.template, replicas)

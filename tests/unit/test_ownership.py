@@ -9,11 +9,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import make_spec
+from conftest import make_spec, spec_wire
 
 from mlcanary import ownership, resources
 from mlcanary.engine import RevisionObservation, SetTraffic
-from mlcanary.models import RevisionState, revision_name
+from mlcanary.models import ModelDeploymentSpec, RevisionState, revision_name
 from mlcanary.resources import Owner
 from mlcanary.routers.base import RouteContext
 from mlcanary.routers.gateway_api import httproute
@@ -55,13 +55,22 @@ def as_served(obj: dict[str, Any]) -> dict[str, Any]:
             container.update(terminationMessagePath="/dev/termination-log", terminationMessagePolicy="File")
             container["readinessProbe"]["httpGet"]["scheme"] = "HTTP"
             container["readinessProbe"].update(timeoutSeconds=1, successThreshold=1)
-        live["status"] = {"replicas": spec["replicas"], "readyReplicas": spec["replicas"]}
+        live["status"] = {"replicas": spec.get("replicas", 1), "readyReplicas": spec.get("replicas", 1)}
     elif obj["kind"] == "Service":
         if not spec.get("publishNotReadyAddresses"):
             spec.pop("publishNotReadyAddresses", None)
         spec.update(
             clusterIP="10.0.0.7", clusterIPs=["10.0.0.7"], ipFamilies=["IPv4"], ipFamilyPolicy="SingleStack"
         )
+    elif obj["kind"] == "HorizontalPodAutoscaler":
+        behavior = spec.get("behavior")
+        if behavior is not None:  # what the API server fills in around a behavior that is set
+            behavior.setdefault(
+                "scaleUp",
+                {"stabilizationWindowSeconds": 0, "selectPolicy": "Max", "policies": [{"type": "Pods"}]},
+            )
+            behavior["scaleDown"].update(stabilizationWindowSeconds=300, policies=[{"type": "Percent"}])
+        live["status"] = {"currentReplicas": 4, "desiredReplicas": 4}
     elif obj["kind"] == "HTTPRoute":
         for rule in spec["rules"]:
             for match in rule["matches"]:
@@ -75,6 +84,38 @@ def deployment() -> dict[str, Any]:
     template = spec.revision_template()
     revision = RevisionState(revision=revision_name(OWNER.name, template), template=template)
     return resources.deployment(OWNER, spec, revision, "canary", 3)
+
+
+AUTOSCALING = {"minReplicas": 20, "maxReplicas": 40, "targetCPUUtilizationPercentage": 70}
+
+
+def autoscaled_revision() -> tuple[Any, RevisionState]:
+    wire = spec_wire("2.0.0", replicas=20)
+    wire["serving"]["autoscaling"] = AUTOSCALING
+    spec = ModelDeploymentSpec.model_validate(wire)
+    template = spec.revision_template()
+    return spec, RevisionState(revision=revision_name(OWNER.name, template), template=template)
+
+
+def autoscaled_deployment() -> dict[str, Any]:
+    """A Deployment whose replica count its HPA owns (a canary behind a mesh router)."""
+    spec, revision = autoscaled_revision()
+    return resources.deployment(OWNER, spec, revision, "canary", None)
+
+
+def hpa() -> dict[str, Any]:
+    spec, revision = autoscaled_revision()
+    assert spec.serving.autoscaling is not None
+    return resources.horizontal_pod_autoscaler(OWNER, spec.serving.autoscaling, revision, "stable")
+
+
+def holding_hpa() -> dict[str, Any]:
+    """Stable's HPA while a canary's share is counted against stable's pods: scale up only."""
+    spec, revision = autoscaled_revision()
+    assert spec.serving.autoscaling is not None
+    return resources.horizontal_pod_autoscaler(
+        OWNER, spec.serving.autoscaling, revision, "stable", hold_scale_down=True
+    )
 
 
 def service() -> dict[str, Any]:
@@ -153,7 +194,28 @@ VS_EDITS: dict[str, Edit] = {
         fault={"abort": {"httpStatus": 500, "percentage": {"value": 100}}}
     ),
 }
+HPA_EDITS: dict[str, Edit] = {
+    "minReplicas": lambda h: h["spec"].update(minReplicas=1),
+    "maxReplicas": lambda h: h["spec"].update(maxReplicas=100),
+    "target": lambda h: h["spec"]["metrics"][0]["resource"]["target"].update(averageUtilization=20),
+    "metric added": lambda h: h["spec"]["metrics"].append(
+        {"type": "Resource", "resource": {"name": "memory", "target": {"type": "Utilization"}}}
+    ),
+    "scaleTargetRef": lambda h: h["spec"]["scaleTargetRef"].update(name="other"),
+    "behavior added": lambda h: h["spec"].update(behavior={"scaleDown": {"selectPolicy": "Disabled"}}),
+    "label": lambda h: h["metadata"]["labels"].update({"mlcanary.io/role": "canary"}),
+    "owner reference removed": lambda h: h["metadata"].update(ownerReferences=[]),
+}
+HOLDING_HPA_EDITS: dict[str, Edit] = {
+    "scale-down released": lambda h: h["spec"]["behavior"]["scaleDown"].update(selectPolicy="Max"),
+    "behavior removed": lambda h: h["spec"].pop("behavior"),
+}
+# Of an autoscaled Deployment, the operator still owns everything but the replica count.
+AUTOSCALED_DEPLOYMENT_EDITS = {k: v for k, v in DEPLOYMENT_EDITS.items() if "replicas" not in k}
 CASES = [
+    *[(hpa, name, edit) for name, edit in HPA_EDITS.items()],
+    *[(holding_hpa, name, edit) for name, edit in HOLDING_HPA_EDITS.items()],
+    *[(autoscaled_deployment, name, edit) for name, edit in AUTOSCALED_DEPLOYMENT_EDITS.items()],
     *[(deployment, name, edit) for name, edit in DEPLOYMENT_EDITS.items()],
     *[(service, name, edit) for name, edit in SERVICE_EDITS.items()],
     *[(route, name, edit) for name, edit in ROUTE_EDITS.items()],
@@ -161,7 +223,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("build", [deployment, service, route, vs])
+@pytest.mark.parametrize("build", [deployment, autoscaled_deployment, hpa, holding_hpa, service, route, vs])
 def test_what_the_server_fills_in_is_not_drift(build: Callable[[], dict[str, Any]]) -> None:
     desired = build()
     assert ownership.drift(desired, as_served(desired)) is None
@@ -182,3 +244,27 @@ def test_a_hand_edit_of_an_owned_field_is_seen_and_repaired(
         assert repaired["spec"].get(key) == live["spec"].get(key)
     assert repaired.get("status") == live.get("status")
     assert repaired["metadata"]["uid"] == live["metadata"]["uid"]
+
+
+def test_the_hpas_scaling_of_an_autoscaled_deployment_is_not_drift() -> None:
+    """The HPA writes the count (and the API server had defaulted it to 1): never reverted."""
+    desired = autoscaled_deployment()
+    assert "replicas" not in desired["spec"]
+    live = as_served(desired)
+    for count in (1, 7, 0):
+        live["spec"]["replicas"] = count
+        assert ownership.drift(desired, live) is None
+    # ... while a Deployment whose count the operator sets is repaired to it.
+    fixed = deployment()
+    live = as_served(fixed)
+    live["spec"]["replicas"] = 7
+    assert ownership.drift(fixed, live) == "spec.replicas: 7, want 3"
+
+
+def test_an_autoscaled_deployments_repair_never_writes_its_count() -> None:
+    desired = autoscaled_deployment()
+    live = as_served(desired)
+    live["spec"].update(replicas=7, paused=True)
+    patch = ownership.repair_patch(desired, live)
+    assert "replicas" not in patch["spec"]
+    assert merge_patch(live, patch)["spec"]["replicas"] == 7
