@@ -15,16 +15,20 @@ from ..service import ModelService, new_request_id
 
 JSON: Final = "application/json"
 _RID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-_RID_KEY: Final = "mlcanary.request_id"
+RID_KEY: Final = "mlcanary.request_id"  # the request id, kept in the ASGI scope
+
+
+def valid_request_id(sent: str) -> bool:
+    return _RID_RE.match(sent) is not None
 
 
 def request_id(request: Request) -> str:
     """A sane incoming ``X-Request-ID`` is reused, else a new one; the same for the whole request."""
-    rid: str | None = request.scope.get(_RID_KEY)
+    rid: str | None = request.scope.get(RID_KEY)
     if rid is None:
         sent = request.headers.get("x-request-id")
-        rid = sent if sent is not None and _RID_RE.match(sent) else new_request_id()
-        request.scope[_RID_KEY] = rid
+        rid = sent if sent is not None and valid_request_id(sent) else new_request_id()
+        request.scope[RID_KEY] = rid
     return rid
 
 

@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from ..protocol.simple import Parsed, Row, parse_simple, render_simple
 from ..service import Loaded, ModelService
-from .prediction import run_prediction
+from .prediction import Protocol, answer_as_response
 from .routing import BODY_ERRORS, Route
 
 
@@ -21,8 +21,11 @@ def _render(parsed: Parsed, rows: list[Row], m: Loaded, ident: dict[str, str]) -
     return render_simple(parsed, rows, ident)
 
 
+SIMPLE = Protocol(_parse, _render)
+
+
 async def predict(svc: ModelService, request: Request) -> Response:
-    return await run_prediction(svc, request, _parse, _render)
+    return await answer_as_response(svc, request, SIMPLE)
 
 
 ROUTES = (

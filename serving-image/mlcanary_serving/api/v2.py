@@ -14,7 +14,7 @@ from ..protocol.v2 import parse_v2, render_v2
 from ..service import Loaded, ModelService
 from .common import identity, request_id, respond
 from .ops import health
-from .prediction import run_prediction
+from .prediction import Protocol, answer_as_response
 from .routing import BODY_ERRORS, ERROR, Route
 
 try:
@@ -25,8 +25,10 @@ except metadata.PackageNotFoundError:  # pragma: no cover - the image runs the p
 
 def check_model(svc: ModelService, request: Request) -> None:
     """404 unless the URL names the served model (and version, when it names one)."""
-    name = request.path_params["name"]
-    version = request.path_params.get("version")
+    check_name(svc, request.path_params["name"], request.path_params.get("version"))
+
+
+def check_name(svc: ModelService, name: str, version: str | None) -> None:
     if name != svc.name:
         raise InputError(
             404, f"model {name!r} not found; this server serves {svc.name!r}", "model_name", "not_found"
@@ -48,8 +50,31 @@ def _render(parsed: Parsed, rows: list[Row], m: Loaded, ident: dict[str, str]) -
     return render_v2(parsed, rows, m.outputs, ident)
 
 
+V2 = Protocol(_parse, _render)
+
+
+def infer_path(path: str) -> tuple[str, str | None] | None:
+    """(name, version) of ``/v2/models/{name}[/versions/{version}]/infer``, else None (the
+    routes table's patterns: each part non-empty, no ``/`` inside)."""
+    parts = path.split("/")
+    n = len(parts)
+    if n == 5 and parts[3] and parts[1] == "v2" and parts[2] == "models" and parts[4] == "infer":
+        return parts[3], None
+    if (
+        n == 7
+        and parts[3]
+        and parts[5]
+        and parts[1] == "v2"
+        and parts[2] == "models"
+        and parts[4] == "versions"
+        and parts[6] == "infer"
+    ):
+        return parts[3], parts[5]
+    return None
+
+
 async def infer(svc: ModelService, request: Request) -> Response:
-    return await run_prediction(svc, request, _parse, _render, lambda: check_model(svc, request))
+    return await answer_as_response(svc, request, V2, lambda s: check_model(s, request))
 
 
 async def model_metadata(svc: ModelService, request: Request) -> Response:
