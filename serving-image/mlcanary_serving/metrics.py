@@ -7,6 +7,7 @@ model, so the request path does a dictionary-free ``inc``/``observe``.
 
 from __future__ import annotations
 
+from collections import Counter as Tally
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -126,6 +127,7 @@ class ServingMetrics:
             registry=registry,
         )
         self.per_class = {c: self._predictions.labels(*labels, str(c)) for c in classes}
+        self._by_str = {str(c): ch for c, ch in self.per_class.items()}
         buckets = sorted({float(b) for b in score_buckets})
         self.score = Histogram(
             mn.PREDICTION_SCORE,
@@ -161,18 +163,17 @@ class ServingMetrics:
         self.req[outcome].inc()
         self.duration.observe(seconds)
 
-    def predictions(self, labels: Sequence[Any], scores: npt.NDArray[np.float64]) -> None:
+    def predictions(self, labels: Sequence[Any], scores: npt.NDArray[np.float64] | Sequence[float]) -> None:
         if self.per_class:
             if len(labels) == 1:
                 child = self.per_class.get(labels[0])
                 (child or self._predictions.labels(*self.labels, str(labels[0]))).inc()
-            else:
-                values, counts = np.unique(np.asarray(labels, dtype=object).astype(str), return_counts=True)
-                by_str = {str(c): ch for c, ch in self.per_class.items()}
-                for v, n in zip(values, counts, strict=True):
-                    (by_str.get(v) or self._predictions.labels(*self.labels, v)).inc(int(n))
-        for s in scores.tolist():
-            self.score.observe(s)
+            else:  # a micro-batch: one inc per class, classes told apart by their label text
+                for v, n in Tally(map(str, labels)).items():
+                    (self._by_str.get(v) or self._predictions.labels(*self.labels, v)).inc(n)
+        observe = self.score.observe
+        for s in scores.tolist() if isinstance(scores, np.ndarray) else scores:
+            observe(s)
 
     def out_of_range_counts(self, counts: npt.NDArray[np.int64]) -> None:
         for i in np.flatnonzero(counts):

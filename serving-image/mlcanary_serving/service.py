@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -255,7 +256,7 @@ class ModelService:
             scores, labels = pred.scores, pred.labels
             proba = pred.probabilities.tolist() if pred.probabilities is not None else None
             sc = scores.tolist()
-            rows = [(labels[i], sc[i], proba[i] if proba is not None else None) for i in range(len(labels))]
+            rows = list(zip(labels, sc, proba if proba is not None else repeat(None, len(sc)), strict=True))
             # a finite sum of the plain floats at hand is the cheap proof that every value is finite
             finite = math.isfinite(sum(sc) + (sum(map(sum, proba)) if proba is not None else 0.0))
             ok = None if finite else finite_rows(pred)
