@@ -19,26 +19,39 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from ..faults import InjectedFault
-from ..protocol.codec import dumps, loads
 from ..protocol.errors import InputError, OutOfRange
 from ..protocol.simple import Parsed, Row
 from ..service import Loaded, ModelService, NotReady, new_request_id, refuse_unusable_rows
-from .common import RID_KEY, valid_request_id
+from .common import RID_KEY, decode_content, valid_request_id
 from .errors import error_response, outcome_for, parse_input
 
-Parse = Callable[[Any, Loaded], Parsed]
-Render = Callable[[Parsed, list[Row], Loaded, dict[str, str]], dict[str, Any]]
-Check = Callable[[ModelService], None]
 RawHeaders = list[tuple[bytes, bytes]]
+Check = Callable[[ModelService], None]
 
-_JSON: Final = b"application/json"
+JSON: Final = b"application/json"
+
+
+@dataclass
+class Wire:
+    """The request headers the prediction path reads, found in one pass over the raw list."""
+
+    request_id: str
+    content_length: bytes | None = None
+    content_encoding: bytes | None = None
+    header_length: bytes | None = None  # Inference-Header-Content-Length (OIP binary tensor data)
+
+
+Parse = Callable[[bytes, Wire, Loaded], Parsed]
+"""The (decoded) body -> validated rows; runs behind ``errors.parse_input``."""
+Render = Callable[[Parsed, list[Row], Loaded, dict[str, str]], tuple[bytes, bytes, RawHeaders]]
+"""Rows -> (body, content type, extra headers)."""
 
 
 @dataclass(frozen=True)
@@ -49,29 +62,28 @@ class Protocol:
     render: Render
 
 
-@dataclass
-class Wire:
-    """The request headers the prediction path reads, found in one pass over the raw list."""
-
-    request_id: str
-    content_length: bytes | None = None
-
-
 def read_wire(scope: Scope) -> Wire:
-    rid: str | None = scope.get(RID_KEY)
     sent_rid: bytes | None = None
-    cl: bytes | None = None
+    wire = Wire("")
     for k, v in scope["headers"]:
         if k == b"content-length":
-            if cl is None:
-                cl = v
-        elif k == b"x-request-id" and sent_rid is None:
-            sent_rid = v
+            if wire.content_length is None:
+                wire.content_length = v
+        elif k == b"x-request-id":
+            if sent_rid is None:
+                sent_rid = v
+        elif k == b"content-encoding":
+            if wire.content_encoding is None:
+                wire.content_encoding = v
+        elif k == b"inference-header-content-length" and wire.header_length is None:
+            wire.header_length = v
+    rid: str | None = scope.get(RID_KEY)
     if rid is None:
         text = sent_rid.decode("latin-1") if sent_rid is not None else None
         rid = text if text is not None and valid_request_id(text) else new_request_id()
         scope[RID_KEY] = rid
-    return Wire(rid, cl)
+    wire.request_id = rid
+    return wire
 
 
 async def read_body(receive: Receive, content_length: bytes | None, limit: int) -> bytes:
@@ -137,9 +149,12 @@ async def answer(
                 await asyncio.sleep(delay)
             if faults.should_fail():
                 raise InjectedFault()
-        body = await read_body(receive, wire.content_length, svc.settings.max_body_bytes)
+        limit = svc.settings.max_body_bytes
+        body = await read_body(receive, wire.content_length, limit)
+        if wire.content_encoding is not None:
+            body = decode_content(body, wire.content_encoding.decode("latin-1"), limit)
         loaded = m
-        parsed = parse_input(lambda: proto.parse(loads(body), loaded), rid)
+        parsed = parse_input(lambda: proto.parse(body, wire, loaded), rid)
         rows = await svc.predict(parsed.X)
         for r in rows:
             if r[1] != r[1]:  # NaN != NaN: a row the model could not compute (the slow path names it)
@@ -147,15 +162,14 @@ async def answer(
         if svc.settings.feedback_cache:
             svc.remember(rid, [r[0] for r in rows])
         ident = {"model_name": m.name, "model_version": m.version, "request_id": rid}
-        out = dumps(proto.render(parsed, rows, m, ident))
-        status, headers = (
-            200,
-            [
-                (b"content-length", str(len(out)).encode()),
-                (b"content-type", _JSON),
-                *identity_raw(svc, rid),
-            ],
-        )
+        out, content_type, extra = proto.render(parsed, rows, m, ident)
+        status = 200
+        headers = [
+            (b"content-length", str(len(out)).encode()),
+            (b"content-type", content_type),
+            *identity_raw(svc, rid),
+            *extra,
+        ]
     except Exception as exc:
         if isinstance(exc, OutOfRange) and m is not None:
             m.metrics.out_of_range_counts(exc.counts)

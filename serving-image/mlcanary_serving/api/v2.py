@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from importlib import metadata
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..protocol.codec import dumps, loads
 from ..protocol.errors import InputError
 from ..protocol.simple import Parsed, Row
-from ..protocol.v2 import parse_v2, render_v2
+from ..protocol.v2 import binary_answer, parse_v2, render_v2, split_body
 from ..service import Loaded, ModelService
 from .common import identity, request_id, respond
 from .ops import health
-from .prediction import Protocol, answer_as_response
+from .prediction import JSON, Protocol, RawHeaders, Wire, answer_as_response
 from .routing import BODY_ERRORS, ERROR, Route
 
 try:
@@ -42,12 +42,26 @@ def check_name(svc: ModelService, name: str, version: str | None) -> None:
         )
 
 
-def _parse(obj: Any, m: Loaded) -> Parsed:
-    return parse_v2(obj, m.validator, [o.name for o in m.outputs])
+OCTET_STREAM = b"application/octet-stream"
 
 
-def _render(parsed: Parsed, rows: list[Row], m: Loaded, ident: dict[str, str]) -> dict[str, Any]:
-    return render_v2(parsed, rows, m.outputs, ident)
+def _parse(body: bytes, wire: Wire, m: Loaded) -> Parsed:
+    header, binary_data = split_body(body, wire.header_length)
+    return parse_v2(loads(header), m.validator, [o.name for o in m.outputs], binary_data)
+
+
+def _render(
+    parsed: Parsed, rows: list[Row], m: Loaded, ident: dict[str, str]
+) -> tuple[bytes, bytes, RawHeaders]:
+    payload = render_v2(parsed, rows, m.outputs, ident)
+    if not parsed.binary_outputs:
+        return dumps(payload), JSON, []
+    header, binary_data = binary_answer(payload, parsed.binary_outputs)
+    return (
+        header + binary_data,
+        OCTET_STREAM,
+        [(b"inference-header-content-length", str(len(header)).encode())],
+    )
 
 
 V2 = Protocol(_parse, _render)
@@ -108,7 +122,12 @@ async def model_ready(svc: ModelService, request: Request) -> Response:
 
 async def server_metadata(svc: ModelService, request: Request) -> Response:
     rid = request_id(request)
-    body = {"name": "mlcanary-serving", "version": SERVER_VERSION, "extensions": [], **identity(svc, rid)}
+    body = {
+        "name": "mlcanary-serving",
+        "version": SERVER_VERSION,
+        "extensions": ["binary_tensor_data"],
+        **identity(svc, rid),
+    }
     return respond(svc, 200, body, rid)
 
 
@@ -126,7 +145,10 @@ _INFER_DESCRIPTION = (
     "Send one tensor of shape `[rows, n_features]` (or `[n_features]`) with `data` flat in row-major "
     "order or nested exactly as the shape says, or one tensor per feature named after it, of shape "
     "`[rows]` or `[rows, 1]`. Any numeric datatype; values must fit it. `outputs` selects (and "
-    "orders) the outputs returned. The binary tensor extension is not supported."
+    "orders) the outputs returned. The binary tensor data extension is supported (the JSON request of "
+    "`Inference-Header-Content-Length` bytes, then the raw little-endian bytes of each input with "
+    "`parameters.binary_data_size`); outputs are sent as binary data when `binary_data_output` or an "
+    "output's `binary_data` asks for it. gzip and deflate request bodies (`Content-Encoding`) are accepted."
 )
 
 ROUTES = (

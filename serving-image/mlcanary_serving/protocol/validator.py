@@ -119,7 +119,7 @@ class Validator:
 
     def to_matrix(
         self,
-        values: Sequence[Any],
+        values: Sequence[Any] | npt.NDArray[Any],
         locate: Locator,
         named: bool = False,
         shape: tuple[int, int] | None = None,
@@ -194,7 +194,7 @@ class Validator:
         return np.asarray(bad.sum(axis=0), dtype=np.int64)
 
 
-def float_array(values: Sequence[Any]) -> npt.NDArray[np.float64]:
+def float_array(values: Sequence[Any] | npt.NDArray[Any]) -> npt.NDArray[np.float64]:
     """Flat numbers -> float64; a JSON integer beyond a double becomes infinity (refused later)."""
     try:
         return np.array(values, dtype=np.float64)
