@@ -199,6 +199,10 @@ def candidates(art: Path, baseline: Path | None = None) -> list[dict[str, Any]]:
         {"name": "mlcanary-v2-hgb", "cmd": [*serve, str(art / "bundle-onnx")], "env": {},
          "path": "/v2/models/hgb/infer", "body": "v2.json", "expect": r'"name":"label"[^}]*"data":\[{expected}\]',
          "note": "mlcanary_serving, ONNX bundle, all metrics, POST /v2/models/hgb/infer (OIP v2 JSON)"},
+        {"name": "mlcanary-hgb-2w", "cmd": [*serve, str(art / "bundle-onnx")], "env": {"MLCANARY_WORKERS": "2"},
+         "cpus": "all",
+         "note": "mlcanary_serving, ONNX bundle, all metrics, POST /predict, 2 worker processes on both cores "
+                 "(shared with wrk: this machine has 2)"},
         {"name": "mlcanary-joblib-hgb", "cmd": [*serve, str(art / "bundle-joblib")], "env": {},
          "note": "mlcanary_serving, joblib bundle (sklearn + micro-batching), all metrics"},
     ]  # fmt: skip
@@ -385,8 +389,11 @@ def session(c: dict[str, Any], art: Path, expected: int, args: argparse.Namespac
     code = c.get("code") or str(args.serving_code)
     env["PYTHONPATH"] = os.pathsep.join([str(art), code, env.get("PYTHONPATH", "")])
     log = (args.out / "logs" / f"{c['name']}-{port}.log").open("w")
+    cpus = c.get("cpus", args.server_cpus)
+    if cpus == "all":
+        cpus = ",".join(sorted({args.server_cpus, args.loadgen_cpus}))
     proc = subprocess.Popen(
-        ["taskset", "-c", args.server_cpus, *cmd], cwd=art, env=env, stdout=log, stderr=subprocess.STDOUT,
+        ["taskset", "-c", cpus, *cmd], cwd=art, env=env, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}{c.get('path', '/predict')}"
@@ -576,6 +583,21 @@ def report(
                 lines.append(f"- `{n}` c={conc}: " + "; ".join(parts))
     base = "mlcanary-hgb-baseline"
     ours = "mlcanary-hgb"
+    two = "mlcanary-hgb-2w"
+    if ours in agg and two in agg:
+        lines += [
+            "",
+            f"`{two}` (2 workers, both cores, wrk sharing one of them) against `{ours}` (1 core):",
+            "",
+        ]
+        for conc in args.concurrency:
+            k = str(conc)
+            o, t = agg[ours][k], agg[two][k]
+            lines.append(
+                f"- c={conc}: req/s {t['rps']:,.0f} vs {o['rps']:,.0f} ({t['rps'] / o['rps']:.2f}x), server CPU per "
+                f"request {t['cpu_us_per_req']:,.0f} vs {o['cpu_us_per_req']:,.0f} us, p99 {t['p99_ms']:.2f} vs "
+                f"{o['p99_ms']:.2f} ms"
+            )
     if ours in agg and base in agg:
         lines += ["", f"`{ours}` against `{base}` ({args.baseline}), same run:", ""]
         for conc in args.concurrency:
