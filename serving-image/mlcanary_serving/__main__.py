@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from typing import Any
@@ -80,8 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     from .workers import is_worker, peer_socket, reuse_port_socket, supervise
 
     if settings.workers > 1 and not is_worker():
-        _prepare_workers(args, threads)
-        return supervise(settings.workers, [sys.executable, "-m", "mlcanary_serving"])
+        own_dir = _prepare_workers(args, threads)
+        try:
+            return supervise(settings.workers, [sys.executable, "-m", "mlcanary_serving"])
+        finally:
+            if own_dir is not None:  # the default directory is this server's alone: leave no trace
+                shutil.rmtree(own_dir, ignore_errors=True)
 
     from .app import create_app
 
@@ -97,10 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _prepare_workers(args: argparse.Namespace, threads: int) -> None:
+def _prepare_workers(args: argparse.Namespace, threads: int) -> str | None:
     """Several worker processes share the listening socket; each builds its app from the
     environment, so the flags go there. Their metric values live in PROMETHEUS_MULTIPROC_DIR
-    (default $TMPDIR/mlcanary-metrics, the image's writable /tmp volume), emptied first: a restarted
+    (default $TMPDIR/mlcanary-metrics-<pid>, the image's writable /tmp volume), emptied first: a restarted
     container must not add its predecessor's counts to its own."""
     flags = {
         "MLCANARY_BUNDLE_URI": args.bundle,
@@ -112,12 +117,13 @@ def _prepare_workers(args: argparse.Namespace, threads: int) -> None:
         "MLCANARY_THREADS": str(threads),
     }
     os.environ.update({k: v for k, v in flags.items() if v is not None})
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.path.join(
-        tempfile.gettempdir(), "mlcanary-metrics"
-    )
-    os.makedirs(directory, exist_ok=True)
+    # per server (its pid: 1 in a container, so a restart reuses and empties it): servers sharing a
+    # /tmp (the local stack runs pods as processes) must not share or wipe each other's values
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    directory = given or os.path.join(tempfile.gettempdir(), f"mlcanary-metrics-{os.getpid()}")
+    os.makedirs(directory, mode=0o700, exist_ok=True)
     for name in os.listdir(directory):
-        if name.endswith((".db", ".bin")):
+        if name.endswith((".db", ".bin", ".sock")):
             os.remove(os.path.join(directory, name))
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
     logging.getLogger("mlcanary_serving").info(
@@ -126,6 +132,7 @@ def _prepare_workers(args: argparse.Namespace, threads: int) -> None:
         threads,
         directory,
     )
+    return None if given else directory
 
 
 if __name__ == "__main__":

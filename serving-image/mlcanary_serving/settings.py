@@ -33,7 +33,8 @@ ENV_VARS: dict[str, str] = {
     "MLCANARY_THREADS": "model threads per worker (default: CPUs available to the process, cgroup quota "
     "included, divided among the workers)",
     "MLCANARY_WORKERS": "server processes sharing the port (default 1; the operator sets it from the pod's CPU "
-    "limit); metrics and drift windows are the pod's totals, kept in PROMETHEUS_MULTIPROC_DIR",
+    "limit); metrics and drift windows are the pod's totals, kept in PROMETHEUS_MULTIPROC_DIR "
+    "(default $TMPDIR/mlcanary-metrics-<pid>)",
     "MLCANARY_CACHE_DIR": "where fetched bundles are unpacked (default $TMPDIR/mlcanary-bundles)",
     "MLCANARY_FETCH_RETRIES": "retries of a failed download (default 3; integrity failures never retry)",
     "MLCANARY_FETCH_TIMEOUT_S": "timeout of one download request (default 30)",
