@@ -12,6 +12,7 @@ field it leaves to the server's default is a field a hand edit could change unse
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +91,37 @@ def _label_value(text: str) -> str:
     return cleaned.strip("-_.") or "unknown"
 
 
+WORKERS_ENV = "MLCANARY_WORKERS"
+MAX_WORKERS = 64
+# Kubernetes quantity suffixes (a CPU limit is usually "2" or "1500m", but any quantity is valid)
+_SUFFIX = {
+    "n": 1e-9, "u": 1e-6, "m": 1e-3, "": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+    "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40, "Pi": 2.0**50, "Ei": 2.0**60,
+}  # fmt: skip
+_QUANTITY = re.compile(
+    r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(?:([eE][+-]?[0-9]+)|([KMGTPE]i|[numkMGTPE])?)$"
+)
+
+
+def quantity(text: str) -> float:
+    """A Kubernetes quantity as a number ("1500m" -> 1.5, "2" -> 2.0, "1e3" -> 1000.0)."""
+    m = _QUANTITY.match(text.strip())
+    if m is None:
+        raise ValueError(f"{text!r} is not a Kubernetes quantity")
+    number, exponent, suffix = m.groups()
+    return float(number + (exponent or "")) * _SUFFIX[suffix or ""]
+
+
+def serving_workers(limits: dict[str, str] | None) -> int | None:
+    """Server processes for a serving container: one per whole CPU of its CPU limit (at least one,
+    at most MAX_WORKERS), so a pod with N CPUs serves with N cores; None without a CPU limit (the
+    server then runs one process)."""
+    cpu = (limits or {}).get("cpu")
+    if cpu is None:
+        return None
+    return max(1, min(MAX_WORKERS, int(quantity(cpu))))
+
+
 def deployment(
     owner: Owner,
     spec: ModelDeploymentSpec,
@@ -114,6 +146,9 @@ def deployment(
     ]
     if model.sha256:
         env.append({"name": "MLCANARY_BUNDLE_SHA256", "value": model.sha256})
+    workers = serving_workers(serving.resources.limits if serving.resources else None)
+    if workers is not None and not any(e.name == WORKERS_ENV for e in serving.env or []):
+        env.append({"name": WORKERS_ENV, "value": str(workers)})
     env.extend({"name": e.name, "value": e.value} for e in serving.env or [])
     container: dict[str, Any] = {
         "name": "server",

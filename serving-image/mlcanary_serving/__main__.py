@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
+import tempfile
+from typing import Any
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -33,7 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from .cpus import available_cpus  # stdlib only: numpy/OpenBLAS read the *_NUM_THREADS at import
 
-    threads = args.threads or int(os.environ.get("MLCANARY_THREADS") or available_cpus())
+    try:  # validated by Settings below; here only to share the CPUs among the workers
+        workers = max(1, int(os.environ.get("MLCANARY_WORKERS") or 1))
+    except ValueError:
+        workers = 1
+    threads = args.threads or int(os.environ.get("MLCANARY_THREADS") or max(1, available_cpus() // workers))
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, str(threads))
 
@@ -62,19 +69,70 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "access_log": settings.access_log,
+        "log_level": settings.log_level,
+        "server_header": False,
+        "proxy_headers": False,  # nothing here reads the client address; spares a middleware per request
+        "timeout_graceful_shutdown": 10,
+    }
+    from .workers import is_worker, peer_socket, reuse_port_socket, supervise
+
+    if settings.workers > 1 and not is_worker():
+        own_dir = _prepare_workers(args, threads)
+        try:
+            return supervise(settings.workers, [sys.executable, "-m", "mlcanary_serving"])
+        finally:
+            if own_dir is not None:  # the default directory is this server's alone: leave no trace
+                shutil.rmtree(own_dir, ignore_errors=True)
+
     from .app import create_app
 
     app = create_app(settings)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        access_log=settings.access_log,
-        log_level=settings.log_level,
-        server_header=False,
-        timeout_graceful_shutdown=10,
-    )
+    if is_worker():  # one of several: its own SO_REUSEPORT socket on the shared port
+        sockets = [reuse_port_socket(settings.host, settings.port)]
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if directory:
+            sockets.append(peer_socket(directory))
+        uvicorn.Server(uvicorn.Config(app, **options)).run(sockets=sockets)
+    else:
+        uvicorn.run(app, **options)
     return 0
+
+
+def _prepare_workers(args: argparse.Namespace, threads: int) -> str | None:
+    """Several worker processes share the listening socket; each builds its app from the
+    environment, so the flags go there. Their metric values live in PROMETHEUS_MULTIPROC_DIR
+    (default $TMPDIR/mlcanary-metrics-<pid>, the image's writable /tmp volume), emptied first: a restarted
+    container must not add its predecessor's counts to its own."""
+    flags = {
+        "MLCANARY_BUNDLE_URI": args.bundle,
+        "MLCANARY_BUNDLE_SHA256": args.expected_sha256,
+        "MLCANARY_MODEL_NAME": args.model_name,
+        "MLCANARY_MODEL_VERSION": args.model_version,
+        "MLCANARY_HOST": args.host,
+        "PORT": None if args.port is None else str(args.port),
+        "MLCANARY_THREADS": str(threads),
+    }
+    os.environ.update({k: v for k, v in flags.items() if v is not None})
+    # per server (its pid: 1 in a container, so a restart reuses and empties it): servers sharing a
+    # /tmp (the local stack runs pods as processes) must not share or wipe each other's values
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    directory = given or os.path.join(tempfile.gettempdir(), f"mlcanary-metrics-{os.getpid()}")
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    for name in os.listdir(directory):
+        if name.endswith((".db", ".bin", ".sock")):
+            os.remove(os.path.join(directory, name))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    logging.getLogger("mlcanary_serving").info(
+        "%s worker processes, %d model thread(s) each, metrics in %s",
+        os.environ["MLCANARY_WORKERS"],
+        threads,
+        directory,
+    )
+    return None if given else directory
 
 
 if __name__ == "__main__":

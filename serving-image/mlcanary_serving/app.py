@@ -21,10 +21,12 @@ from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from .api import ops, simple, v2
 from .api.errors import error_response
 from .api.openapi import openapi_document
+from .api.prediction import serve
 from .api.routing import Endpoint, Route
 from .service import ModelService
 from .settings import Settings
@@ -36,7 +38,24 @@ SUMMARY = "Serves one model bundle: simple JSON and Open Inference Protocol v2, 
 
 
 class ServingApp(FastAPI):
-    """FastAPI for the document and the docs page; the OpenAPI document is ours (``api.openapi``)."""
+    """FastAPI for the document, the docs page and every route but the prediction routes, which are
+    answered before FastAPI sees them (``api.prediction``: the same answers without routing,
+    middleware and request/response objects). The OpenAPI document is ours (``api.openapi``)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
+            path: str = scope["path"]
+            if path == "/predict":
+                return await serve(self.service, scope, receive, send, simple.SIMPLE)
+            if path.startswith("/v2/models/"):
+                where = v2.infer_path(path)
+                if where is not None:
+                    name, version = where
+                    await serve(
+                        self.service, scope, receive, send, v2.V2, lambda s: v2.check_name(s, name, version)
+                    )
+                    return None
+        await super().__call__(scope, receive, send)
 
     def __init__(self, service: ModelService, **kwargs: Any) -> None:
         super().__init__(**kwargs)

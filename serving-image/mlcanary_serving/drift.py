@@ -8,6 +8,8 @@ when Prometheus scrapes.
 
 from __future__ import annotations
 
+import glob
+import os
 import threading
 from collections.abc import Sequence
 
@@ -31,6 +33,12 @@ class WindowDrift:
 
     ``update`` only queues the rows; they are binned in chunks of ``chunk_rows`` (one vectorised
     pass instead of one per request) and before any read (``rows``, ``psi``), so reads are exact.
+
+    ``share``: a path prefix when several worker processes serve one pod. Each worker then mirrors
+    its window's counts into ``<share>-<pid>.bin`` (a memory map: a copy of a few hundred integers,
+    no system call), and ``rows``/``psi`` read the pod's window: the sum over the live workers'
+    files. Rows are then binned at every update (one vectorised pass per micro-batch), since a
+    scrape cannot make another process bin what it has queued.
     """
 
     def __init__(
@@ -39,6 +47,7 @@ class WindowDrift:
         proportions: Sequence[Sequence[float]],
         window: int,
         chunk_rows: int = 64,
+        share: str | None = None,
     ):
         if window < 1:
             raise ValueError("window must be >= 1")
@@ -57,17 +66,34 @@ class WindowDrift:
         self._ring = np.zeros((window, self.k), dtype=np.int32)  # flat bin index per row/column
         self._counts = np.zeros(self.k * self.n_bins, dtype=np.int64)
         self._filled = np.zeros(window, dtype=bool)
-        self.chunk_rows = chunk_rows
+        self.chunk_rows = chunk_rows if share is None else 1
         self._queue: list[npt.NDArray[np.float64]] = []
         self._queued = 0
         self._pos = 0
         self._rows = 0
         self._lock = threading.Lock()
+        self._share = share
+        self._mirror: npt.NDArray[np.int64] | None = None
+        if share is not None:  # counts, then the row count
+            path = f"{share}-{os.getpid()}.bin"
+            self._mirror = np.memmap(path, dtype=np.int64, mode="w+", shape=(self._counts.size + 1,))
 
     @property
     def rows(self) -> int:
         self.flush()
-        return self._rows
+        return self._rows if self._share is None else int(self._pod_counts()[-1])
+
+    def _pod_counts(self) -> npt.NDArray[np.int64]:
+        """Counts then rows, summed over the live workers' mirrors (this process's included)."""
+        total = np.zeros(self._counts.size + 1, dtype=np.int64)
+        for path in glob.glob(f"{glob.escape(self._share or '')}-*.bin"):
+            pid = int(path.rsplit("-", 1)[1].removesuffix(".bin"))
+            if pid != os.getpid() and not _alive(pid):
+                continue  # a worker that died: its window is no longer the pod's
+            data = np.fromfile(path, dtype=np.int64)
+            if data.size == total.size:
+                total += data
+        return total
 
     def update(self, X: npt.NDArray[np.float64]) -> None:
         """Add rows (shape (n, k)); the oldest rows leave the window."""
@@ -107,16 +133,34 @@ class WindowDrift:
             self._counts += np.bincount(idx.ravel(), minlength=self._counts.size)
             self._pos = end % self.window
             self._rows = min(self.window, self._rows + n)
+            if self._mirror is not None:
+                self._mirror[:-1] = self._counts
+                self._mirror[-1] = self._rows
 
     def psi(self) -> npt.NDArray[np.float64]:
         """PSI per column over the current window (zeros when the window is empty)."""
         self.flush()
-        with self._lock:
-            counts = self._counts.reshape(self.k, self.n_bins).astype(np.float64)
+        if self._share is None:
+            with self._lock:
+                flat, rows = self._counts.copy(), self._rows
+        else:
+            pod = self._pod_counts()
+            flat, rows = pod[:-1], int(pod[-1])
+        counts = flat.reshape(self.k, self.n_bins).astype(np.float64)
         out = np.zeros(self.k)
-        if self._rows == 0:
+        if rows == 0:
             return out
         for i in range(self.k):
             v = self._valid[i]
-            out[i] = psi(self._ref[i, v], counts[i, v] / self._rows)
+            out[i] = psi(self._ref[i, v], counts[i, v] / rows)
         return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - exists, another user's
+        return True
+    return True

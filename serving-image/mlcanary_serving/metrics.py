@@ -7,13 +7,16 @@ model, so the request path does a dictionary-free ``inc``/``observe``.
 
 from __future__ import annotations
 
+import os
+from collections import Counter as Tally
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from . import metric_names as mn
@@ -21,7 +24,16 @@ from .drift import WindowDrift, psi
 from .metric_names import *  # noqa: F403  (the constants are part of this module's API)
 from .metric_names import METRIC_HELP, METRIC_NAMES, METRICS
 
-__all__ = ["METRICS", "METRIC_HELP", "METRIC_NAMES", "DriftCollector", "ServingMetrics", "new_registry"]
+__all__ = [
+    "METRICS",
+    "METRIC_HELP",
+    "METRIC_NAMES",
+    "DriftCollector",
+    "ServingMetrics",
+    "exposition",
+    "multiprocess_dir",
+    "new_registry",
+]
 
 try:  # no *_created series: they double the series count and nothing here queries them
     from prometheus_client import disable_created_metrics
@@ -33,6 +45,24 @@ except ImportError:  # pragma: no cover - old prometheus_client
 
 def new_registry() -> CollectorRegistry:
     return CollectorRegistry(auto_describe=True)
+
+
+def multiprocess_dir() -> str | None:
+    """Where worker processes keep their metric values (several workers), else None (one process)."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def exposition(registry: CollectorRegistry, drift: Collector | None) -> bytes:
+    """The text a scrape gets: this process's registry, or with several workers the pod's totals
+    (every worker's counters and histograms summed by prometheus_client's multiprocess collector,
+    and the drift gauges computed from every worker's window)."""
+    if multiprocess_dir() is None:
+        return generate_latest(registry)
+    pod = CollectorRegistry()
+    MultiProcessCollector(pod)  # type: ignore[no-untyped-call,unused-ignore]
+    if drift is not None:
+        pod.register(drift)
+    return generate_latest(pod)
 
 
 def _base(name: str) -> str:
@@ -126,6 +156,7 @@ class ServingMetrics:
             registry=registry,
         )
         self.per_class = {c: self._predictions.labels(*labels, str(c)) for c in classes}
+        self._by_str = {str(c): ch for c, ch in self.per_class.items()}
         buckets = sorted({float(b) for b in score_buckets})
         self.score = Histogram(
             mn.PREDICTION_SCORE,
@@ -152,7 +183,11 @@ class ServingMetrics:
             False: fb.labels(*labels, mn.CORRECT_FALSE),
         }
         info = Gauge(
-            mn.MODEL_INFO, METRIC_HELP[mn.MODEL_INFO], [*mn.MODEL_LABELS, mn.LABEL_FORMAT], registry=registry
+            mn.MODEL_INFO,
+            METRIC_HELP[mn.MODEL_INFO],
+            [*mn.MODEL_LABELS, mn.LABEL_FORMAT],
+            registry=registry,
+            multiprocess_mode="max",  # with several workers: one series, 1 (each worker sets 1)
         )
         if fmt is not None:
             info.labels(*labels, fmt).set(1)
@@ -161,18 +196,17 @@ class ServingMetrics:
         self.req[outcome].inc()
         self.duration.observe(seconds)
 
-    def predictions(self, labels: Sequence[Any], scores: npt.NDArray[np.float64]) -> None:
+    def predictions(self, labels: Sequence[Any], scores: npt.NDArray[np.float64] | Sequence[float]) -> None:
         if self.per_class:
             if len(labels) == 1:
                 child = self.per_class.get(labels[0])
                 (child or self._predictions.labels(*self.labels, str(labels[0]))).inc()
-            else:
-                values, counts = np.unique(np.asarray(labels, dtype=object).astype(str), return_counts=True)
-                by_str = {str(c): ch for c, ch in self.per_class.items()}
-                for v, n in zip(values, counts, strict=True):
-                    (by_str.get(v) or self._predictions.labels(*self.labels, v)).inc(int(n))
-        for s in scores.tolist():
-            self.score.observe(s)
+            else:  # a micro-batch: one inc per class, classes told apart by their label text
+                for v, n in Tally(map(str, labels)).items():
+                    (self._by_str.get(v) or self._predictions.labels(*self.labels, v)).inc(n)
+        observe = self.score.observe
+        for s in scores.tolist() if isinstance(scores, np.ndarray) else scores:
+            observe(s)
 
     def out_of_range_counts(self, counts: npt.NDArray[np.int64]) -> None:
         for i in np.flatnonzero(counts):

@@ -71,14 +71,21 @@ class OnnxRuntime:
         # ONNX label tensors are int64 or strings; answer with the manifest's class values (and
         # so their JSON type), which is what the metadata endpoint declares
         self._class_value = {c: c for c in self.classes}
+        # int classes come back from the int64 label tensor as exactly these values: nothing to map
+        self._labels_are_classes = bool(self.classes) and all(type(c) is int for c in self.classes)
+        # the session's own run() re-validates the feed's names and ownership on every call (a few
+        # microseconds a request): call the binding under it with the names fixed here, when present
+        self._output_names = [o.name for o in self.session.get_outputs()]
+        binding = getattr(self.session, "_sess", None)
+        self._run: Any = binding.run if binding is not None and hasattr(binding, "run") else self.session.run
 
     def predict(self, X: npt.NDArray[np.float64]) -> Prediction:
         x = X if X.dtype == self.input_dtype else X.astype(self.input_dtype)
-        outs = self.session.run(None, {self.input_name: x})
+        outs = self._run(self._output_names, {self.input_name: x}, None)
         if self.classification:
             proba = np.asarray(outs[1], dtype=np.float64)
-            raw = [v.item() if isinstance(v, np.generic) else v for v in np.asarray(outs[0]).reshape(-1)]
-            labels = [self._class_value.get(v, v) for v in raw]
+            raw = np.asarray(outs[0]).reshape(-1).tolist()  # plain Python values, in C
+            labels = raw if self._labels_are_classes else [self._class_value.get(v, v) for v in raw]
             return _from_proba(proba, self.classes, labels)
         y = np.asarray(outs[0], dtype=np.float64).reshape(len(X), -1)[:, 0]
         return Prediction([float(v) for v in y], y, None)

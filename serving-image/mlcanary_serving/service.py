@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ from .bundle.format import Bundle, BundleError
 from .drift import WindowDrift
 from .faults import FaultInjector
 from .fetch import fetch_bundle
-from .metrics import DriftCollector, ServingMetrics, new_registry
+from .metrics import DriftCollector, ServingMetrics, exposition, multiprocess_dir, new_registry
 from .protocol.errors import InputError
 from .protocol.simple import Row
 from .protocol.v2 import OutputSpec, output_specs
@@ -109,6 +110,11 @@ class ModelService:
         self._executor: ThreadPoolExecutor | None = None
         self._feedback: OrderedDict[str, list[Any]] = OrderedDict()
         self._lock = threading.Lock()
+        self.drift: DriftCollector | None = None
+
+    def scrape(self) -> bytes:
+        """The Prometheus text of this process, or of the pod when several workers serve it."""
+        return exposition(self.registry, self.drift)
 
     # ------------------------------------------------------------------ identity for responses
     @property
@@ -195,9 +201,23 @@ class ModelService:
             features=names,
             score_buckets=score_buckets,
         )
-        inputs = WindowDrift(ref.feature_edges, ref.feature_proportions, s.drift_window)
-        scores = WindowDrift([ref.score_edges], [ref.score_proportions], s.drift_window)
-        self.registry.register(DriftCollector((name, version), names, inputs, scores, s.drift_min_rows))
+        # several workers: each keeps its share of the window, and reads are the pod's (drift.py)
+        shared = multiprocess_dir()
+        window = -(-s.drift_window // s.workers) if shared else s.drift_window
+        inputs = WindowDrift(
+            ref.feature_edges,
+            ref.feature_proportions,
+            window,
+            share=os.path.join(shared, "drift-inputs") if shared else None,
+        )
+        scores = WindowDrift(
+            [ref.score_edges],
+            [ref.score_proportions],
+            window,
+            share=os.path.join(shared, "drift-scores") if shared else None,
+        )
+        self.drift = DriftCollector((name, version), names, inputs, scores, s.drift_min_rows)
+        self.registry.register(self.drift)
         validator = Validator(
             bundle.schema,
             s.max_rows,
@@ -255,7 +275,7 @@ class ModelService:
             scores, labels = pred.scores, pred.labels
             proba = pred.probabilities.tolist() if pred.probabilities is not None else None
             sc = scores.tolist()
-            rows = [(labels[i], sc[i], proba[i] if proba is not None else None) for i in range(len(labels))]
+            rows = list(zip(labels, sc, proba if proba is not None else repeat(None, len(sc)), strict=True))
             # a finite sum of the plain floats at hand is the cheap proof that every value is finite
             finite = math.isfinite(sum(sc) + (sum(map(sum, proba)) if proba is not None else 0.0))
             ok = None if finite else finite_rows(pred)

@@ -30,7 +30,11 @@ ENV_VARS: dict[str, str] = {
     "MLCANARY_DRIFT_WINDOW": "rows in the drift sliding window (default 1000)",
     "MLCANARY_DRIFT_MIN_ROWS": "rows needed before PSI gauges are exported (default 100)",
     "MLCANARY_FEEDBACK_CACHE": "recent request ids kept for POST /feedback (default 100000)",
-    "MLCANARY_THREADS": "model threads (default: CPUs available to the process, cgroup quota included)",
+    "MLCANARY_THREADS": "model threads per worker (default: CPUs available to the process, cgroup quota "
+    "included, divided among the workers)",
+    "MLCANARY_WORKERS": "server processes sharing the port (default 1; the operator sets it from the pod's CPU "
+    "limit); metrics and drift windows are the pod's totals, kept in PROMETHEUS_MULTIPROC_DIR "
+    "(default $TMPDIR/mlcanary-metrics-<pid>)",
     "MLCANARY_CACHE_DIR": "where fetched bundles are unpacked (default $TMPDIR/mlcanary-bundles)",
     "MLCANARY_FETCH_RETRIES": "retries of a failed download (default 3; integrity failures never retry)",
     "MLCANARY_FETCH_TIMEOUT_S": "timeout of one download request (default 30)",
@@ -67,6 +71,7 @@ class Settings:
     drift_min_rows: int = 100
     feedback_cache: int = 100_000
     threads: int | None = None
+    workers: int = 1
     cache_dir: str | None = None
     fetch_retries: int = 3
     fetch_timeout_s: float = 30.0
@@ -131,6 +136,7 @@ class Settings:
             drift_min_rows=integer("MLCANARY_DRIFT_MIN_ROWS", 100, 1),
             feedback_cache=integer("MLCANARY_FEEDBACK_CACHE", 100_000, 0),
             threads=integer("MLCANARY_THREADS", 1, 1) if threads else None,
+            workers=integer("MLCANARY_WORKERS", 1, 1),
             cache_dir=get("MLCANARY_CACHE_DIR"),
             fetch_retries=integer("MLCANARY_FETCH_RETRIES", 3),
             fetch_timeout_s=number("MLCANARY_FETCH_TIMEOUT_S", 30.0),

@@ -113,7 +113,7 @@ def test_requested_outputs_are_returned_in_the_order_asked(client: TestClient) -
         ([{"name": "colour"}], "outputs[0].name", "unknown_output"),
         ([{"name": "label"}, {"name": "prediction"}], "outputs[1].name", "unknown_output"),
         ([{"name": "label"}, {"name": "label"}], "outputs[1].name", "duplicate"),
-        ([{"name": "label", "parameters": {"binary_data": True}}], "outputs[0].parameters.binary_data", "unsupported"),
+        ([{"name": "label", "parameters": {"binary_data": "yes"}}], "outputs[0].parameters.binary_data", "wrong_type"),
         ([{"name": "label", "classification": 2}], "outputs[0].classification", "unknown_field"),
         ([{}], "outputs[0].name", "missing_field"),
         ({"name": "label"}, "outputs", "wrong_type"),
@@ -125,9 +125,9 @@ def test_outputs_that_cannot_be_honoured_are_refused(
     refused(client.post(INFER, json={"inputs": [tensor()], "outputs": outputs}), field, code)
 
 
-def test_binary_output_for_the_whole_request_is_refused(client: TestClient) -> None:
-    body = {"inputs": [tensor()], "parameters": {"binary_data_output": True}}
-    refused(client.post(INFER, json=body), "parameters.binary_data_output", "unsupported")
+def test_binary_output_switch_must_be_a_boolean(client: TestClient) -> None:
+    body = {"inputs": [tensor()], "parameters": {"binary_data_output": 1}}
+    refused(client.post(INFER, json=body), "parameters.binary_data_output", "wrong_type")
 
 
 # ------------------------------------------------------------------- metadata == inference

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -15,16 +16,20 @@ from ..service import ModelService, new_request_id
 
 JSON: Final = "application/json"
 _RID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-_RID_KEY: Final = "mlcanary.request_id"
+RID_KEY: Final = "mlcanary.request_id"  # the request id, kept in the ASGI scope
+
+
+def valid_request_id(sent: str) -> bool:
+    return _RID_RE.match(sent) is not None
 
 
 def request_id(request: Request) -> str:
     """A sane incoming ``X-Request-ID`` is reused, else a new one; the same for the whole request."""
-    rid: str | None = request.scope.get(_RID_KEY)
+    rid: str | None = request.scope.get(RID_KEY)
     if rid is None:
         sent = request.headers.get("x-request-id")
-        rid = sent if sent is not None and _RID_RE.match(sent) else new_request_id()
-        request.scope[_RID_KEY] = rid
+        rid = sent if sent is not None and valid_request_id(sent) else new_request_id()
+        request.scope[RID_KEY] = rid
     return rid
 
 
@@ -66,4 +71,39 @@ async def read_body(request: Request, limit: int) -> bytes:
         if total > limit:
             raise InputError(413, f"body exceeds the limit of {limit} bytes", "body", "too_large")
         chunks.append(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    encoding = request.headers.get("content-encoding")
+    return body if encoding is None else decode_content(body, encoding, limit)
+
+
+# Content-Encoding -> zlib window bits: gzip, zlib-wrapped deflate (what HTTP's "deflate" means)
+_WBITS: Final = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+def decode_content(body: bytes, encoding: str, limit: int) -> bytes:
+    """The body as sent before ``Content-Encoding`` (gzip, deflate, identity), refused with 413 as
+    soon as the decompressed size exceeds ``limit``: a small compressed body cannot expand into a
+    large one (no zip bombs); anything that does not decompress cleanly is a 400."""
+    coding = encoding.strip().lower()
+    if coding in ("", "identity"):
+        return body
+    wbits = _WBITS.get(coding)
+    if wbits is None:
+        raise InputError(
+            400,
+            f"Content-Encoding {encoding!r} is not supported (gzip, deflate or identity)",
+            "content-encoding",
+            "bad_header",
+        )
+    d = zlib.decompressobj(wbits)
+    try:
+        out = d.decompress(body, limit + 1)
+        if len(out) > limit:
+            raise InputError(
+                413, f"decompressed body exceeds the limit of {limit} bytes", "body", "too_large"
+            )
+        if not d.eof or d.unused_data or d.unconsumed_tail:
+            raise zlib.error("truncated, or data after the end")
+    except zlib.error as exc:
+        raise InputError(400, f"body is not valid {coding} data ({exc})", "body", "malformed_body") from None
+    return out

@@ -23,6 +23,8 @@ from ..service import Loaded, ModelService
 from .common import JSON
 from .routing import Route
 
+OCTET_STREAM: Final = "application/octet-stream"
+
 OPENAPI_VERSION: Final = "3.1.0"
 
 METRICS_MEDIA_TYPE: Final = "text/plain"
@@ -167,7 +169,7 @@ def schemas(svc: ModelService) -> dict[str, Any]:
             optional=("live", "ready", "reason"),
         ),
         "ServerMetadata": _answer(
-            {"name": STRING, "version": STRING, "extensions": _array(STRING, maxItems=0)}
+            {"name": STRING, "version": STRING, "extensions": _array({"const": "binary_tensor_data"}, maxItems=1)}
         ),
         "ModelReady": _answer({"name": STRING, "ready": {"const": True}}),
         "ModelMetadata": _answer(
@@ -200,11 +202,11 @@ def schemas(svc: ModelService) -> dict[str, Any]:
         "InferenceRequest": _object(
             {
                 "id": {**STRING, "description": "echoed as the answer's id"},
-                "parameters": {"type": "object", "properties": {"binary_data_output": {"const": False}}},
+                "parameters": {"type": "object", "properties": {"binary_data_output": {"type": "boolean", "description": "answer every output as binary data (application/octet-stream), unless an output's binary_data says otherwise"}}},
                 "inputs": _array(_input_tensor(), minItems=1, **n_inputs),
                 "outputs": _array(
                     _object(
-                        {"name": output_name, "parameters": {"type": "object", "properties": {"binary_data": {"const": False}}}},
+                        {"name": output_name, "parameters": {"type": "object", "properties": {"binary_data": {"type": "boolean", "description": "answer this output as binary data"}}}},
                         required=["name"],
                     ),
                     uniqueItems=True,
@@ -258,7 +260,7 @@ def _input_tensor() -> dict[str, Any]:
             "name": {**STRING, "description": "any name for one [rows, n] tensor; a feature name for one tensor per feature"},
             "shape": _array({"type": "integer", "minimum": 0}, minItems=1, maxItems=MAX_RANK),
             "datatype": {"type": "string", "enum": list(V2_NUMERIC)},
-            "parameters": {"type": "object", "properties": {"binary_data_size": {"not": {}}}},
+            "parameters": {"type": "object", "properties": {"binary_data_size": {"not": {}, "description": "binary tensor data: only in an application/octet-stream request with Inference-Header-Content-Length (see the operation)"}}},
             "data": _array({"oneOf": [NUMBER, _array(NUMBER)]}),
         },
         required=["name", "shape", "datatype", "data"],
@@ -343,12 +345,22 @@ def examples(m: Loaded | None) -> dict[str, dict[str, Any]]:
 # ---------------------------------------------------------------------------------- document
 def _response(schema: str, status: int) -> dict[str, Any]:
     headers = {h: {"$ref": f"#/components/headers/{h}"} for h in IDENTITY_HEADERS}
+    content: dict[str, Any]
     if schema == "Metrics":
         content = {METRICS_MEDIA_TYPE: {"schema": STRING}}
         description = f"Prometheus text format ({', '.join(sorted(METRIC_NAMES.values()))})"
     else:
         content = {JSON: {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
         description = _DESCRIPTIONS.get(status, "")
+        if schema == "InferenceResponse":  # binary tensor data extension, when the request asks for it
+            content[OCTET_STREAM] = {
+                "schema": {
+                    "type": "string",
+                    "format": "binary",
+                    "description": "the JSON answer of Inference-Header-Content-Length bytes, then the raw "
+                    "little-endian bytes of each output with parameters.binary_data_size",
+                }
+            }
     return {"description": description or "OK", "headers": headers, "content": content}
 
 

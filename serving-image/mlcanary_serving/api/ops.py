@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..metrics import multiprocess_dir
 from ..protocol.codec import loads
+from ..protocol.errors import InputError
 from ..protocol.feedback import parse_feedback
 from ..service import ModelService, finite_rows, refuse_unusable_rows
+from ..workers import ask_peers
 from .common import identity, identity_headers, read_body, request_id, respond
 from .errors import parse_input
 from .routing import ERROR, Route
@@ -36,7 +39,7 @@ async def readyz(svc: ModelService, request: Request) -> Response:
 
 
 async def metrics(svc: ModelService, request: Request) -> Response:
-    data = await asyncio.to_thread(generate_latest, svc.registry)
+    data = await asyncio.to_thread(svc.scrape)
     return Response(data, media_type=CONTENT_TYPE_LATEST, headers=identity_headers(svc, request_id(request)))
 
 
@@ -62,7 +65,13 @@ async def feedback(svc: ModelService, request: Request) -> Response:
     body = await read_body(request, svc.settings.max_body_bytes)
     fb = parse_input(lambda: parse_feedback(loads(body), m.validator), rid)
     if fb.request_id is not None:
-        correct = svc.feedback_for(fb.request_id, fb.truth)
+        try:
+            correct = svc.feedback_for(fb.request_id, fb.truth)
+        except InputError as exc:
+            forwarded = await _from_peers(exc, request, body, rid)
+            if forwarded is None:
+                raise
+            return forwarded
     else:
         assert fb.X is not None
         pred = await asyncio.get_running_loop().run_in_executor(None, m.runtime.predict, fb.X)
@@ -76,6 +85,22 @@ async def feedback(svc: ModelService, request: Request) -> Response:
         "correct": correct[0] if fb.single else correct,
     }
     return respond(svc, 200, answer, rid)
+
+
+async def _from_peers(exc: InputError, request: Request, body: bytes, rid: str) -> Response | None:
+    """With several workers, a request id this one does not know may be another's: ask them (over
+    their Unix sockets; a request that came that way is not forwarded again)."""
+    directory = multiprocess_dir()
+    if exc.code != "unknown_request_id" or directory is None or request.scope.get("server") is None:
+        return None  # (uvicorn gives Unix-socket connections no server address)
+    headers = {"content-type": "application/json", "x-request-id": rid}
+    answer = await ask_peers(directory, "/feedback", body, headers)
+    if answer is None:
+        return None
+    status, payload, raw = answer
+    resp = Response(payload, status_code=status)
+    resp.raw_headers = [(k, v) for k, v in raw if k not in (b"connection", b"date", b"transfer-encoding")]
+    return resp
 
 
 ROUTES = (

@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..protocol.codec import dumps, loads
 from ..protocol.simple import Parsed, Row, parse_simple, render_simple
 from ..service import Loaded, ModelService
-from .prediction import run_prediction
+from .prediction import JSON, Protocol, RawHeaders, Wire, answer_as_response
 from .routing import BODY_ERRORS, Route
 
 
-def _parse(obj: Any, m: Loaded) -> Parsed:
-    return parse_simple(obj, m.validator)
+def _parse(body: bytes, wire: Wire, m: Loaded) -> Parsed:
+    return parse_simple(loads(body), m.validator)
 
 
-def _render(parsed: Parsed, rows: list[Row], m: Loaded, ident: dict[str, str]) -> dict[str, Any]:
-    return render_simple(parsed, rows, ident)
+def _render(
+    parsed: Parsed, rows: list[Row], m: Loaded, ident: dict[str, str]
+) -> tuple[bytes, bytes, RawHeaders]:
+    return dumps(render_simple(parsed, rows, ident)), JSON, []
+
+
+SIMPLE = Protocol(_parse, _render)
 
 
 async def predict(svc: ModelService, request: Request) -> Response:
-    return await run_prediction(svc, request, _parse, _render)
+    return await answer_as_response(svc, request, SIMPLE)
 
 
 ROUTES = (

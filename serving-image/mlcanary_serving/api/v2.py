@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from importlib import metadata
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..protocol.codec import dumps, loads
 from ..protocol.errors import InputError
 from ..protocol.simple import Parsed, Row
-from ..protocol.v2 import parse_v2, render_v2
+from ..protocol.v2 import binary_answer, parse_v2, render_v2, split_body
 from ..service import Loaded, ModelService
 from .common import identity, request_id, respond
 from .ops import health
-from .prediction import run_prediction
+from .prediction import JSON, Protocol, RawHeaders, Wire, answer_as_response
 from .routing import BODY_ERRORS, ERROR, Route
 
 try:
@@ -25,8 +25,10 @@ except metadata.PackageNotFoundError:  # pragma: no cover - the image runs the p
 
 def check_model(svc: ModelService, request: Request) -> None:
     """404 unless the URL names the served model (and version, when it names one)."""
-    name = request.path_params["name"]
-    version = request.path_params.get("version")
+    check_name(svc, request.path_params["name"], request.path_params.get("version"))
+
+
+def check_name(svc: ModelService, name: str, version: str | None) -> None:
     if name != svc.name:
         raise InputError(
             404, f"model {name!r} not found; this server serves {svc.name!r}", "model_name", "not_found"
@@ -40,16 +42,53 @@ def check_model(svc: ModelService, request: Request) -> None:
         )
 
 
-def _parse(obj: Any, m: Loaded) -> Parsed:
-    return parse_v2(obj, m.validator, [o.name for o in m.outputs])
+OCTET_STREAM = b"application/octet-stream"
 
 
-def _render(parsed: Parsed, rows: list[Row], m: Loaded, ident: dict[str, str]) -> dict[str, Any]:
-    return render_v2(parsed, rows, m.outputs, ident)
+def _parse(body: bytes, wire: Wire, m: Loaded) -> Parsed:
+    header, binary_data = split_body(body, wire.header_length)
+    return parse_v2(loads(header), m.validator, [o.name for o in m.outputs], binary_data)
+
+
+def _render(
+    parsed: Parsed, rows: list[Row], m: Loaded, ident: dict[str, str]
+) -> tuple[bytes, bytes, RawHeaders]:
+    payload = render_v2(parsed, rows, m.outputs, ident)
+    if not parsed.binary_outputs:
+        return dumps(payload), JSON, []
+    header, binary_data = binary_answer(payload, parsed.binary_outputs)
+    return (
+        header + binary_data,
+        OCTET_STREAM,
+        [(b"inference-header-content-length", str(len(header)).encode())],
+    )
+
+
+V2 = Protocol(_parse, _render)
+
+
+def infer_path(path: str) -> tuple[str, str | None] | None:
+    """(name, version) of ``/v2/models/{name}[/versions/{version}]/infer``, else None (the
+    routes table's patterns: each part non-empty, no ``/`` inside)."""
+    parts = path.split("/")
+    n = len(parts)
+    if n == 5 and parts[3] and parts[1] == "v2" and parts[2] == "models" and parts[4] == "infer":
+        return parts[3], None
+    if (
+        n == 7
+        and parts[3]
+        and parts[5]
+        and parts[1] == "v2"
+        and parts[2] == "models"
+        and parts[4] == "versions"
+        and parts[6] == "infer"
+    ):
+        return parts[3], parts[5]
+    return None
 
 
 async def infer(svc: ModelService, request: Request) -> Response:
-    return await run_prediction(svc, request, _parse, _render, lambda: check_model(svc, request))
+    return await answer_as_response(svc, request, V2, lambda s: check_model(s, request))
 
 
 async def model_metadata(svc: ModelService, request: Request) -> Response:
@@ -83,7 +122,12 @@ async def model_ready(svc: ModelService, request: Request) -> Response:
 
 async def server_metadata(svc: ModelService, request: Request) -> Response:
     rid = request_id(request)
-    body = {"name": "mlcanary-serving", "version": SERVER_VERSION, "extensions": [], **identity(svc, rid)}
+    body = {
+        "name": "mlcanary-serving",
+        "version": SERVER_VERSION,
+        "extensions": ["binary_tensor_data"],
+        **identity(svc, rid),
+    }
     return respond(svc, 200, body, rid)
 
 
@@ -101,7 +145,10 @@ _INFER_DESCRIPTION = (
     "Send one tensor of shape `[rows, n_features]` (or `[n_features]`) with `data` flat in row-major "
     "order or nested exactly as the shape says, or one tensor per feature named after it, of shape "
     "`[rows]` or `[rows, 1]`. Any numeric datatype; values must fit it. `outputs` selects (and "
-    "orders) the outputs returned. The binary tensor extension is not supported."
+    "orders) the outputs returned. The binary tensor data extension is supported (the JSON request of "
+    "`Inference-Header-Content-Length` bytes, then the raw little-endian bytes of each input with "
+    "`parameters.binary_data_size`); outputs are sent as binary data when `binary_data_output` or an "
+    "output's `binary_data` asks for it. gzip and deflate request bodies (`Content-Encoding`) are accepted."
 )
 
 ROUTES = (

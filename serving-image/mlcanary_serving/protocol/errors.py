@@ -10,6 +10,7 @@ import numpy.typing as npt
 ERROR_CODES: Final = (
     # 400: the body cannot be read as JSON, or a header is malformed
     "malformed_json",
+    "malformed_body",
     "bad_header",
     "client_disconnected",
     "invalid_input",

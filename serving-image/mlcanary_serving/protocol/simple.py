@@ -33,6 +33,7 @@ class Parsed:
     outputs: tuple[str, ...] | None = None  # v2 outputs asked for (None: all)
     field: str = "features"  # the request field holding the rows (errors about a row name it) ...
     indexed_rows: bool = False  # ... as field[i] (a batch of rows) rather than field
+    binary_outputs: tuple[str, ...] = ()  # v2 outputs to answer as binary data (binary tensor extension)
 
 
 def rows_field(obj: dict[str, Any]) -> str:

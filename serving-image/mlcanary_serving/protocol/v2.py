@@ -4,11 +4,19 @@ Inputs: one tensor of shape ``[rows, n]`` (or ``[n]``), or one tensor per featur
 of shape ``[rows]`` or ``[rows, 1]``. ``data`` is flat (row-major) or nested exactly as the shape
 says; ragged rows are refused, never re-split. Integer and FP16/FP32 datatypes are checked
 against their value range. ``outputs``, when given, selects (and orders) the outputs returned;
-an unknown name is refused. The binary tensor extension is not supported: asking for it is a 422.
+an unknown name is refused.
+
+The binary tensor data extension (what ``tritonclient`` sends by default) is supported: the body is
+the JSON request of ``Inference-Header-Content-Length`` bytes followed by the raw little-endian,
+row-major bytes of every input whose ``parameters.binary_data_size`` is given, in input order; the
+size must be exactly the tensor's (shape x item size). Outputs come back binary when the request
+asks (``parameters.binary_data_output``, or ``binary_data`` on an output, which overrides it).
 """
 
 from __future__ import annotations
 
+import math
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -16,10 +24,10 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from .codec import check_fields, optional_parameters, type_name, want_object, want_string
+from .codec import check_fields, dumps, optional_parameters, type_name, want_object, want_string
 from .errors import InputError
 from .simple import Parsed, Row
-from .validator import Locator, Validator, float_array, is_number
+from .validator import NUMBER_TYPES, Locator, Validator, float_array, is_number
 
 REQUEST_FIELDS: Final = ("id", "parameters", "inputs", "outputs")
 TENSOR_FIELDS: Final = ("name", "shape", "datatype", "parameters", "data")
@@ -41,6 +49,67 @@ V2_NUMERIC: Final[dict[str, tuple[float, float] | None]] = {
     "UINT64": (0, 2**64),
 }
 MAX_RANK: Final = 2
+# little-endian item types of the numeric datatypes in the binary tensor extension
+BINARY_DTYPES: Final[dict[str, np.dtype[Any]]] = {
+    "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
+    "INT8": np.dtype("i1"), "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"), "INT64": np.dtype("<i8"),
+    "UINT8": np.dtype("u1"), "UINT16": np.dtype("<u2"), "UINT32": np.dtype("<u4"), "UINT64": np.dtype("<u8"),
+}  # fmt: skip
+HEADER_LENGTH: Final = "inference-header-content-length"
+
+
+def split_body(body: bytes, header_length: bytes | None) -> tuple[bytes, memoryview | None]:
+    """(the JSON request, the binary tensor data after it or None): ``Inference-Header-Content-Length``
+    says where the JSON ends; without it the whole body is JSON."""
+    if header_length is None:
+        return body, None
+    if not (header_length.isascii() and header_length.isdigit()) or int(header_length) > len(body):
+        raise InputError(
+            400,
+            f"Inference-Header-Content-Length must be a byte count within the body's {len(body)} bytes",
+            HEADER_LENGTH,
+            "bad_header",
+        )
+    n = int(header_length)
+    return body[:n], memoryview(body)[n:]
+
+
+class _BinaryData:
+    """The binary section of a request, handed out to the inputs in order."""
+
+    def __init__(self, data: memoryview | None) -> None:
+        self.data = data
+        self.offset = 0
+
+    def take(self, size: int, dtype: np.dtype[Any], field: str) -> npt.NDArray[Any]:
+        if self.data is None:
+            raise InputError(
+                400,
+                f"{field}: binary data needs the Inference-Header-Content-Length header (the length of "
+                "the JSON part of the body)",
+                HEADER_LENGTH,
+                "bad_header",
+            )
+        left = len(self.data) - self.offset
+        if size > left:
+            raise InputError(
+                422,
+                f"{field}: {size} bytes, but only {left} bytes of binary data are left in the body",
+                field,
+                "wrong_shape",
+            )
+        out = np.frombuffer(self.data, dtype=dtype, count=size // dtype.itemsize, offset=self.offset)
+        self.offset += size
+        return out
+
+    def finish(self) -> None:
+        if self.data is not None and self.offset != len(self.data):
+            raise InputError(
+                422,
+                f"body: {len(self.data) - self.offset} bytes of binary data after the last binary input",
+                "body",
+                "wrong_shape",
+            )
 
 
 @dataclass(frozen=True)
@@ -86,13 +155,22 @@ class Tensor:
     name: str
     shape: list[int]
     datatype: str
-    data: list[Any]
+    data: list[Any] | npt.NDArray[Any]  # JSON values, or the decoded binary data (flat)
+
+    @property
+    def data_field(self) -> str:
+        """Where the values were: ``inputs[i].data`` or the binary data of ``inputs[i]``."""
+        return f"{self.field}.data" if isinstance(self.data, list) else f"{self.field}.binary_data"
 
 
-def _tensor(obj: Any, field: str) -> Tensor:
+def _tensor(obj: Any, field: str, binary: _BinaryData) -> Tensor:
     t = want_object(obj, field, "a tensor object")
     check_fields(t, TENSOR_FIELDS, f"{field}.")
+    params = optional_parameters(t, f"{field}.parameters")
+    binary_size = params.get("binary_data_size")
     for key in ("name", "shape", "datatype", "data"):
+        if key == "data" and binary_size is not None:
+            continue
         if key not in t:
             raise InputError(
                 422, f"{field}.{key}: required field is missing", f"{field}.{key}", "missing_field"
@@ -117,14 +195,24 @@ def _tensor(obj: Any, field: str) -> Tensor:
         raise InputError(
             422, f"{field}.shape: expected a list of non-negative integers", f"{field}.shape", "wrong_shape"
         )
-    if "binary_data_size" in optional_parameters(t, f"{field}.parameters"):
-        raise InputError(
-            422,
-            f"{field}.parameters.binary_data_size: the binary tensor extension is not supported; "
-            "send the values in data",
-            f"{field}.parameters.binary_data_size",
-            "unsupported",
-        )
+    if binary_size is not None:
+        f = f"{field}.parameters.binary_data_size"
+        if type(binary_size) is not int or binary_size < 0:
+            raise InputError(422, f"{f}: expected a non-negative integer", f, "wrong_type")
+        if "data" in t:
+            raise InputError(
+                422, f"{field}: send the values either in data or as binary data, not both", f, "ambiguous"
+            )
+        dtype = BINARY_DTYPES[dt]
+        want = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
+        if binary_size != want:
+            raise InputError(
+                422,
+                f"{f}: {binary_size} bytes, but shape {shape} of {dt} takes {want} bytes",
+                f,
+                "wrong_shape",
+            )
+        return Tensor(field, name, shape, dt, binary.take(binary_size, dtype, f))
     data = t["data"]
     if type(data) is not list:
         raise InputError(
@@ -133,20 +221,24 @@ def _tensor(obj: Any, field: str) -> Tensor:
     return Tensor(field, name, shape, dt, data)
 
 
-def _values(t: Tensor, rows: int, cols: int) -> tuple[list[Any], bool]:
+def _values(t: Tensor, rows: int, cols: int) -> tuple[list[Any] | npt.NDArray[Any], bool]:
     """The tensor's rows*cols values, flat and type-checked.
 
     Returns (values, nested): ``data`` is either flat (rows*cols numbers, row-major) or, for a 2-D
     shape, a list of ``rows`` lists of ``cols`` numbers. Anything else names the first offending
     position: ragged rows are refused, never re-split.
     """
-    data, f = t.data, f"{t.field}.data"
+    data, f = t.data, t.data_field
+    if not isinstance(data, list):  # binary: flat, its size already checked against the shape
+        return data, False
     if len(t.shape) < MAX_RANK or not data or type(data[0]) is not list:  # flat
         want = rows * cols
         if len(data) != want:
             raise InputError(
                 422, f"{f}: shape {t.shape} needs {want} values, got {len(data)}", f, "wrong_shape"
             )
+        if NUMBER_TYPES.issuperset(map(type, data)):  # the usual case, in C
+            return data, False
         for i, x in enumerate(data):
             if not is_number(x):
                 raise InputError(
@@ -171,6 +263,9 @@ def _values(t: Tensor, rows: int, cols: int) -> tuple[list[Any], bool]:
                 f"{f}[{r}]",
                 "wrong_shape",
             )
+        if NUMBER_TYPES.issuperset(map(type, row)):
+            flat.extend(row)
+            continue
         for c, x in enumerate(row):
             if not is_number(x):
                 raise InputError(
@@ -210,7 +305,21 @@ def _check_datatype(values: npt.NDArray[np.float64], t: Tensor, locate: Locator)
         )
 
 
-def _requested_outputs(raw: Any, available: Sequence[str]) -> tuple[str, ...] | None:
+def _binary_flag(params: dict[str, Any], key: str, field: str) -> bool | None:
+    """A binary-data switch: absent (None) or a boolean."""
+    if key not in params:
+        return None
+    value = params[key]
+    if type(value) is not bool:
+        f = f"{field}.{key}" if field else key
+        raise InputError(422, f"{f}: expected a boolean, got {type_name(value)}", f, "wrong_type")
+    return value
+
+
+def _requested_outputs(
+    raw: Any, available: Sequence[str], binary_default: bool
+) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
+    """(the outputs asked for, in order, or None for all; those of them to send as binary data)."""
     if type(raw) is not list:
         raise InputError(
             422,
@@ -219,6 +328,7 @@ def _requested_outputs(raw: Any, available: Sequence[str]) -> tuple[str, ...] | 
             "wrong_type",
         )
     names: list[str] = []
+    binary: list[str] = []
     for i, o in enumerate(raw):
         field = f"outputs[{i}]"
         obj = want_object(o, field, "an output object")
@@ -239,30 +349,29 @@ def _requested_outputs(raw: Any, available: Sequence[str]) -> tuple[str, ...] | 
             raise InputError(
                 422, f"{field}.name: output {name!r} requested twice", f"{field}.name", "duplicate"
             )
-        if optional_parameters(obj, f"{field}.parameters").get("binary_data", False) is not False:
-            raise InputError(
-                422,
-                f"{field}.parameters.binary_data: the binary tensor extension is not supported; "
-                "set it to false",
-                f"{field}.parameters.binary_data",
-                "unsupported",
-            )
+        flag = _binary_flag(
+            optional_parameters(obj, f"{field}.parameters"), "binary_data", f"{field}.parameters"
+        )
         names.append(name)
-    return tuple(names) if names else None
+        if flag or (flag is None and binary_default):
+            binary.append(name)
+    if not names:
+        return None, tuple(available) if binary_default else ()
+    return tuple(names), tuple(binary)
 
 
-def parse_v2(obj: Any, v: Validator, outputs: Sequence[str]) -> Parsed:
+def parse_v2(obj: Any, v: Validator, outputs: Sequence[str], binary_data: memoryview | None = None) -> Parsed:
+    """``binary_data``: what follows the JSON request in the body (binary tensor extension)."""
     body = want_object(obj, "body")
     check_fields(body, REQUEST_FIELDS)
     rid = want_string(body["id"], "id") if "id" in body else None
-    if optional_parameters(body, "parameters").get("binary_data_output", False) is not False:
-        raise InputError(
-            422,
-            "parameters.binary_data_output: the binary tensor extension is not supported; set it to false",
-            "parameters.binary_data_output",
-            "unsupported",
-        )
-    requested = _requested_outputs(body["outputs"], outputs) if "outputs" in body else None
+    binary_default = bool(
+        _binary_flag(optional_parameters(body, "parameters"), "binary_data_output", "parameters")
+    )
+    if "outputs" in body:
+        requested, binary_outputs = _requested_outputs(body["outputs"], outputs, binary_default)
+    else:
+        requested, binary_outputs = None, tuple(outputs) if binary_default else ()
     inputs = body.get("inputs")
     if type(inputs) is not list or not inputs:
         raise InputError(422, "inputs: expected a non-empty array of tensors", "inputs", "missing_field")
@@ -274,12 +383,16 @@ def parse_v2(obj: Any, v: Validator, outputs: Sequence[str]) -> Parsed:
             "inputs",
             "too_many_inputs",
         )
-    tensors = [_tensor(t, f"inputs[{i}]") for i, t in enumerate(inputs)]
+    binary = _BinaryData(binary_data)
+    tensors = [_tensor(t, f"inputs[{i}]", binary) for i, t in enumerate(inputs)]
+    binary.finish()
     if len(tensors) == 1 and tensors[0].name not in v.index:
         X = _one_tensor(tensors[0], v)
     else:
         X = _per_feature(tensors, v)
-    return Parsed(X, batch=True, request_id=rid, outputs=requested, field="inputs")
+    return Parsed(
+        X, batch=True, request_id=rid, outputs=requested, field="inputs", binary_outputs=binary_outputs
+    )
 
 
 def _one_tensor(t: Tensor, v: Validator) -> npt.NDArray[np.float64]:
@@ -298,7 +411,7 @@ def _one_tensor(t: Tensor, v: Validator) -> npt.NDArray[np.float64]:
         )
     v.check_rows(rows, f"{t.field}.shape")
     values, nested = _values(t, rows, cols)
-    f = f"{t.field}.data"
+    f = t.data_field
 
     def locate(r: int, c: int) -> str:
         return f"{f}[{r}][{c}]" if nested else f"{f}[{r * cols + c}]"
@@ -309,7 +422,7 @@ def _one_tensor(t: Tensor, v: Validator) -> npt.NDArray[np.float64]:
 
 
 def _per_feature(tensors: list[Tensor], v: Validator) -> npt.NDArray[np.float64]:
-    columns: dict[int, tuple[list[Any], Tensor, bool]] = {}
+    columns: dict[int, tuple[list[Any] | npt.NDArray[Any], Tensor, bool]] = {}
     nrows: int | None = None
     for t in tensors:
         col = v.index.get(t.name)
@@ -353,7 +466,7 @@ def _per_feature(tensors: list[Tensor], v: Validator) -> npt.NDArray[np.float64]
         X[:, c] = v.defaults[c]
     locators: dict[int, Locator] = {}
     for c, (values, t, nested) in columns.items():
-        locators[c] = _column_locator(f"{t.field}.data", nested)
+        locators[c] = _column_locator(t.data_field, nested)
         X[:, c] = float_array(values)
 
     def locate(r: int, c: int) -> str:
@@ -399,3 +512,23 @@ def render_v2(
         "request_id": identity["request_id"],
         "outputs": [tensors[name] for name in wanted],
     }
+
+
+def binary_answer(payload: dict[str, Any], binary_outputs: Sequence[str]) -> tuple[bytes, bytes]:
+    """Move the data of ``binary_outputs`` out of a rendered answer: (the JSON answer, the binary data
+    that follows it), each such output with ``parameters.binary_data_size`` instead of ``data``."""
+    chunks: list[bytes] = []
+    for out in payload["outputs"]:
+        if out["name"] not in binary_outputs:
+            continue
+        data = out.pop("data")
+        dt = out["datatype"]
+        if dt == "BYTES":  # each element: its length as a little-endian uint32, then its UTF-8 bytes
+            raw = b"".join(struct.pack("<I", len(b)) + b for b in (str(x).encode() for x in data))
+        elif dt == "BOOL":
+            raw = np.asarray(data, dtype=np.uint8).tobytes()
+        else:
+            raw = np.asarray(data, dtype=BINARY_DTYPES[dt]).tobytes()
+        out["parameters"] = {"binary_data_size": len(raw)}
+        chunks.append(raw)
+    return dumps(payload), b"".join(chunks)

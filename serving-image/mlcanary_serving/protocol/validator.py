@@ -27,6 +27,7 @@ Locator = Callable[[int, int], str]
 """(row, column) of the matrix -> the request field holding that value."""
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+NUMBER_TYPES = frozenset((float, int))  # JSON numbers; not bool: type(True) is bool
 
 
 def is_number(v: Any) -> bool:
@@ -69,8 +70,10 @@ class Validator:
                 field,
                 "wrong_feature_count",
             )
+        if NUMBER_TYPES.issuperset(map(type, row)):  # the usual case, in C; else find the culprit
+            return row
         for i, v in enumerate(row):
-            if type(v) is not float and type(v) is not int:  # is_number, inline: the hot loop
+            if type(v) is not float and type(v) is not int:  # is_number, inline
                 raise InputError(
                     422,
                     f"{field}[{i}] ({self.names[i]}): expected a number, got {type_name(v)}",
@@ -116,7 +119,7 @@ class Validator:
 
     def to_matrix(
         self,
-        values: Sequence[Any],
+        values: Sequence[Any] | npt.NDArray[Any],
         locate: Locator,
         named: bool = False,
         shape: tuple[int, int] | None = None,
@@ -138,7 +141,9 @@ class Validator:
             f = locate(r, c)
             return f if named else f"{f} ({self.names[c]})"
 
-        if not np.isfinite(X).all():
+        # a finite sum proves every value finite (NaN or infinity would carry into it): one cheap
+        # reduction; only when it is not does the exact check run (it may be finite values' overflow)
+        if not math.isfinite(X.sum()) and not np.isfinite(X).all():
             r, c = (int(i) for i in np.argwhere(~np.isfinite(X))[0])
             raise InputError(
                 422,
@@ -184,12 +189,12 @@ class Validator:
     def out_of_range_counts(self, X: npt.NDArray[np.float64]) -> npt.NDArray[np.int64] | None:
         """Rows out of range per feature, or None when every value is in range (the usual case)."""
         bad = (self.lo > X) | (self.hi < X)
-        if not bad.any():
+        if not np.count_nonzero(bad):  # cheaper than bad.any() on a small matrix
             return None
         return np.asarray(bad.sum(axis=0), dtype=np.int64)
 
 
-def float_array(values: Sequence[Any]) -> npt.NDArray[np.float64]:
+def float_array(values: Sequence[Any] | npt.NDArray[Any]) -> npt.NDArray[np.float64]:
     """Flat numbers -> float64; a JSON integer beyond a double becomes infinity (refused later)."""
     try:
         return np.array(values, dtype=np.float64)
