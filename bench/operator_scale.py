@@ -223,13 +223,19 @@ def run_rollouts(
     started = time.monotonic()
     for index in range(rollouts):
         emu.apply(new_version(index))
-    names = {model_deployment(index)["metadata"]["name"] for index in range(rollouts)}
+    # Poll the rolled-out objects one by one: listing all of them copies every object under the
+    # emulator's lock, which stalls the API server the operator is being timed against.
+    keys = [
+        (meta["name"], meta["namespace"])
+        for meta in (model_deployment(index)["metadata"] for index in range(rollouts))
+    ]
     deadline = started + 600
     while True:
+        found = [emu.get_object("modeldeployments", name, namespace) for name, namespace in keys]
         done = [
             o
-            for o in emu.objects("modeldeployments")
-            if o["metadata"]["name"] in names
+            for o in found
+            if o is not None
             and (o.get("status") or {}).get("stableVersion") == "2.0.0"
             and (o.get("status") or {}).get("phase") == "Healthy"
         ]

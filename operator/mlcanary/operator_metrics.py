@@ -19,7 +19,7 @@ from mlcanary import engine
 from mlcanary.models import Measurement, ModelDeploymentStatus, Phase
 
 RECONCILE_BUCKETS = (
-    0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30
+    0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.5, 1, 2.5, 5, 10, 30
 )  # fmt: skip
 _OUTCOME_EVENTS = {"Promoted": "promoted", "RolledBack": "rolled_back", "Superseded": "superseded"}
 
