@@ -37,9 +37,10 @@ unit: setup
 # integration with the real operator, end-to-end on the local stack) and the serving image built
 # with Docker and answering one request (MLCANARY_DOCKER_TESTS=1; the script installs and starts
 # dockerd itself). Two pytest workers (pytest-xdist): most tests wait on real processes, so the
-# suite takes ~7 minutes instead of ~10 on this 2-core machine.
+# suite takes ~7 minutes instead of ~10 on this 2-core machine. loadgroup keeps the Docker image
+# tests (xdist_group "docker") in one worker: they share one dockerd, socket and base image.
 test: lint typecheck crd-check layers
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH MLCANARY_DOCKER_TESTS=1 $(PY) -m pytest -q -p no:cacheprovider -n 2 --dist worksteal
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH MLCANARY_DOCKER_TESTS=1 $(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup
 
 demo: setup
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/mlcanary demo

@@ -149,6 +149,7 @@ def test_mlcanary_help_works_and_extra_commands_name_their_extra(image_venv: tup
 
 
 @pytest.mark.docker
+@pytest.mark.xdist_group("docker")  # one engine, one base image: the image tests run in one worker
 @pytest.mark.skipif(os.environ.get("MLCANARY_DOCKER_TESTS") != "1", reason="set MLCANARY_DOCKER_TESTS=1")
 @pytest.mark.timeout(1200)
 def test_operator_image_builds_and_answers_its_health_endpoint() -> None:

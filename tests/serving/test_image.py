@@ -16,6 +16,7 @@ from .conftest import REPO
 
 
 @pytest.mark.docker
+@pytest.mark.xdist_group("docker")  # one engine, one base image: the image tests run in one worker
 @pytest.mark.skipif(os.environ.get("MLCANARY_DOCKER_TESTS") != "1", reason="set MLCANARY_DOCKER_TESTS=1")
 @pytest.mark.timeout(1800)
 def test_image_builds_and_serves() -> None:
@@ -31,6 +32,7 @@ def test_image_builds_and_serves() -> None:
 
 
 @pytest.mark.docker
+@pytest.mark.xdist_group("docker")  # one engine, one base image: the image tests run in one worker
 @pytest.mark.skipif(os.environ.get("MLCANARY_DOCKER_TESTS") != "1", reason="set MLCANARY_DOCKER_TESTS=1")
 @pytest.mark.timeout(1800)
 def test_onnx_only_image_serves_without_scikit_learn() -> None:
