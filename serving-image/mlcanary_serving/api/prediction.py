@@ -156,9 +156,8 @@ async def answer(
         loaded = m
         parsed = parse_input(lambda: proto.parse(body, wire, loaded), rid)
         rows = await svc.predict(parsed.X)
-        for r in rows:
-            if r[1] != r[1]:  # NaN != NaN: a row the model could not compute (the slow path names it)
-                refuse_unusable_rows([r[1] == r[1] for r in rows], parsed.field, parsed.indexed_rows)
+        if any(r[1] != r[1] for r in rows):  # NaN != NaN: a row the model could not compute
+            refuse_unusable_rows([r[1] == r[1] for r in rows], parsed.field, parsed.indexed_rows)
         if svc.settings.feedback_cache:
             svc.remember(rid, [r[0] for r in rows])
         ident = {"model_name": m.name, "model_version": m.version, "request_id": rid}
