@@ -20,12 +20,6 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 IMAGE=${IMAGE:-mlcanary/operator:dev}
 WORK=${WORK:-/tmp/mlcanary-operator-image}
-if [ -z "${PYTHON:-}" ]; then
-  if [ -x "$REPO/.venv/bin/python" ]; then PYTHON="$REPO/.venv/bin/python"; else PYTHON=python3; fi
-fi
-T0=$(date +%s)
-log() { printf '[%s +%ss] %s\n' "$(date +%H:%M:%S)" "$(( $(date +%s) - T0 ))" "$*"; }
-
 # shellcheck source=scripts/docker-engine.sh
 . "$REPO/scripts/docker-engine.sh"
 CONTAINER=

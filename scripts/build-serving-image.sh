@@ -26,12 +26,6 @@ case "$VARIANT" in
   *) echo "VARIANT must be full or onnx" >&2; exit 2 ;;
 esac
 WORK=${WORK:-/tmp/mlcanary-image$([ "$VARIANT" = full ] || echo "-$VARIANT")}
-if [ -z "${PYTHON:-}" ]; then
-  if [ -x "$REPO/.venv/bin/python" ]; then PYTHON="$REPO/.venv/bin/python"; else PYTHON=python3; fi
-fi
-T0=$(date +%s)
-log() { printf '[%s +%ss] %s\n' "$(date +%H:%M:%S)" "$(( $(date +%s) - T0 ))" "$*"; }
-
 # shellcheck source=scripts/docker-engine.sh
 . "$REPO/scripts/docker-engine.sh"
 CONTAINER=

@@ -8,13 +8,19 @@
 #
 # Env: BASE_IMAGE [local/debian-py:bookworm]  DOCKER_ROOT [/var/lib/mlcanary-docker]
 #      DOCKER_SOCK [/tmp/mlcanary-docker.sock]  WORK [/tmp/mlcanary-image]  KEEP_DOCKERD [0]
-# The caller defines log() and sets WORK.
+# The caller sets REPO and WORK; this file gives it log() (timestamps since sourcing) and PYTHON
+# (the project's venv, else python3).
 
 BASE_IMAGE=${BASE_IMAGE:-local/debian-py:bookworm}
 DOCKER_ROOT=${DOCKER_ROOT:-/var/lib/mlcanary-docker}
 DOCKER_SOCK=${DOCKER_SOCK:-/tmp/mlcanary-docker.sock}
 KEEP_DOCKERD=${KEEP_DOCKERD:-0}
 STARTED_DOCKERD=
+if [ -z "${PYTHON:-}" ]; then
+  if [ -x "$REPO/.venv/bin/python" ]; then PYTHON="$REPO/.venv/bin/python"; else PYTHON=python3; fi
+fi
+T0=$(date +%s)
+log() { printf '[%s +%ss] %s\n' "$(date +%H:%M:%S)" "$(( $(date +%s) - T0 ))" "$*"; }
 
 docker_engine_start() {
   local need_apt=()
