@@ -24,11 +24,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from mlcanary.durations import parse_duration
+from mlcanary.engine import ANNOTATION_PREFIX, REQUESTS
 from mlcanary.models import API_GROUP, API_VERSION, PLURAL
 
 PROMOTED, ROLLED_BACK, TIMED_OUT, ERROR = 0, 1, 2, 3
-REQUESTS = ("promote", "abort", "retry")
-ANNOTATION_PREFIX = "mlcanary.io/"
 Obj = Mapping[str, Any]
 
 
