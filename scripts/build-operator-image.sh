@@ -84,7 +84,10 @@ COLD_START=$(first_200_after "$CONTAINER" "http://127.0.0.1:$HEALTH_PORT/healthz
 log "cold start: ${COLD_START}s from docker run to the first 200 on /healthz"
 HEALTH=$(curl -fsS "http://127.0.0.1:$HEALTH_PORT/healthz")
 echo "healthz: $HEALTH"
-curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics" | grep -q '^mlcanary_' || fail "no mlcanary_ series on /metrics"
+# Read the whole body first: `curl | grep -q` fails under pipefail when grep stops at the first match
+# and curl cannot finish writing (curl: (23) Failed writing body).
+METRICS=$(curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics") || fail "no answer on /metrics"
+grep -q '^mlcanary_' <<<"$METRICS" || fail "no mlcanary_ series on /metrics"
 [ "$("$DOCKER_BIN" exec "$CONTAINER" id -u)" = 10001 ] || fail "container runs as root"
 if "$DOCKER_BIN" exec "$CONTAINER" sh -c 'touch /opt/x' 2>/dev/null; then fail "root filesystem is writable"; fi
 for module in mlcanary_serving kube_emulator mlcanary_local sklearn; do

@@ -97,6 +97,7 @@ for _ in $(seq 30); do
   sleep 1
 done
 [ "$HEALTH" = healthy ] || fail "health check says $HEALTH"
-"$DOCKER_BIN" logs "$CONTAINER" 2>&1 | grep -q "READY: serving model breast-cancer version 1.0.0" || fail "no READY log line"
+LOGS=$("$DOCKER_BIN" logs "$CONTAINER" 2>&1)  # whole, not piped into grep -q (see build-operator-image.sh)
+grep -q "READY: serving model breast-cancer version 1.0.0" <<<"$LOGS" || fail "no READY log line"
 "$DOCKER_BIN" stop -t 10 "$CONTAINER" >/dev/null
 log "OK: image $IMAGE ($VARIANT) built, answered /predict as uid 10001 on a read-only root, health check healthy"
