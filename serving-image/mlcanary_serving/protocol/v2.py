@@ -119,6 +119,7 @@ class OutputSpec:
     name: str
     datatype: str
     per_row: int | None  # values per row: None for a [rows] tensor, k for [rows, k]
+    column: int  # where a Row keeps its values: 0 label/prediction, 1 score, 2 probabilities
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -141,11 +142,11 @@ def label_datatype(classes: Sequence[Any]) -> str:
 
 def output_specs(task: str, classes: Sequence[Any], has_probabilities: bool) -> tuple[OutputSpec, ...]:
     if task != "classification":
-        return (OutputSpec("prediction", "FP64", None),)
-    specs = [OutputSpec("label", label_datatype(classes), None)]
+        return (OutputSpec("prediction", "FP64", None, 0),)
+    specs = [OutputSpec("label", label_datatype(classes), None, 0)]
     if has_probabilities:
-        specs.append(OutputSpec("probabilities", "FP64", len(classes)))
-    specs.append(OutputSpec("score", "FP64", None))
+        specs.append(OutputSpec("probabilities", "FP64", len(classes), 2))
+    specs.append(OutputSpec("score", "FP64", None, 1))
     return tuple(specs)
 
 
@@ -360,8 +361,53 @@ def _requested_outputs(
     return tuple(names), tuple(binary)
 
 
+FAST_TENSOR_KEYS: Final = frozenset(("name", "shape", "datatype", "data"))
+
+
+def _fast_single_tensor(body: dict[str, Any], v: Validator) -> Parsed | None:
+    """The request nearly every client sends — ``{"inputs": [one FP64/FP32 tensor of shape [rows, n]
+    or [n], data flat]}`` (and maybe an ``id``) — checked in a few C-level steps. Anything else, or
+    anything wrong, returns None: the general path then parses it and names what is wrong, so errors
+    are the same whichever path a request takes."""
+    if len(body) != 1 and not (len(body) == 2 and type(body.get("id")) is str):
+        return None
+    inputs = body.get("inputs")
+    if type(inputs) is not list or len(inputs) != 1:
+        return None
+    t = inputs[0]
+    if type(t) is not dict or t.keys() != FAST_TENSOR_KEYS:
+        return None
+    dt, shape, data, name = t["datatype"], t["shape"], t["data"], t["name"]
+    if (dt != "FP64" and dt != "FP32") or type(name) is not str or name in v.index or type(data) is not list:
+        return None
+    if type(shape) is not list or not 1 <= len(shape) <= MAX_RANK or not all(type(d) is int for d in shape):
+        return None
+    rows, cols = (1, shape[0]) if len(shape) == 1 else shape
+    if cols != v.n or not 0 < rows <= v.max_rows or len(data) != rows * cols:
+        return None
+    if not NUMBER_TYPES.issuperset(map(type, data)):
+        return None
+    X = v.to_matrix(data, lambda r, c: f"inputs[0].data[{r * cols + c}]", shape=(rows, cols))
+    if dt == "FP32":
+        _check_datatype(
+            X, Tensor("inputs[0]", name, shape, dt, data), lambda r, c: f"inputs[0].data[{r * cols + c}]"
+        )
+    return Parsed(X, batch=True, request_id=body.get("id"), field="inputs")
+
+
 def parse_v2(obj: Any, v: Validator, outputs: Sequence[str], binary_data: memoryview | None = None) -> Parsed:
     """``binary_data``: what follows the JSON request in the body (binary tensor extension)."""
+    if binary_data is None and type(obj) is dict:
+        fast = _fast_single_tensor(obj, v)
+        if fast is not None:
+            return fast
+    return parse_v2_general(obj, v, outputs, binary_data)
+
+
+def parse_v2_general(
+    obj: Any, v: Validator, outputs: Sequence[str], binary_data: memoryview | None = None
+) -> Parsed:
+    """Every request the protocol allows, each problem named (``parse_v2`` without its fast path)."""
     body = want_object(obj, "body")
     check_fields(body, REQUEST_FIELDS)
     rid = want_string(body["id"], "id") if "id" in body else None
@@ -488,29 +534,35 @@ def _column_locator(f: str, nested: bool) -> Locator:
     return lambda r, _: f"{f}[{r}]"
 
 
+def _tensor_data(spec: OutputSpec, rows: list[Row]) -> list[Any]:
+    col = spec.column
+    if col == 2:  # probabilities: [rows, classes], flat
+        return (rows[0][2] or []) if len(rows) == 1 else [p for r in rows for p in (r[2] or [])]
+    return [rows[0][col]] if len(rows) == 1 else [r[col] for r in rows]
+
+
 def render_v2(
     parsed: Parsed, rows: list[Row], specs: Sequence[OutputSpec], identity: dict[str, str]
 ) -> dict[str, Any]:
+    """The answer: every output in the model's order, or those asked for in the order asked (one
+    small dict per output, built directly: this runs once per request)."""
     n = len(rows)
-    tensors: dict[str, dict[str, Any]] = {}
-    wanted = parsed.outputs or tuple(s.name for s in specs)
-    for spec in specs:
-        if spec.name not in wanted:
-            continue
-        if spec.name in ("label", "prediction"):
-            data: list[Any] = [r[0] for r in rows]
-        elif spec.name == "score":
-            data = [r[1] for r in rows]
-        else:  # probabilities
-            data = [p for r in rows for p in (r[2] or [])]
-        shape = [n] if spec.per_row is None else [n, spec.per_row]
-        tensors[spec.name] = {"name": spec.name, "shape": shape, "datatype": spec.datatype, "data": data}
+    wanted = parsed.outputs
+    chosen = specs if wanted is None else [s for name in wanted for s in specs if s.name == name]
     return {
         "model_name": identity["model_name"],
         "model_version": identity["model_version"],
         "id": parsed.request_id or identity["request_id"],
         "request_id": identity["request_id"],
-        "outputs": [tensors[name] for name in wanted],
+        "outputs": [
+            {
+                "name": s.name,
+                "shape": [n] if s.per_row is None else [n, s.per_row],
+                "datatype": s.datatype,
+                "data": _tensor_data(s, rows),
+            }
+            for s in chosen
+        ],
     }
 
 
