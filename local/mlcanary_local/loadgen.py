@@ -8,6 +8,12 @@ benchmark read back.
 
 Run as ``python -m mlcanary_local.loadgen --url http://127.0.0.1:P/ns/name/predict --rate 50 --out F``
 (it stops on SIGTERM/SIGINT or after ``--duration`` seconds).
+
+``--log-rows F`` also keeps the most recent rows it sent, with their true label (breast_cancer's
+target: the "ground truth that arrives later" of a real system), as a CSV with the feature names and
+``label`` as header: the "recent data the stack logged" that a retraining job learns from
+(``examples/retraining/train.py``). The file holds at most ``--log-rows-max`` rows (older ones are
+dropped), rewritten whole at each flush so a reader never sees a half-written file.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import json
 import random
 import signal
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,10 +50,42 @@ class Record:
 
 
 def demo_rows() -> list[list[float]]:
+    return demo_dataset()[0]
+
+
+def demo_dataset() -> tuple[list[list[float]], list[int], list[str]]:
+    """breast_cancer's rows, labels and feature names."""
     from sklearn.datasets import load_breast_cancer
 
     data = load_breast_cancer()
-    return [[float(v) for v in row] for row in data.data]
+    rows = [[float(v) for v in row] for row in data.data]
+    return rows, [int(t) for t in data.target], [str(n) for n in data.feature_names]
+
+
+class RowLog:
+    """The most recent rows sent, with their labels, kept as a CSV (see the module docstring)."""
+
+    def __init__(self, path: Path, feature_names: list[str], max_rows: int) -> None:
+        self.path = path
+        self.header = [*feature_names, "label"]
+        self.rows: deque[tuple[list[float], int]] = deque(maxlen=max_rows)
+        self.dirty = False
+
+    def add(self, row: list[float], label: int) -> None:
+        self.rows.append((row, label))
+        self.dirty = True
+
+    def flush(self) -> None:
+        if not self.dirty:
+            return
+        self.dirty = False
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with tmp.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(self.header)
+            for row, label in self.rows:
+                writer.writerow([*row, label])
+        tmp.replace(self.path)
 
 
 def read_records(path: Path) -> list[Record]:
@@ -79,6 +118,8 @@ class LoadGenerator:
         max_in_flight: int = 256,
         shift: float = 1.0,
         seed: int = 0,
+        row_log: Path | None = None,
+        row_log_max: int = 5000,
     ) -> None:
         self.url = url
         self.rate = rate
@@ -90,19 +131,30 @@ class LoadGenerator:
         self.sent = 0
         self._buffer: list[Record] = []
         self.rows: list[list[float]] = []
+        self.labels: list[int] = []
+        self.row_log_path = row_log
+        self.row_log_max = row_log_max
+        self.row_log: RowLog | None = None
 
     def bodies(self) -> Iterator[bytes]:
-        rows = self.rows or demo_rows()
+        if not self.rows:
+            self.rows, self.labels, _ = demo_dataset()
+        rows = self.rows
         while True:
-            row = self.random.choice(rows)
+            i = self.random.randrange(len(rows))
+            row = rows[i]
             if self.shift != 1.0:
                 row = [v * self.shift for v in row]
+            if self.row_log is not None:
+                self.row_log.add(row, self.labels[i])
             yield json.dumps({"features": row}).encode()
 
     async def run(self, stop: asyncio.Event, duration: float | None = None) -> None:
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        if not self.rows:
-            self.rows = demo_rows()  # before the clock starts: loading scikit-learn takes a second
+        if not self.rows:  # before the clock starts: loading scikit-learn takes a second
+            self.rows, self.labels, names = demo_dataset()
+            if self.row_log_path is not None:
+                self.row_log = RowLog(self.row_log_path, names, self.row_log_max)
         bodies = self.bodies()
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
         timeout = aiohttp.ClientTimeout(total=30)
@@ -167,6 +219,8 @@ class LoadGenerator:
         self._buffer.append(Record(sent_at, latency, status, version, pod))
 
     def _flush(self, handle: IO[str]) -> None:
+        if self.row_log is not None:
+            self.row_log.flush()
         if not self._buffer:
             return
         records, self._buffer = self._buffer, []
@@ -186,7 +240,15 @@ async def amain(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    generator = LoadGenerator(args.url, args.rate, Path(args.out), shift=args.shift, seed=args.seed)
+    generator = LoadGenerator(
+        args.url,
+        args.rate,
+        Path(args.out),
+        shift=args.shift,
+        seed=args.seed,
+        row_log=Path(args.log_rows) if args.log_rows else None,
+        row_log_max=args.log_rows_max,
+    )
     await generator.run(stop, args.duration)
     return 0
 
@@ -198,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="CSV file of every request")
     parser.add_argument("--duration", type=float, help="seconds (default: until SIGTERM)")
     parser.add_argument("--shift", type=float, default=1.0, help="multiply every feature (input drift)")
+    parser.add_argument("--log-rows", help="CSV of the most recent rows sent, with their true labels")
+    parser.add_argument("--log-rows-max", type=int, default=5000, help="rows kept in --log-rows")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     return asyncio.run(amain(args))
