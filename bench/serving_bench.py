@@ -256,6 +256,73 @@ asyncio.run(main())
 """
 
 
+# The same app in process, timed by the wall clock from a common start: run as 1 process on one core
+# and as 2 processes on two cores (workers' multiprocess metrics on in both), it says whether the
+# server's own work scales with cores when no load generator competes for them.
+INPROC_RATE = INPROC.replace(
+    """    per = []
+    for _ in range(rounds):
+        t0 = time.process_time()
+        for _ in range(n):
+            await request()
+        per.append((time.process_time() - t0) / n * 1e6)
+    print(json.dumps(sorted(per)[len(per) // 2]))""",
+    """    start_at, seconds = float(sys.argv[6]), float(sys.argv[7])
+    await asyncio.sleep(max(0.0, start_at - time.time()))
+    t0, count = time.monotonic(), 0
+    while time.monotonic() - t0 < seconds:
+        await asyncio.gather(*(request() for _ in range(32)))  # 32 in flight, as wrk -c 32
+        count += 32
+    print(json.dumps(count / (time.monotonic() - t0)))""",
+)
+
+
+def inproc_scale(args: argparse.Namespace, art: Path) -> int:
+    """Requests per second of the app in process: 1 worker on one core vs 2 workers on two cores."""
+    import tempfile
+
+    row = json.loads((art / "features.json").read_text())["features"]
+    body = json.dumps({"features": row})
+    seconds = args.duration
+    results: dict[int, list[float]] = {1: [], 2: []}
+    cpus = ["1", "0"]
+    for r in range(args.rounds):
+        for workers in (1, 2):
+            with tempfile.TemporaryDirectory() as metrics_dir:
+                start_at = time.time() + 8  # every process has loaded the bundle and warmed up by then
+                procs = []
+                for i in range(workers):
+                    env = dict(
+                        os.environ,
+                        PYTHONPATH=os.pathsep.join(
+                            [str(args.serving_code), os.environ.get("PYTHONPATH", "")]
+                        ),
+                        PROMETHEUS_MULTIPROC_DIR=metrics_dir,
+                        MLCANARY_WORKER_INDEX=str(i),
+                        MLCANARY_WORKERS=str(workers),
+                    )
+                    procs.append(subprocess.Popen(
+                        ["taskset", "-c", cpus[i], PY, "-c", INPROC_RATE, str(art / "bundle-onnx"), "/predict",
+                         body, "0", "0", str(start_at), str(seconds)],
+                        env=env, stdout=subprocess.PIPE, text=True,
+                    ))  # fmt: skip
+                rates = [float(p.communicate(timeout=600)[0].strip().splitlines()[-1]) for p in procs]
+                results[workers].append(sum(rates))
+                print(
+                    f"round {r + 1}/{args.rounds}: {workers} worker(s): {sum(rates):,.0f} req/s",
+                    file=sys.stderr,
+                )
+    one, two = med(results[1]), med(results[2])
+    md = (
+        f"In-process `POST /predict`, ONNX HGB bundle, multiprocess metrics on, {seconds:g} s per run, median "
+        f"of {args.rounds} rounds:\n\n| workers (cores) | req/s |\n|---|---|\n"
+        f"| 1 (CPU 1) | {one:,.0f} |\n| 2 (CPUs 0, 1) | {two:,.0f} ({two / one:.2f}x) |\n"
+    )
+    (args.out / "inproc-scale.md").write_text(md)
+    print(md)
+    return 0
+
+
 def inproc(args: argparse.Namespace, art: Path) -> int:
     """CPU per request of the app alone (ASGI calls in one process, pinned to the server CPU), for
     this tree and the baseline, interleaved: what the framework, validation, model and metrics cost
@@ -460,11 +527,14 @@ def main() -> int:
     p.add_argument("--serving-code", type=Path, default=REPO / "serving-image",
                    help="the directory holding the mlcanary_serving measured as mlcanary-* [serving-image/]")  # fmt: skip
     p.add_argument("--inproc", action="store_true", help="measure the app in process (no wrk): see inproc()")
+    p.add_argument("--inproc-scale", action="store_true",
+                   help="in process, 1 worker on one core vs 2 on two: see inproc_scale()")  # fmt: skip
     args = p.parse_args()
     args.concurrency = [int(x) for x in str(args.concurrency).split(",")]
-    if args.inproc:
+    if args.inproc or args.inproc_scale:
         args.out.mkdir(parents=True, exist_ok=True)
-        return inproc(args, prepare(args.out)[0])
+        art = prepare(args.out)[0]
+        return inproc_scale(args, art) if args.inproc_scale else inproc(args, art)
     for tool in ("wrk", "taskset"):
         if shutil.which(tool) is None:
             print(f"{tool} not found: apt-get install -y wrk util-linux", file=sys.stderr)
