@@ -31,6 +31,7 @@ import math
 import re
 import ssl
 import sys
+import time
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -190,17 +191,18 @@ async def run(target: Target, bodies: Sequence[bytes], plan: Plan) -> Tally:
         connection = Connection(target)
         try:
             while (body := await queue.get()) is not None:
-                sent = loop.time()
+                # perf_counter for latency: uvloop's loop.time() has millisecond resolution.
+                sent = time.perf_counter()
                 try:
                     ok = 200 <= await asyncio.wait_for(connection.post(body), plan.timeout) < 300
                 except (TimeoutError, OSError, ValueError, IndexError, asyncio.IncompleteReadError):
                     connection.close()  # its state is unknown after a failure: start afresh
                     ok = False
-                done = loop.time()
-                if measure_from <= done <= measure_to:
+                latency = time.perf_counter() - sent
+                if measure_from <= loop.time() <= measure_to:
                     tally.answered += 1
                     tally.errors += 0 if ok else 1
-                    tally.latencies.add(done - sent)
+                    tally.latencies.add(latency)
         finally:
             connection.close()
 
@@ -225,12 +227,15 @@ async def run(target: Target, bodies: Sequence[bytes], plan: Plan) -> Tally:
     for _ in workers:
         queue.put_nowait(None)
     remaining = max(0.0, measure_to - loop.time()) + 0.05
-    _, pending = await asyncio.wait(workers, timeout=remaining)
+    finished, pending = await asyncio.wait(workers, timeout=remaining)
     for task in pending:
         task.cancel()
     for task in pending:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    for task in finished:  # a bug, not a measurement: fail the run (no result) rather than report it
+        if (error := task.exception()) is not None:
+            raise error
     return tally
 
 
