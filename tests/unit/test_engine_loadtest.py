@@ -319,3 +319,48 @@ def test_job_names_are_dns_labels_unique_per_rollout() -> None:
     one = job_name(revision, datetime(2026, 1, 1, tzinfo=UTC))
     two = job_name(revision, datetime(2026, 1, 2, tzinfo=UTC))
     assert one != two and len(one) <= 63 and one.replace("-", "").isalnum() and one[0].isalpha()
+
+
+# ------------------------------------------------------------------------------------- the Job
+
+
+def test_the_job_runs_the_users_template_with_the_target_and_never_restarts() -> None:
+    from mlcanary.resources import Owner, load_test_job
+    from mlcanary.settings import Settings
+
+    wire = spec_wire(V2, router="gatewayAPI")
+    container = {"name": "k6", "image": "grafana/k6", "env": [{"name": "MLCANARY_TARGET_URL", "value": "x"}]}
+    wire["loadTest"] = {
+        "jobTemplate": {"metadata": {"labels": {"team": "ml"}}, "spec": {"containers": [container]}}
+    }
+    spec = ModelDeploymentSpec.model_validate(wire)
+    revision = rev(spec)
+    from mlcanary.models import RevisionState
+
+    state = RevisionState(revision=revision, template=spec.revision_template())
+    target = Settings().load_test_target(revision, "ml", 8080)
+    assert target == f"http://{revision}.ml.svc:8080"
+    job = load_test_job(Owner("fraud", "ml", "uid-1"), spec, state, "j", target, 130)
+    pod = job["spec"]["template"]
+    assert pod["spec"]["restartPolicy"] == "Never" and job["spec"]["backoffLimit"] == 0
+    assert pod["spec"]["containers"][0]["env"] == [{"name": "MLCANARY_TARGET_URL", "value": target}]
+    assert pod["metadata"]["labels"] == {
+        "team": "ml",
+        "mlcanary.io/load-test-of": "fraud",
+        "mlcanary.io/revision": revision,
+    }
+    assert spec.load_test is not None and spec.load_test.job_template is not None
+    assert "env" not in spec.load_test.job_template["spec"]["containers"][0] or spec.load_test.job_template[
+        "spec"
+    ]["containers"][0]["env"] == [{"name": "MLCANARY_TARGET_URL", "value": "x"}]  # the spec is not mutated
+
+
+def test_the_target_url_setting_must_name_the_service() -> None:
+    from mlcanary.settings import Settings
+
+    local = Settings.from_env(
+        {"MLCANARY_LOAD_TEST_TARGET_URL": "http://127.0.0.1:8000/{namespace}/{service}"}
+    )
+    assert local.load_test_target("fraud-v2", "ml", 8080) == "http://127.0.0.1:8000/ml/fraud-v2"
+    with pytest.raises(ValueError, match="MLCANARY_LOAD_TEST_TARGET_URL"):
+        Settings.from_env({"MLCANARY_LOAD_TEST_TARGET_URL": "http://canary.example.com"})
