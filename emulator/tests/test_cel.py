@@ -191,8 +191,20 @@ CASES: dict[tuple[str, str], tuple[str, Mutation]] = {
     ("spec", "loadTest needs the gatewayAPI or istio router"): _on(
         "replicas.yaml", "spec.loadTest", {"rps": 10}, "spec"
     ),
-    ("spec.loadTest", "give exactly one of rps and jobTemplate"): _on(
-        "gateway-api.yaml", "spec.loadTest", {"concurrency": 4}
+    ("spec.loadTest", "give exactly one of rps, rpsFromStable and jobTemplate"): _on(
+        "gateway-api.yaml", "spec.loadTest", {"rps": 5, "rpsFromStable": {}}
+    ),
+    ("spec.loadTest.rpsFromStable", "minRps cannot be above maxRps"): _on(
+        "gateway-api.yaml",
+        "spec.loadTest",
+        {"rpsFromStable": {"minRps": 50, "maxRps": 10}},
+        "spec.loadTest.rpsFromStable",
+    ),
+    ("spec.loadTest.rpsFromStable.window", "must be between"): _on(
+        "gateway-api.yaml",
+        "spec.loadTest",
+        {"rpsFromStable": {"window": "30s"}},
+        "spec.loadTest.rpsFromStable.window",
     ),
     ("spec.loadTest.duration", "must be between"): _on(
         "gateway-api.yaml", "spec.loadTest", {"rps": 10, "duration": "2h"}, "spec.loadTest.duration"

@@ -169,6 +169,7 @@ class EnsureLoadTestJob:
 
     revision: RevisionState
     job_name: str
+    rps: float | None = None  # the built-in generator's rate (None: a user jobTemplate)
 
 
 @dataclass(frozen=True)
@@ -530,7 +531,12 @@ def _start_load_test(tick: _Tick) -> None:
             requested_rps=spec.rps,
         )
         status.load_test = current
-        what = f"{spec.rps:g} rps" if spec.rps is not None else "jobTemplate"
+        if spec.rps is not None:
+            what = f"{spec.rps:g} rps"
+        elif spec.rps_from_stable is not None:
+            what = f"the stable's rate over {spec.rps_from_stable.window} x {spec.rps_from_stable.headroom:g}"
+        else:
+            what = "jobTemplate"
         tick.event(
             "LoadTestStarted",
             f"{status.canary.template.model.version}: Job {current.job_name} ({what}, warmup "
@@ -562,6 +568,8 @@ def _load_testing(tick: _Tick) -> None:
             tick.removals.append(RemoveLoadTestJob(test.job_name))
         return
     if test.phase == LoadTestPhase.RUNNING:
+        if test.requested_rps is None and tick.spec.load_test.rps_from_stable is not None:
+            _resolve_rate(tick, test)
         _read_load_test(tick, test)
         if test.phase in (LoadTestPhase.RUNNING, LoadTestPhase.ABORTED):
             return
@@ -578,6 +586,41 @@ def _load_testing(tick: _Tick) -> None:
         status.message = "load test passed; rollout is paused"
         return
     _start_step(tick, status.current_step or 1)
+
+
+def _resolve_rate(tick: _Tick, test: LoadTestStatus) -> None:
+    """rpsFromStable: the rate from the stable's observed one (a round the shell ran for it). Until a
+    round reports it the Job waits; the deadline of the whole test still applies."""
+    assert tick.spec.load_test is not None and tick.spec.load_test.rps_from_stable is not None
+    source = tick.spec.load_test.rps_from_stable
+    measured = loadtest.stable_rate(tick.obs.analysis, source.window)
+    if tick.obs.analysis is not None:
+        tick.status.analysis.last_round_at = tick.now  # paces the retries (stable_rate_due)
+    if measured is None:
+        tick.status.message = f"load test: waiting for the stable's request rate over {source.window}"
+        return
+    test.requested_rps = source.requested(measured)
+    tick.status.message = (
+        f"load test: the stable served {measured:.2f} rps over {source.window}; testing "
+        f"{test.requested_rps:g} rps (x{source.headroom:g}, within {source.min_rps:g}-{source.max_rps:g})"
+    )
+
+
+def stable_rate_due(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: datetime) -> bool:
+    """Whether the shell should measure the stable's request rate (rpsFromStable, not known yet):
+    at once, then every STABLE_RATE_RETRY while the answers carry no rate."""
+    test, load_test = status.load_test, spec.load_test
+    if (
+        status.phase != Phase.LOAD_TESTING
+        or test is None
+        or test.phase != LoadTestPhase.RUNNING
+        or test.requested_rps is not None
+        or load_test is None
+        or load_test.rps_from_stable is None
+    ):
+        return False
+    last = status.analysis.last_round_at
+    return last is None or last < test.started_at or now - last >= loadtest.STABLE_RATE_RETRY
 
 
 def _read_load_test(tick: _Tick, test: LoadTestStatus) -> None:
@@ -1094,14 +1137,16 @@ def _ensure_actions(tick: _Tick) -> list[Action]:
     canary_name = status.canary.revision if status.canary else None
     actions.append(SetTraffic(status.stable.revision, canary_name, status.canary_weight))
     test = status.load_test
+    user_job = tick.spec.load_test is not None and tick.spec.load_test.job_template is not None
     if (
         status.phase == Phase.LOAD_TESTING
         and status.canary is not None
         and test is not None
         and test.phase == LoadTestPhase.RUNNING
         and test.revision == status.canary.revision
+        and (user_job or test.requested_rps is not None)
     ):
-        actions.append(EnsureLoadTestJob(status.canary, test.job_name))
+        actions.append(EnsureLoadTestJob(status.canary, test.job_name, test.requested_rps))
     if tick.retired_router is not None:
         actions.append(RemoveRouterObjects(tick.retired_router))
     keep = {status.stable.revision} | ({canary_name} if canary_name else set())

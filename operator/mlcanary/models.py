@@ -128,6 +128,9 @@ LoadTestWarmup = Annotated[
     _duration_field(MAX_LOAD_TEST_WARMUP, "0s"),
     AfterValidator(_duration_within("0s", MAX_LOAD_TEST_WARMUP)),
 ]
+LoadTestStableWindow = Annotated[
+    str, _duration_field("24h", "1m"), AfterValidator(_duration_within("1m", "24h"))
+]
 LoadTestLatency = Annotated[
     str,
     _duration_field(MAX_LOAD_TEST_REQUEST_TIMEOUT, "1ms"),
@@ -711,6 +714,59 @@ class LoadTestSLO(ApiModel):
     )
 
 
+class LoadTestStableRate(ApiModel):
+    """The load test's rate from what the stable revision serves: its request rate over ``window``
+    (from Prometheus, ``mlcanary_requests_total``) times ``headroom``, within minRps-maxRps."""
+
+    # CEL mirror of the validator below, so a real API server refuses this at apply time.
+    model_config = ConfigDict(
+        **ApiModel.model_config,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.minRps) || !has(self.maxRps) || self.minRps <= self.maxRps",
+                    "message": "minRps cannot be above maxRps",
+                }
+            ]
+        },
+    )
+
+    headroom: float = Field(
+        default=1.5,
+        ge=1,
+        le=100,
+        allow_inf_nan=False,
+        description="Factor on the stable's observed rate (1-100): 1.5 tests at 150% of today's load.",
+    )
+    window: LoadTestStableWindow = Field(
+        default="1h", description="Window the stable's rate is averaged over (1m-24h)."
+    )
+    min_rps: float = Field(
+        default=1,
+        gt=0,
+        le=MAX_LOAD_TEST_RPS,
+        allow_inf_nan=False,
+        description="Lowest rate tested, also when the stable served nothing in the window.",
+    )
+    max_rps: float = Field(
+        default=1000,
+        gt=0,
+        le=MAX_LOAD_TEST_RPS,
+        allow_inf_nan=False,
+        description="Highest rate tested (at most 10000).",
+    )
+
+    @model_validator(mode="after")
+    def _range(self) -> LoadTestStableRate:
+        if self.min_rps > self.max_rps:
+            raise ValueError(f"minRps cannot be above maxRps ({self.min_rps:g} > {self.max_rps:g})")
+        return self
+
+    def requested(self, stable_rps: float) -> float:
+        """The rate to test: the stable's times the headroom, within the bounds, to 0.1 rps."""
+        return round(min(self.max_rps, max(self.min_rps, stable_rps * self.headroom)), 1)
+
+
 class LoadTest(ApiModel):
     """A load test run once per new revision, after its pods are ready and before any user request
     reaches it, against the revision's own Service. Give rps (the built-in generator, `python -m
@@ -723,8 +779,9 @@ class LoadTest(ApiModel):
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
-                    "rule": "has(self.rps) != has(self.jobTemplate)",
-                    "message": "give exactly one of rps and jobTemplate",
+                    "rule": "[has(self.rps), has(self.rpsFromStable), has(self.jobTemplate)]"
+                    ".filter(x, x).size() == 1",
+                    "message": "give exactly one of rps, rpsFromStable and jobTemplate",
                 }
             ]
         },
@@ -736,6 +793,11 @@ class LoadTest(ApiModel):
         le=MAX_LOAD_TEST_RPS,
         allow_inf_nan=False,
         description="Requests per second the built-in generator sends (open loop, at most 10000).",
+    )
+    rps_from_stable: LoadTestStableRate | None = Field(
+        default=None,
+        description="Derive the built-in generator's rate from the stable revision's observed request "
+        "rate (Prometheus) times a headroom, instead of a fixed rps.",
     )
     concurrency: int = Field(
         default=8,
@@ -767,8 +829,9 @@ class LoadTest(ApiModel):
 
     @model_validator(mode="after")
     def _one_kind(self) -> LoadTest:
-        if (self.rps is None) == (self.job_template is None):
-            raise ValueError("give exactly one of rps and jobTemplate")
+        given = [self.rps is not None, self.rps_from_stable is not None, self.job_template is not None]
+        if sum(given) != 1:
+            raise ValueError("give exactly one of rps, rpsFromStable and jobTemplate")
         if self.job_template is not None:
             if len(json.dumps(self.job_template)) > MAX_JOB_TEMPLATE_BYTES:
                 raise ValueError(f"jobTemplate is larger than {MAX_JOB_TEMPLATE_BYTES} bytes")

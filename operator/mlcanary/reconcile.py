@@ -57,7 +57,10 @@ from mlcanary.kube import (
 )
 from mlcanary.kubeapi.informer import newer, resource_version
 from mlcanary.models import (
+    Analysis,
+    BuiltinMetric,
     LoadTestPhase,
+    Metric,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
     Phase,
@@ -411,6 +414,15 @@ async def _tick(obj: dict[str, Any], ctx: OperatorContext) -> TickResult:
             ctx.metrics.record_round(namespace, name, analysis_round.measurements)
         elif engine.analysis_due(spec, status, now) and not ctx.rounds.running(uid):
             _start_round(ctx, uid, key, spec, status, namespace, name, now)
+    elif status.canary and status.stable and status.load_test and status.phase == Phase.LOAD_TESTING:
+        key = (status.canary.revision, None, f"stable rate {status.load_test.started_at.isoformat()}")
+        analysis_round = ctx.rounds.take(uid, key)
+        if (
+            analysis_round is None
+            and engine.stable_rate_due(spec, status, now)
+            and not ctx.rounds.running(uid)
+        ):
+            _start_stable_rate_round(ctx, uid, key, spec, status, namespace, name, now)
 
     observations = Observations(
         name=name,
@@ -517,6 +529,43 @@ def _start_round(
     ctx.rounds.start(uid, key, work, on_done=lambda: ctx.wake(uid))
 
 
+def _start_stable_rate_round(
+    ctx: OperatorContext,
+    uid: str,
+    key: RoundKey,
+    spec: ModelDeploymentSpec,
+    status: ModelDeploymentStatus,
+    namespace: str,
+    name: str,
+    now: datetime,
+) -> None:
+    """rpsFromStable: the stable's requests over the window, as the errorRate query counts them
+    (its sample size), measured with the stable as the revision under test."""
+    assert status.stable is not None and spec.load_test is not None
+    source = spec.load_test.rps_from_stable
+    assert source is not None
+    version = status.stable.template.model.version
+    context = AnalysisContext(
+        name=name,
+        namespace=namespace,
+        model_name=status.stable.template.model.name,
+        version=version,
+        stable_version=version,
+        interval=source.window,
+        canary_weight=100,
+    )
+    counting = Metric(name=loadtest.STABLE_RATE_METRIC, builtin=BuiltinMetric.ERROR_RATE, max=1)
+    analysis = Analysis(interval=source.window, metrics=[counting])
+    work = run_round(
+        ctx.provider_factory(spec, namespace),
+        analysis,
+        context,
+        now,
+        timeout_seconds=ctx.settings.query_timeout_seconds + 5,
+    )
+    ctx.rounds.start(uid, key, work, on_done=lambda: ctx.wake(uid))
+
+
 def _was_invalid_with(status: ModelDeploymentStatus, text: str) -> bool:
     return any(c.type == "SpecValid" and c.status == "False" and c.message == text for c in status.conditions)
 
@@ -597,7 +646,7 @@ async def _apply(
                 await attempt(f"Service {revision}", kube.delete(SERVICES, owner.namespace, revision))
             case RemoveRouterObjects(kind=kind):
                 await attempt(f"{kind} objects", get_router(kind).remove(kube, owner))
-            case EnsureLoadTestJob(revision=revision, job_name=job_name):
+            case EnsureLoadTestJob(revision=revision, job_name=job_name, rps=rps):
                 assert spec.load_test is not None
                 target_url = ctx.settings.load_test_target(
                     revision.revision, owner.namespace, revision.template.serving.port
@@ -609,6 +658,7 @@ async def _apply(
                     job_name,
                     target_url,
                     loadtest.active_deadline_seconds(spec.load_test),
+                    rps,
                 )
                 await attempt(f"Job {job_name}", kube.create_once(job, owner))
             case RemoveLoadTestJob(job_name=job_name):

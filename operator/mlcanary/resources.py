@@ -347,6 +347,7 @@ def load_test_job(
     job_name: str,
     target_url: str,
     active_deadline_seconds: int,
+    rps: float | None = None,
 ) -> dict[str, Any]:
     """The Job that load-tests ``revision`` through ``target_url`` (its own Service, never the
     public route). Its pods carry no ModelDeployment label: no Service of the model ever selects them.
@@ -363,11 +364,11 @@ def load_test_job(
         LABEL_REVISION: revision.revision,
     }
     pod_meta_labels = {LABEL_LOAD_TEST_OF: owner.name, LABEL_REVISION: revision.revision}
-    template = (
-        _user_load_test_pod(test, target_url)
-        if test.job_template
-        else _generator_pod(test, revision, target_url)
-    )
+    if test.job_template:
+        template = _user_load_test_pod(test, target_url)
+    else:
+        assert rps is not None, "the built-in generator needs its rate"
+        template = _generator_pod(test, revision, target_url, rps)
     template.setdefault("metadata", {})
     template["metadata"]["labels"] = {**(template["metadata"].get("labels") or {}), **pod_meta_labels}
     return {
@@ -383,7 +384,7 @@ def load_test_job(
     }
 
 
-def _generator_pod(test: LoadTest, revision: RevisionState, target_url: str) -> dict[str, Any]:
+def _generator_pod(test: LoadTest, revision: RevisionState, target_url: str, rps: float) -> dict[str, Any]:
     model = revision.template.model
     serving = revision.template.serving
     args = [
@@ -392,7 +393,7 @@ def _generator_pod(test: LoadTest, revision: RevisionState, target_url: str) -> 
         "--bundle",
         model.uri,
         "--rps",
-        f"{test.rps:g}",
+        f"{rps:g}",
         "--concurrency",
         str(test.concurrency),
         "--duration",

@@ -181,3 +181,22 @@ def test_the_operator_runs_the_load_test_job_reads_its_result_and_passes_or_roll
     failed = [e for e in cluster.events() if e["reason"] == "LoadTestFailed"]
     assert failed and failed[0]["type"] == "Warning" and "400.0ms" in failed[0]["message"]
     assert canary not in weighted(cluster, "istio") or weighted(cluster, "istio")[canary] == 0
+
+
+def test_rps_from_stable_runs_the_job_at_the_stables_rate_times_the_headroom(
+    mesh_cluster: Any, operator: Any
+) -> None:
+    cluster = mesh_cluster
+    # The metrics source answers the operator's stable-rate round: 36000 requests of 1.0.0 in 1h.
+    cluster.set_metrics({"1.0.0": {"stableRequestRate": {"value": 0.0, "sampleSize": 36000}}, "2.0.0": GOOD})
+    first = manifest("1.0.0")
+    first["spec"]["loadTest"] = {"rpsFromStable": {"headroom": 2, "window": "1h"}, "duration": "5s"}
+    cluster.apply(first)
+    cluster.wait_for(lambda: healthy_at(cluster, "1.0.0"), "v1 healthy", operator=operator)
+    set_version(cluster, "2.0.0")
+    [job] = cluster.wait_for(lambda: load_test_jobs(cluster), "the load test Job", operator=operator)
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--rps") + 1] == "20", args  # 10 rps x 2
+    status = cluster.status(NAME)
+    assert status["loadTest"]["requestedRps"] == 20
+    assert "the stable served 10.00 rps over 1h; testing 20 rps" in status["message"]

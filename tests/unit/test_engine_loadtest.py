@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from conftest import Sim, make_spec, of_type, reasons, rev, spec_wire, traffic
+from conftest import T0, Sim, make_spec, of_type, reasons, rev, spec_wire, traffic
 from pydantic import ValidationError
 
 from mlcanary.engine import Action, EnsureLoadTestJob, Observations, RemoveLoadTestJob
@@ -265,7 +265,11 @@ def test_without_a_load_test_the_canary_goes_straight_to_step_1() -> None:
     ("load_test", "router", "field_and_words"),
     [
         (LOAD_TEST, "replicas", "spec.loadTest: loadTest needs the gatewayAPI or istio router"),
-        ({}, "istio", "spec.loadTest: give exactly one of rps and jobTemplate"),
+        ({}, "istio", "spec.loadTest: give exactly one of rps, rpsFromStable and jobTemplate"),
+        ({"rps": 5, "rpsFromStable": {}}, "istio", "give exactly one of rps, rpsFromStable"),
+        ({"rpsFromStable": {"minRps": 9, "maxRps": 3}}, "istio", "spec.loadTest.rpsFromStable: minRps"),
+        ({"rpsFromStable": {"window": "10s"}}, "istio", "spec.loadTest.rpsFromStable.window"),
+        ({"rpsFromStable": {"headroom": 0.5}}, "istio", "spec.loadTest.rpsFromStable.headroom"),
         ({**LOAD_TEST, "jobTemplate": {"spec": {"containers": [{}]}}}, "istio", "exactly one of rps"),
         ({"jobTemplate": {"spec": {}}}, "istio", "jobTemplate.spec.containers must list"),
         ({**LOAD_TEST, "duration": "2h"}, "istio", "spec.loadTest.duration: 2h is outside 1s-1h"),
@@ -364,3 +368,56 @@ def test_the_target_url_setting_must_name_the_service() -> None:
     assert local.load_test_target("fraud-v2", "ml", 8080) == "http://127.0.0.1:8000/ml/fraud-v2"
     with pytest.raises(ValueError, match="MLCANARY_LOAD_TEST_TARGET_URL"):
         Settings.from_env({"MLCANARY_LOAD_TEST_TARGET_URL": "http://canary.example.com"})
+
+
+# ------------------------------------------------------------------------------- rpsFromStable
+
+
+def stable_rate_round(requests: int | None, verdict: str = "Successful") -> Any:
+    from mlcanary.engine import AnalysisRound
+    from mlcanary.gates.loadtest import STABLE_RATE_METRIC
+    from mlcanary.models import Measurement
+    from mlcanary.models import Verdict as MetricVerdict
+
+    measurement = Measurement(
+        metric=STABLE_RATE_METRIC, verdict=MetricVerdict(verdict), sample_size=requests, time=T0
+    )
+    return AnalysisRound([measurement])
+
+
+def test_rps_from_stable_waits_for_the_stables_rate_then_tests_it_times_the_headroom() -> None:
+    from mlcanary.engine import stable_rate_due
+
+    spec = load_tested_spec(rps=None, rpsFromStable={"headroom": 1.5, "window": "1h", "maxRps": 100})
+    sim = JobSim(spec).to_load_testing()
+    assert sim.status.load_test is not None and sim.status.load_test.requested_rps is None
+    assert stable_rate_due(sim.spec, sim.status, sim.now)
+    actions = sim.tick(1)  # no rate yet: no Job
+    assert not of_type(actions, EnsureLoadTestJob) and "waiting for the stable" in (sim.status.message or "")
+    assert stable_rate_due(sim.spec, sim.status, sim.now)  # no round ran yet: still due
+
+    actions = sim.tick(1, analysis=stable_rate_round(None, "Error"))  # Prometheus down: ask again later
+    assert not of_type(actions, EnsureLoadTestJob) and "waiting for the stable's request rate" in (
+        sim.status.message or ""
+    )
+    assert not stable_rate_due(sim.spec, sim.status, sim.now)
+    sim.tick(11)
+    assert stable_rate_due(sim.spec, sim.status, sim.now)
+
+    actions = sim.tick(1, analysis=stable_rate_round(3600 * 30))  # 30 rps over the hour
+    [job] = of_type(actions, EnsureLoadTestJob)
+    assert job.rps == 45 and sim.status.load_test.requested_rps == 45
+    assert "the stable served 30.00 rps over 1h; testing 45 rps" in (sim.status.message or "")
+    assert not stable_rate_due(sim.spec, sim.status, sim.now)
+    sim.finish(reported=result(requested_rps=45.0, achieved_rps=44.9))
+    sim.tick(1)
+    assert sim.phase == Phase.PROGRESSING
+
+
+@pytest.mark.parametrize(("requests", "expected"), [(None, 1.0), (0, 1.0), (3600 * 1000, 100.0)])
+def test_rps_from_stable_stays_within_its_bounds(requests: int | None, expected: float) -> None:
+    spec = load_tested_spec(rps=None, rpsFromStable={"window": "1h", "minRps": 1, "maxRps": 100})
+    sim = JobSim(spec).to_load_testing()
+    actions = sim.tick(1, analysis=stable_rate_round(requests, "Inconclusive"))
+    [job] = of_type(actions, EnsureLoadTestJob)
+    assert job.rps == expected

@@ -18,11 +18,15 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Literal
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
 
 from mlcanary.durations import parse_duration
 from mlcanary.models import LoadTest, LoadTestPhase, LoadTestStatus
+from mlcanary.models import Verdict as MetricVerdict
+
+if TYPE_CHECKING:
+    from mlcanary.engine import AnalysisRound
 
 JOB_SUFFIX = "-lt-"
 MAX_RESULT_BYTES = 4096  # a container's termination message is capped at 4 KiB
@@ -38,6 +42,9 @@ RESULT_FIELDS = (
     "latency_max_seconds",
     "duration_seconds",
 )
+# rpsFromStable: the round that measures the stable's rate, and how soon a round without it is retried.
+STABLE_RATE_METRIC = "stableRequestRate"
+STABLE_RATE_RETRY = timedelta(seconds=10)
 # Time allowed beyond warmup + duration for the pod to start and report (image pull, scheduling).
 START_ALLOWANCE_SECONDS = 120
 
@@ -84,6 +91,18 @@ def parse_result(text: str) -> dict[str, float] | None:
 class Verdict:
     phase: LoadTestPhase
     message: str
+
+
+def stable_rate(round_: AnalysisRound | None, window: str) -> float | None:
+    """The stable's requests per second from its rate round: the errorRate query's request count
+    over ``window`` (its sample size) divided by the window; no series is no request (0). None when
+    the query failed (Prometheus unreachable: ask again rather than guess)."""
+    if round_ is None:
+        return None
+    for measurement in round_.measurements:
+        if measurement.metric == STABLE_RATE_METRIC and measurement.verdict != MetricVerdict.ERROR:
+            return (measurement.sample_size or 0) / parse_duration(window).total_seconds()
+    return None
 
 
 def deadline_seconds(spec: LoadTest, progress_deadline: str) -> float:
