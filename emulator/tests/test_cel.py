@@ -188,6 +188,48 @@ CASES: dict[tuple[str, str], tuple[str, Mutation]] = {
         ],
         "spec.notifications[0]",
     ),
+    ("spec", "loadTest needs the gatewayAPI or istio router"): _on(
+        "replicas.yaml", "spec.loadTest", {"rps": 10}, "spec"
+    ),
+    ("spec.loadTest", "give exactly one of rps, rpsFromStable and jobTemplate"): _on(
+        "gateway-api.yaml", "spec.loadTest", {"rps": 5, "rpsFromStable": {}}
+    ),
+    ("spec.loadTest.rpsFromStable", "minRps cannot be above maxRps"): _on(
+        "gateway-api.yaml",
+        "spec.loadTest",
+        {"rpsFromStable": {"minRps": 50, "maxRps": 10}},
+        "spec.loadTest.rpsFromStable",
+    ),
+    ("spec.loadTest.rpsFromStable.window", "must be between"): _on(
+        "gateway-api.yaml",
+        "spec.loadTest",
+        {"rpsFromStable": {"window": "30s"}},
+        "spec.loadTest.rpsFromStable.window",
+    ),
+    ("spec.loadTest.duration", "must be between"): _on(
+        "gateway-api.yaml", "spec.loadTest", {"rps": 10, "duration": "2h"}, "spec.loadTest.duration"
+    ),
+    ("spec.loadTest.warmup", "must be between"): _on(
+        "gateway-api.yaml", "spec.loadTest", {"rps": 10, "warmup": "11m"}, "spec.loadTest.warmup"
+    ),
+    ("spec.loadTest.requestTimeout", "must be between"): _on(
+        "gateway-api.yaml",
+        "spec.loadTest",
+        {"rps": 10, "requestTimeout": "2m"},
+        "spec.loadTest.requestTimeout",
+    ),
+    ("spec.loadTest.slo.maxLatencyP95", "must be between"): _on(
+        "gateway-api.yaml",
+        "spec.loadTest",
+        {"rps": 10, "slo": {"maxLatencyP95": "2m"}},
+        "spec.loadTest.slo.maxLatencyP95",
+    ),
+    ("spec.loadTest.slo.maxLatencyP99", "must be between"): _on(
+        "gateway-api.yaml",
+        "spec.loadTest",
+        {"rps": 10, "slo": {"maxLatencyP99": "0s"}},
+        "spec.loadTest.slo.maxLatencyP99",
+    ),
     ("spec.serving.autoscaling", "minReplicas cannot be above maxReplicas"): _on(
         "autoscaling.yaml", "spec.serving.autoscaling.minReplicas", 30, "spec.serving.autoscaling"
     ),

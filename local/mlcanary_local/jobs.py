@@ -6,6 +6,13 @@ a short backoff until ``backoffLimit``; ``activeDeadlineSeconds`` kills it. The 
 as the real Job controller writes it (active/succeeded/failed, ``Complete`` or ``Failed`` with their
 reasons), with the status shapes of :mod:`kube_emulator.workloads`. ``python``/``python3`` as the
 command mean this interpreter. CronJobs need nothing here: the API emulator creates their Jobs.
+
+Each attempt is also a Pod object (labels ``job-name``, ``batch.kubernetes.io/job-name`` and
+``controller-uid`` as the Job controller sets them, owned by the Job) whose container status ends
+``terminated`` with the exit code and the termination message, as a kubelet writes it: the file at
+the container's ``terminationMessagePath`` (a process has no container filesystem, so that path is
+given a file in the pod's work directory, and an argument equal to it is rewritten to that file),
+or with ``terminationMessagePolicy: FallbackToLogsOnError`` and a failed exit, the log's tail.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import sys
 from datetime import UTC, datetime
@@ -21,11 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from kube_emulator.workloads import finished, job_failed_status, job_succeeded_status
-from mlcanary.kubeapi import JOBS, ApiError, Informer, Obj, Transport
+from mlcanary.kubeapi import JOBS, PODS, ApiError, Informer, Obj, Transport
 from mlcanary_local.process import child_kwargs, signal_group
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_TERMINATION_PATH = "/dev/termination-log"
+TERMINATION_MESSAGE_BYTES = 4096  # what a kubelet keeps of the file (and of the log's tail)
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV", "SSL_CERT_FILE")
 MAX_BACKOFF = 2.0
 
@@ -48,6 +58,16 @@ def job_command(template: Obj) -> tuple[list[str], dict[str, str]]:
             env[str(var["name"])] = str(var["value"])
     env["PYTHONUNBUFFERED"] = "1"
     return argv, env
+
+
+def termination_message(container: Obj, exit_code: int, message_file: Path, log: Path) -> str:
+    """What a kubelet puts in ``state.terminated.message``: the message file, or with
+    FallbackToLogsOnError and a failed exit, the log's tail when the file is empty."""
+    message = message_file.read_bytes()[:TERMINATION_MESSAGE_BYTES] if message_file.exists() else b""
+    policy = container.get("terminationMessagePolicy") or "File"
+    if not message and policy == "FallbackToLogsOnError" and exit_code != 0 and log.exists():
+        message = log.read_bytes()[-TERMINATION_MESSAGE_BYTES:]
+    return message.decode(errors="replace")
 
 
 class JobRunner:
@@ -125,10 +145,17 @@ class JobRunner:
             await self._status(job, job_failed_status(job, _now(), "BackoffLimitExceeded", failed + 1))
             return
         env["TMPDIR"] = str(workdir)
+        container = (((spec.get("template") or {}).get("spec") or {}).get("containers") or [{}])[0]
         while True:
             await self._status(job, {**status, "active": 1, "succeeded": succeeded, "failed": failed})
             timeout = None if ends_at is None else max(0.0, ends_at - loop.time())
-            code = await self._run_pod(argv, env, workdir, timeout)
+            pod = await self._create_pod(job, container)
+            message_file = workdir / f"termination-log-{succeeded + failed}"
+            message_file.unlink(missing_ok=True)
+            path = str(container.get("terminationMessagePath") or DEFAULT_TERMINATION_PATH)
+            pod_argv = [str(message_file) if arg == path else arg for arg in argv]
+            code = await self._run_pod(pod_argv, env, workdir, timeout)
+            await self._finish_pod(pod, container, code, message_file, workdir / "pod.log")
             if code is None:
                 await self._status(job, job_failed_status(job, _now(), "DeadlineExceeded", failed))
                 return
@@ -147,6 +174,63 @@ class JobRunner:
                 await self._status(job, job_failed_status(job, _now(), "BackoffLimitExceeded", failed))
                 return
             await asyncio.sleep(min(MAX_BACKOFF, 0.1 * 2 ** (failed - 1)))
+
+    async def _create_pod(self, job: Obj, container: Obj) -> Obj | None:
+        """The Pod object of one attempt (best effort: the Job runs without it)."""
+        meta = job["metadata"]
+        template_meta = ((job.get("spec") or {}).get("template") or {}).get("metadata") or {}
+        name, uid = str(meta["name"]), str(meta["uid"])
+        labels = {
+            **(template_meta.get("labels") or {}),
+            "job-name": name,
+            "batch.kubernetes.io/job-name": name,
+            "controller-uid": uid,
+            "batch.kubernetes.io/controller-uid": uid,
+        }
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": f"{name[:57]}-{secrets.token_hex(3)[:5]}",
+                "namespace": meta["namespace"],
+                "labels": labels,
+                "ownerReferences": [
+                    {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid, "controller": True}
+                ],
+            },
+            "spec": {"restartPolicy": "Never", "containers": [container]},
+        }
+        try:
+            return await self.api.create(pod)
+        except ApiError as error:
+            logger.warning("job %s/%s: could not create its Pod object: %s", meta["namespace"], name, error)
+            return None
+
+    async def _finish_pod(
+        self, pod: Obj | None, container: Obj, code: int | None, message_file: Path, log: Path
+    ) -> None:
+        """The attempt's container terminated: exit code and termination message, as a kubelet."""
+        if pod is None:
+            return
+        exit_code = 137 if code is None else code
+        message = termination_message(container, exit_code, message_file, log)
+        terminated = {
+            "exitCode": exit_code,
+            "reason": "Completed" if exit_code == 0 else "Error",
+            "message": message,
+            "finishedAt": _now(),
+        }
+        status = {
+            "phase": "Succeeded" if exit_code == 0 else "Failed",
+            "containerStatuses": [
+                {"name": container.get("name") or "job", "ready": False, "state": {"terminated": terminated}}
+            ],
+        }
+        meta = pod["metadata"]
+        with contextlib.suppress(ApiError):
+            await self.api.patch(
+                PODS, meta["namespace"], meta["name"], {"status": status}, subresource="status"
+            )
 
     @staticmethod
     async def _run_pod(

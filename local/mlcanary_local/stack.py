@@ -257,6 +257,9 @@ class LocalStack:
             "MLCANARY_PROMETHEUS_NAMESPACE_LABEL": "namespace",
             "MLCANARY_METRICS_PORT": str(self.operator_metrics_port),
             "MLCANARY_METRICS_HOST": LOCALHOST,
+            # No cluster DNS here: a load test Job reaches the canary's own Service through the
+            # local gateway, which routes /<namespace>/<Service>/ to that Service's ready pods.
+            "MLCANARY_LOAD_TEST_TARGET_URL": f"{self.gateway_url}/{{namespace}}/{{service}}",
         }
 
     def start(self) -> LocalStack:

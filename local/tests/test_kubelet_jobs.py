@@ -104,3 +104,47 @@ def test_python_means_this_interpreter_and_a_command_is_required() -> None:
     assert argv[:2] == [sys.executable, "-c"] and env["CODE"] == "0"
     with pytest.raises(ValueError, match="no command"):
         job_command({"spec": {"containers": [{"name": "c", "image": "i"}]}})
+
+
+REPORT = (
+    "import sys; open(sys.argv[1], 'w').write('{\"ok\": 1}'); print('log line'); sys.exit(int(sys.argv[2]))"
+)
+
+
+async def test_each_attempt_is_a_pod_object_ending_with_its_termination_message(
+    runner: tuple[KubernetesEmulator, Path],
+) -> None:
+    emu, _ = runner
+    reporting = job("reporting", 0)
+    container = reporting["spec"]["template"]["spec"]["containers"][0]
+    container["args"] = [REPORT, "/dev/termination-log", "0"]  # the default path, given a local file
+    reporting["spec"]["template"]["metadata"] = {"labels": {"team": "ml"}}
+    emu.apply(reporting)
+    done = await until_finished(emu, "reporting")
+    [pod] = [
+        p for p in emu.objects("pods", "default") if p["metadata"]["labels"].get("job-name") == "reporting"
+    ]
+    assert pod["metadata"]["labels"]["team"] == "ml"
+    assert pod["metadata"]["labels"]["batch.kubernetes.io/controller-uid"] == done["metadata"]["uid"]
+    assert pod["metadata"]["ownerReferences"][0]["kind"] == "Job"
+    terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert (terminated["exitCode"], terminated["message"]) == (0, '{"ok": 1}')
+    assert pod["status"]["phase"] == "Succeeded"
+
+
+async def test_fallback_to_logs_on_error_takes_the_log_tail_when_the_file_is_empty(
+    runner: tuple[KubernetesEmulator, Path],
+) -> None:
+    emu, _ = runner
+    crashing = job("crashing", 0, backoffLimit=0)
+    container = crashing["spec"]["template"]["spec"]["containers"][0]
+    container["args"] = ["import sys; print('boom: no bundle'); sys.exit(2)"]
+    container["terminationMessagePolicy"] = "FallbackToLogsOnError"
+    emu.apply(crashing)
+    await until_finished(emu, "crashing")
+    [pod] = [
+        p for p in emu.objects("pods", "default") if p["metadata"]["labels"].get("job-name") == "crashing"
+    ]
+    terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["exitCode"] == 2 and "boom: no bundle" in terminated["message"]
+    assert pod["status"]["phase"] == "Failed"

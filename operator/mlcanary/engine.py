@@ -7,7 +7,7 @@ in the status, a restarted operator carries on exactly where the last one stoppe
 
 Phase transitions (every one is in :func:`_transition`)::
 
-    (none) ─► Initializing ─► Healthy ─► Preparing ─► Progressing ⇄ Paused
+    (none) ─► Initializing ─► Healthy ─► Preparing ─► [LoadTesting] ─► Progressing ⇄ Paused
                                  ▲           │   ▲         │
                                  │           ▼   └─────────┤ (canary unavailable)
                                  │      RollingBack ◄──────┤ (failed analysis, deadline, abort, new version)
@@ -25,9 +25,12 @@ from typing import Literal, assert_never
 
 from mlcanary import conditions as cond
 from mlcanary.durations import parse_duration
+from mlcanary.gates import loadtest
 from mlcanary.models import (
     AnalysisCounters,
     InconclusivePolicy,
+    LoadTestPhase,
+    LoadTestStatus,
     Measurement,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
@@ -108,6 +111,7 @@ class Observations:
     analysis: AnalysisRound | None = None
     annotations: Mapping[str, str] = field(default_factory=dict)
     router_kind: RouterKind = RouterKind.REPLICAS
+    load_test_job: loadtest.JobObservation | None = None  # the Job of status.loadTest, once seen
 
 
 # -------------------------------------------------------------------------------------------- actions
@@ -159,7 +163,31 @@ class EmitEvent:
     message: str
 
 
-Action = EnsureRevision | SetTraffic | RemoveRevision | RemoveRouterObjects | EmitEvent
+@dataclass(frozen=True)
+class EnsureLoadTestJob:
+    """Create the load test Job of ``revision`` (spec.loadTest) unless it exists."""
+
+    revision: RevisionState
+    job_name: str
+    rps: float | None = None  # the built-in generator's rate (None: a user jobTemplate)
+
+
+@dataclass(frozen=True)
+class RemoveLoadTestJob:
+    """Delete a load test Job that lost its purpose (the rollout ended before its verdict)."""
+
+    job_name: str
+
+
+Action = (
+    EnsureRevision
+    | SetTraffic
+    | RemoveRevision
+    | RemoveRouterObjects
+    | EnsureLoadTestJob
+    | RemoveLoadTestJob
+    | EmitEvent
+)
 
 
 # ------------------------------------------------------------------------------------------ analysis
@@ -204,6 +232,7 @@ class _Tick:
     events: list[EmitEvent] = field(default_factory=list)
     requests: dict[str, bool] = field(default_factory=dict)
     retired_router: RouterKind | None = None
+    removals: list[Action] = field(default_factory=list)  # one-off clean-ups decided this tick
 
     @property
     def frozen(self) -> bool:
@@ -247,7 +276,7 @@ def decide(
     _transition(tick)
     _sync_summary(tick)
     _set_conditions(tick)
-    actions: list[Action] = [*_ensure_actions(tick), *tick.events]
+    actions: list[Action] = [*_ensure_actions(tick), *tick.removals, *tick.events]
     return tick.status, actions
 
 
@@ -279,6 +308,8 @@ def _transition(tick: _Tick) -> None:
             _steady(tick)
         case Phase.PREPARING:
             _preparing(tick)
+        case Phase.LOAD_TESTING:
+            _load_testing(tick)
         case Phase.PROGRESSING:
             _progressing(tick)
         case Phase.PAUSED:
@@ -366,6 +397,7 @@ def _start_canary(tick: _Tick, desired: RevisionState) -> None:
     status.last_measurements = []
     status.steps = []
     status.ending = None
+    status.load_test = None  # a retried version is load-tested afresh
     tick.enter(Phase.PREPARING, f"waiting for canary {desired.template.model.version} to become ready")
     tick.event(
         "CanaryStarted",
@@ -458,7 +490,169 @@ def _preparing(tick: _Tick) -> None:
     if tick.spec.rollout.paused:
         status.message = "canary ready; rollout is paused"
         return
+    _after_ready(tick)
+
+
+def _after_ready(tick: _Tick) -> None:
+    """The canary is ready: its gates first (spec.loadTest, once per rollout), then step 1 (or the
+    step it was at, when it only lost readiness for a while)."""
+    status = tick.status
+    assert status.canary is not None
+    if tick.spec.load_test is not None and not _load_test_passed(tick):
+        _start_load_test(tick)
+        return
     _start_step(tick, status.current_step or 1)
+
+
+# --- load test gate (spec.loadTest; verdicts in mlcanary.gates.loadtest)
+
+
+def _load_test_passed(tick: _Tick) -> bool:
+    result = tick.status.load_test
+    assert tick.status.canary is not None
+    return (
+        result is not None
+        and result.revision == tick.status.canary.revision
+        and result.phase == LoadTestPhase.PASSED
+    )
+
+
+def _start_load_test(tick: _Tick) -> None:
+    status = tick.status
+    assert status.canary is not None and tick.spec.load_test is not None
+    spec = tick.spec.load_test
+    current = status.load_test
+    if current is None or current.revision != status.canary.revision:
+        current = LoadTestStatus(
+            revision=status.canary.revision,
+            phase=LoadTestPhase.RUNNING,
+            job_name=loadtest.job_name(status.canary.revision, tick.now),
+            started_at=tick.now,
+            requested_rps=spec.rps,
+        )
+        status.load_test = current
+        if spec.rps is not None:
+            what = f"{spec.rps:g} rps"
+        elif spec.rps_from_stable is not None:
+            what = f"the stable's rate over {spec.rps_from_stable.window} x {spec.rps_from_stable.headroom:g}"
+        else:
+            what = "jobTemplate"
+        tick.event(
+            "LoadTestStarted",
+            f"{status.canary.template.model.version}: Job {current.job_name} ({what}, warmup "
+            f"{spec.warmup}, duration {spec.duration}) against the canary's own Service",
+        )
+    status.canary_weight = 0
+    tick.enter(
+        Phase.LOAD_TESTING, f"load test of {status.canary.template.model.version}: Job {current.job_name}"
+    )
+
+
+def _load_testing(tick: _Tick) -> None:
+    """No user traffic reaches the canary here (weight 0); its own Service takes the generated load.
+    The Job keeps running through a pause or an invalid spec; its verdict is recorded when it comes,
+    and acted on (step 1) only when the rollout may move forward. A failure always rolls back."""
+    status = tick.status
+    test = status.load_test
+    if test is None or tick.spec.load_test is None:
+        # spec.loadTest was removed mid-test (or status lost it): nothing to wait for.
+        if _interrupted(tick):
+            return
+        _start_step(tick, status.current_step or 1)
+        return
+    if _interrupted(tick):
+        if test.phase == LoadTestPhase.RUNNING:
+            test.phase = LoadTestPhase.ABORTED
+            test.finished_at = tick.now
+            test.message = status.ending.reason if status.ending else "rollout ended"
+            tick.removals.append(RemoveLoadTestJob(test.job_name))
+        return
+    if test.phase == LoadTestPhase.RUNNING:
+        if test.requested_rps is None and tick.spec.load_test.rps_from_stable is not None:
+            _resolve_rate(tick, test)
+        _read_load_test(tick, test)
+        if test.phase in (LoadTestPhase.RUNNING, LoadTestPhase.ABORTED):
+            return
+    if test.phase in (LoadTestPhase.FAILED, LoadTestPhase.INCONCLUSIVE):
+        _begin_rollback(tick, RolloutOutcome.ROLLED_BACK, f"load test {test.phase.lower()}: {test.message}")
+        return
+    # Passed: move on as Preparing does once the canary is ready.
+    if _frozen_hold(tick, "load test passed"):
+        return
+    if tick.requests.get(PROMOTE):
+        _begin_promotion(tick, "promoted by the mlcanary.io/promote annotation")
+        return
+    if tick.spec.rollout.paused:
+        status.message = "load test passed; rollout is paused"
+        return
+    _start_step(tick, status.current_step or 1)
+
+
+def _resolve_rate(tick: _Tick, test: LoadTestStatus) -> None:
+    """rpsFromStable: the rate from the stable's observed one (a round the shell ran for it). Until a
+    round reports it the Job waits; the deadline of the whole test still applies."""
+    assert tick.spec.load_test is not None and tick.spec.load_test.rps_from_stable is not None
+    source = tick.spec.load_test.rps_from_stable
+    measured = loadtest.stable_rate(tick.obs.analysis, source.window)
+    if tick.obs.analysis is not None:
+        tick.status.analysis.last_round_at = tick.now  # paces the retries (stable_rate_due)
+    if measured is None:
+        tick.status.message = f"load test: waiting for the stable's request rate over {source.window}"
+        return
+    test.requested_rps = source.requested(measured)
+    tick.status.message = (
+        f"load test: the stable served {measured:.2f} rps over {source.window}; testing "
+        f"{test.requested_rps:g} rps (x{source.headroom:g}, within {source.min_rps:g}-{source.max_rps:g})"
+    )
+
+
+def stable_rate_due(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: datetime) -> bool:
+    """Whether the shell should measure the stable's request rate (rpsFromStable, not known yet):
+    at once, then every STABLE_RATE_RETRY while the answers carry no rate."""
+    test, load_test = status.load_test, spec.load_test
+    if (
+        status.phase != Phase.LOAD_TESTING
+        or test is None
+        or test.phase != LoadTestPhase.RUNNING
+        or test.requested_rps is not None
+        or load_test is None
+        or load_test.rps_from_stable is None
+    ):
+        return False
+    last = status.analysis.last_round_at
+    return last is None or last < test.started_at or now - last >= loadtest.STABLE_RATE_RETRY
+
+
+def _read_load_test(tick: _Tick, test: LoadTestStatus) -> None:
+    assert tick.spec.load_test is not None and tick.status.canary is not None
+    spec = tick.spec.load_test
+    version = tick.status.canary.template.model.version
+    job = tick.obs.load_test_job
+    verdict = loadtest.judge(spec, job) if job is not None and job.name == test.job_name else None
+    if verdict is None:
+        if tick.requests.get(PROMOTE):
+            test.phase = LoadTestPhase.ABORTED
+            test.finished_at = tick.now
+            test.message = "skipped: promoted by the mlcanary.io/promote annotation"
+            tick.removals.append(RemoveLoadTestJob(test.job_name))
+            _begin_promotion(tick, "promoted by the mlcanary.io/promote annotation")
+            return
+        limit = loadtest.deadline_seconds(spec, tick.spec.rollout.progress_deadline)
+        if (tick.now - test.started_at).total_seconds() <= limit:
+            return
+        verdict = loadtest.Verdict(
+            LoadTestPhase.INCONCLUSIVE,
+            f"Job {test.job_name} reported no result within {limit:g}s (warmup + duration + "
+            f"progressDeadline {tick.spec.rollout.progress_deadline})",
+        )
+    loadtest.record(test, verdict, job.result if job is not None else None, tick.now)
+    match verdict.phase:
+        case LoadTestPhase.PASSED:
+            tick.event("LoadTestPassed", f"{version}: {verdict.message}")
+        case LoadTestPhase.FAILED:
+            tick.event("LoadTestFailed", f"{version}: {verdict.message}", warning=True)
+        case _:
+            tick.event("LoadTestInconclusive", f"{version}: {verdict.message}", warning=True)
 
 
 def _frozen_hold(tick: _Tick, where: str) -> bool:
@@ -703,6 +897,7 @@ def _finish(tick: _Tick, outcome: RolloutOutcome, reason: str) -> None:
         started_at=status.canary_started_at,
         finished_at=tick.now,
         steps=list(status.steps),
+        load_test=status.load_test,
     )
     status.history = _trim_history([*status.history, record][-HISTORY_LIMIT:])
     status.canary = None
@@ -711,6 +906,7 @@ def _finish(tick: _Tick, outcome: RolloutOutcome, reason: str) -> None:
     status.step_started_at = None
     status.canary_started_at = None
     status.ending = None
+    status.load_test = None
 
 
 def _trim_history(records: list[RolloutRecord], budget: int = HISTORY_BYTES) -> list[RolloutRecord]:
@@ -810,7 +1006,7 @@ def _set_conditions(tick: _Tick) -> None:
             ready, progressing = ("False", cond.REASON_PAUSED), ("Unknown", cond.REASON_PAUSED)
         case Phase.INITIALIZING:
             ready, progressing = ("False", cond.REASON_INITIALIZING), ("True", cond.REASON_INITIALIZING)
-        case Phase.PREPARING | Phase.PROGRESSING | Phase.PROMOTING | Phase.ROLLING_BACK:
+        case Phase.PREPARING | Phase.LOAD_TESTING | Phase.PROGRESSING | Phase.PROMOTING | Phase.ROLLING_BACK:
             ready, progressing = ("False", str(phase)), ("True", cond.REASON_CANARY_RUNNING)
         case None:
             ready, progressing = ("Unknown", "Unknown"), ("Unknown", "Unknown")
@@ -930,7 +1126,7 @@ def _ensure_actions(tick: _Tick) -> list[Action]:
         )
         stable_replicas, canary_replicas = plan.stable, plan.canary
         hold = plan.hold_stable_scale_down
-        if status.phase == Phase.PREPARING:
+        if status.phase in (Phase.PREPARING, Phase.LOAD_TESTING):
             # Stable keeps every pod until a step moves traffic (even when the canary is being
             # prepared for the promotion step after it lost readiness there).
             stable_replicas = None if autoscaled is not None else total
@@ -940,6 +1136,17 @@ def _ensure_actions(tick: _Tick) -> list[Action]:
         actions.append(EnsureRevision(status.canary, "canary", canary_replicas))
     canary_name = status.canary.revision if status.canary else None
     actions.append(SetTraffic(status.stable.revision, canary_name, status.canary_weight))
+    test = status.load_test
+    user_job = tick.spec.load_test is not None and tick.spec.load_test.job_template is not None
+    if (
+        status.phase == Phase.LOAD_TESTING
+        and status.canary is not None
+        and test is not None
+        and test.phase == LoadTestPhase.RUNNING
+        and test.revision == status.canary.revision
+        and (user_job or test.requested_rps is not None)
+    ):
+        actions.append(EnsureLoadTestJob(status.canary, test.job_name, test.requested_rps))
     if tick.retired_router is not None:
         actions.append(RemoveRouterObjects(tick.retired_router))
     keep = {status.stable.revision} | ({canary_name} if canary_name else set())

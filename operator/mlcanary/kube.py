@@ -33,7 +33,9 @@ from mlcanary.kubeapi import (
     DEPLOYMENTS,
     HORIZONTAL_POD_AUTOSCALERS,
     HTTPROUTES,
+    JOBS,
     MODEL_DEPLOYMENTS,
+    PODS,
     SECRETS,
     SERVICES,
     VIRTUALSERVICES,
@@ -52,7 +54,9 @@ __all__ = [
     "DEPLOYMENTS",
     "HORIZONTAL_POD_AUTOSCALERS",
     "HTTPROUTES",
+    "JOBS",
     "MODEL_DEPLOYMENTS",
+    "PODS",
     "SERVICES",
     "VIRTUALSERVICES",
     "ApiError",
@@ -69,6 +73,7 @@ CHILD_KINDS: tuple[Resource, ...] = (
     HORIZONTAL_POD_AUTOSCALERS,
     HTTPROUTES,
     VIRTUALSERVICES,
+    JOBS,
 )
 
 
@@ -249,6 +254,23 @@ class Kube:
         )
         self._remember(resource, patched)
         return EnsureResult(Outcome.REVERTED if hand_edit else Outcome.UPDATED, patched, difference)
+
+    async def create_once(self, desired: Obj, owner: Owner) -> EnsureResult:
+        """Create ``desired`` unless an object of that name exists; never update it (a Job's pod
+        template is immutable, and a running load test must not be disturbed)."""
+        resource = resource_for(desired)
+        meta = desired["metadata"]
+        live = await self.get(resource, meta["namespace"], meta["name"])
+        if live is not None:
+            return EnsureResult(Outcome.UNCHANGED if controlled_by(live, owner) else Outcome.FOREIGN, live)
+        try:
+            created: Obj = await self._write("create", desired)
+        except ApiError as error:
+            if error.conflict:  # created meanwhile (the cache had not seen it yet)
+                return EnsureResult(Outcome.UNCHANGED)
+            raise
+        self._remember(resource, created)
+        return EnsureResult(Outcome.CREATED, created)
 
     async def delete(self, resource: Resource, namespace: str, name: str) -> bool:
         deleted: bool = await self._write("delete", resource, namespace, name)

@@ -79,6 +79,12 @@ MAX_INTERVAL = "24h"
 MAX_QUERY_TIMEOUT = "5m"
 MAX_SETTLE_TIME = "10m"
 MAX_REQUEST_TIMEOUT = "24h"
+MAX_LOAD_TEST_DURATION = "1h"
+MAX_LOAD_TEST_WARMUP = "10m"
+MAX_LOAD_TEST_REQUEST_TIMEOUT = "60s"
+MAX_LOAD_TEST_RPS = 10_000.0
+MAX_LOAD_TEST_CONCURRENCY = 1000
+MAX_JOB_TEMPLATE_BYTES = 64 * 1024
 LIMIT = 1_000_000_000_000_000.0  # |min|, |max|, tolerances: far beyond any metric, always finite
 
 # A Go-style duration string between a minimum and a maximum: checked by the model (the operator names
@@ -110,6 +116,25 @@ RequestTimeout = Annotated[
     str,
     _duration_field(MAX_REQUEST_TIMEOUT, "1ms"),
     AfterValidator(_duration_within("1ms", MAX_REQUEST_TIMEOUT)),
+]
+
+LoadTestDuration = Annotated[
+    str,
+    _duration_field(MAX_LOAD_TEST_DURATION, "1s"),
+    AfterValidator(_duration_within("1s", MAX_LOAD_TEST_DURATION)),
+]
+LoadTestWarmup = Annotated[
+    str,
+    _duration_field(MAX_LOAD_TEST_WARMUP, "0s"),
+    AfterValidator(_duration_within("0s", MAX_LOAD_TEST_WARMUP)),
+]
+LoadTestStableWindow = Annotated[
+    str, _duration_field("24h", "1m"), AfterValidator(_duration_within("1m", "24h"))
+]
+LoadTestLatency = Annotated[
+    str,
+    _duration_field(MAX_LOAD_TEST_REQUEST_TIMEOUT, "1ms"),
+    AfterValidator(_duration_within("1ms", MAX_LOAD_TEST_REQUEST_TIMEOUT)),
 ]
 
 # Object and version names. metadata.name becomes a Service name (DNS-1035: starts with a letter, no
@@ -655,6 +680,171 @@ class Analysis(ApiModel):
         return metrics
 
 
+class LoadTestSLO(ApiModel):
+    """What the canary must meet under the load test. A generator that could not produce the load
+    (achieved rate under minAchievedRatio of the requested one) or measured too few requests makes
+    the result Inconclusive, which never passes."""
+
+    max_latency_p95: LoadTestLatency | None = Field(
+        default=None, description="Largest allowed 95th percentile latency (e.g. 250ms; 1ms-60s)."
+    )
+    max_latency_p99: LoadTestLatency | None = Field(
+        default=None, description="Largest allowed 99th percentile latency (e.g. 500ms; 1ms-60s)."
+    )
+    max_error_rate: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="Largest allowed share of failed requests (non-2xx, timeouts, connection errors; 0-1).",
+    )
+    min_achieved_ratio: float = Field(
+        default=0.95,
+        ge=0.1,
+        le=1,
+        allow_inf_nan=False,
+        description="Achieved request rate divided by the requested one below which the result is "
+        "Inconclusive (0.1-1): the generator did not produce the load asked for.",
+    )
+    min_requests: int = Field(
+        default=20,
+        ge=1,
+        le=10_000_000,
+        description="Fewer measured requests than this make the result Inconclusive.",
+    )
+
+
+class LoadTestStableRate(ApiModel):
+    """The load test's rate from what the stable revision serves: its request rate over ``window``
+    (from Prometheus, ``mlcanary_requests_total``) times ``headroom``, within minRps-maxRps."""
+
+    # CEL mirror of the validator below, so a real API server refuses this at apply time.
+    model_config = ConfigDict(
+        **ApiModel.model_config,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.minRps) || !has(self.maxRps) || self.minRps <= self.maxRps",
+                    "message": "minRps cannot be above maxRps",
+                }
+            ]
+        },
+    )
+
+    headroom: float = Field(
+        default=1.5,
+        ge=1,
+        le=100,
+        allow_inf_nan=False,
+        description="Factor on the stable's observed rate (1-100): 1.5 tests at 150% of today's load.",
+    )
+    window: LoadTestStableWindow = Field(
+        default="1h", description="Window the stable's rate is averaged over (1m-24h)."
+    )
+    min_rps: float = Field(
+        default=1,
+        gt=0,
+        le=MAX_LOAD_TEST_RPS,
+        allow_inf_nan=False,
+        description="Lowest rate tested, also when the stable served nothing in the window.",
+    )
+    max_rps: float = Field(
+        default=1000,
+        gt=0,
+        le=MAX_LOAD_TEST_RPS,
+        allow_inf_nan=False,
+        description="Highest rate tested (at most 10000).",
+    )
+
+    @model_validator(mode="after")
+    def _range(self) -> LoadTestStableRate:
+        if self.min_rps > self.max_rps:
+            raise ValueError(f"minRps cannot be above maxRps ({self.min_rps:g} > {self.max_rps:g})")
+        return self
+
+    def requested(self, stable_rps: float) -> float:
+        """The rate to test: the stable's times the headroom, within the bounds, to 0.1 rps."""
+        return round(min(self.max_rps, max(self.min_rps, stable_rps * self.headroom)), 1)
+
+
+class LoadTest(ApiModel):
+    """A load test run once per new revision, after its pods are ready and before any user request
+    reaches it, against the revision's own Service. Give rps (the built-in generator, `python -m
+    mlcanary_serving.loadtest` in the serving image, sending rows sampled from the bundle) or
+    jobTemplate (your own pod, whose exit code 0 passes)."""
+
+    # CEL mirror of the validator below, so a real API server refuses this at apply time.
+    model_config = ConfigDict(
+        **ApiModel.model_config,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "[has(self.rps), has(self.rpsFromStable), has(self.jobTemplate)]"
+                    ".filter(x, x).size() == 1",
+                    "message": "give exactly one of rps, rpsFromStable and jobTemplate",
+                }
+            ]
+        },
+    )
+
+    rps: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_LOAD_TEST_RPS,
+        allow_inf_nan=False,
+        description="Requests per second the built-in generator sends (open loop, at most 10000).",
+    )
+    rps_from_stable: LoadTestStableRate | None = Field(
+        default=None,
+        description="Derive the built-in generator's rate from the stable revision's observed request "
+        "rate (Prometheus) times a headroom, instead of a fixed rps.",
+    )
+    concurrency: int = Field(
+        default=8,
+        ge=1,
+        le=MAX_LOAD_TEST_CONCURRENCY,
+        description="Most requests in flight at once (connections; 1-1000). Too few for the rate and "
+        "the canary's latency shows as an achieved rate under the requested one.",
+    )
+    duration: LoadTestDuration = Field(default="60s", description="How long the measured load runs (1s-1h).")
+    warmup: LoadTestWarmup = Field(
+        default="10s", description="Load sent before measuring starts, not counted (0s-10m)."
+    )
+    request_timeout: LoadTestLatency = Field(
+        default="5s", description="A request not answered within this counts as an error (1ms-60s)."
+    )
+    slo: LoadTestSLO = Field(default_factory=LoadTestSLO, description="What the canary must meet.")
+    image: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1024,
+        description="Image of the built-in generator (default: the revision's serving image).",
+    )
+    job_template: dict[str, Any] | None = Field(
+        default=None,
+        description="Your own load test instead of the built-in one: a pod template (metadata, spec) "
+        "run as a Job with restartPolicy Never; exit code 0 passes. Its pods get MLCANARY_TARGET_URL "
+        "(the canary revision's Service). At most 64 KiB.",
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> LoadTest:
+        given = [self.rps is not None, self.rps_from_stable is not None, self.job_template is not None]
+        if sum(given) != 1:
+            raise ValueError("give exactly one of rps, rpsFromStable and jobTemplate")
+        if self.job_template is not None:
+            if len(json.dumps(self.job_template)) > MAX_JOB_TEMPLATE_BYTES:
+                raise ValueError(f"jobTemplate is larger than {MAX_JOB_TEMPLATE_BYTES} bytes")
+            containers = (self.job_template.get("spec") or {}).get("containers")
+            if not isinstance(containers, list) or not containers or not isinstance(containers[0], dict):
+                raise ValueError("jobTemplate.spec.containers must list at least one container")
+        return self
+
+    def measured_seconds(self) -> float:
+        """Warmup plus measured duration: how long the generator runs."""
+        return (parse_duration(self.warmup) + parse_duration(self.duration)).total_seconds()
+
+
 GatewayDuration = Annotated[str, Field(pattern=GATEWAY_DURATION_PATTERN)]
 
 
@@ -1050,6 +1240,10 @@ class EventReason(enum.StrEnum):
     REQUEST_IGNORED = "RequestIgnored"
     TRAFFIC_ABOVE_STEP = "TrafficAboveStep"
     ROUTER_CHANGED = "RouterChanged"
+    LOAD_TEST_STARTED = "LoadTestStarted"
+    LOAD_TEST_PASSED = "LoadTestPassed"
+    LOAD_TEST_FAILED = "LoadTestFailed"
+    LOAD_TEST_INCONCLUSIVE = "LoadTestInconclusive"
 
 
 class NotificationProvider(enum.StrEnum):
@@ -1113,10 +1307,27 @@ class NotificationRoute(ApiModel):
 class ModelDeploymentSpec(ApiModel):
     """Desired state: which model version serves, and how a new version is rolled out and judged."""
 
+    # CEL mirror of _load_test_router, so a real API server refuses this at apply time.
+    model_config = ConfigDict(
+        **ApiModel.model_config,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.loadTest) || (has(self.traffic) && !has(self.traffic.replicas))",
+                    "message": "loadTest needs the gatewayAPI or istio router",
+                }
+            ]
+        },
+    )
+
     model: ModelRef = Field(description="The model and version to serve.")
     serving: Serving = Field(default_factory=Serving, description="How serving pods run.")
     rollout: Rollout = Field(default_factory=Rollout, description="How traffic moves to a new version.")
     analysis: Analysis = Field(default_factory=Analysis, description="How each step is judged.")
+    load_test: LoadTest | None = Field(
+        default=None,
+        description="A load test each new revision must pass before it receives any user traffic.",
+    )
     traffic: Traffic = Field(
         default_factory=lambda: Traffic(replicas=ReplicaRouter()),
         description="How traffic is split (default: replica ratio).",
@@ -1148,6 +1359,17 @@ class ModelDeploymentSpec(ApiModel):
                     f"{weights.served_share(replicas, 1)}%; use steps of at least {smallest}%, more "
                     "replicas, or the gatewayAPI or istio router"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _load_test_router(self) -> ModelDeploymentSpec:
+        """Behind the replicas router a ready canary pod takes user traffic at once (the shared
+        Service selects it): no phase can keep users off it, so a load test would not be first."""
+        if self.load_test is not None and self.traffic.router_kind.follows_ready_pods:
+            raise ValueError(
+                "loadTest: loadTest needs the gatewayAPI or istio router: behind the replicas router "
+                "a ready canary pod serves users at once, so the load test could not come first"
+            )
         return self
 
     def _replicas_field(self) -> str:
@@ -1200,6 +1422,7 @@ class Phase(enum.StrEnum):
     INITIALIZING = "Initializing"  # first version: waiting for the stable revision to be ready
     HEALTHY = "Healthy"  # stable serves all traffic, nothing in flight
     PREPARING = "Preparing"  # canary created, waiting for it to be ready (weight 0)
+    LOAD_TESTING = "LoadTesting"  # canary ready, load test Job running against it (weight 0)
     PROGRESSING = "Progressing"  # canary receives the current step's weight and is being judged
     PAUSED = "Paused"  # spec.rollout.paused: nothing advances
     PROMOTING = "Promoting"  # all traffic moving to the canary, then it becomes stable
@@ -1253,6 +1476,32 @@ class RolloutEnding(ApiModel):
     reason: str = Field(description="Why.")
 
 
+class LoadTestPhase(enum.StrEnum):
+    RUNNING = "Running"
+    PASSED = "Passed"
+    FAILED = "Failed"
+    INCONCLUSIVE = "Inconclusive"
+    ABORTED = "Aborted"  # the rollout ended (abort, newer version) before a verdict
+
+
+class LoadTestStatus(ApiModel):
+    """The load test of one revision in the running rollout: kept in status so that an operator
+    restart neither runs it again nor forgets its verdict."""
+
+    revision: str = Field(description="Revision (child object) name the load test is for.")
+    phase: LoadTestPhase = Field(description="Running, Passed, Failed, Inconclusive or Aborted.")
+    job_name: str = Field(description="The Job that runs it.")
+    started_at: datetime = Field(description="When the Job was requested.")
+    finished_at: datetime | None = Field(default=None, description="When the verdict was reached.")
+    requested_rps: float | None = Field(default=None, description="Requests per second asked for.")
+    achieved_rps: float | None = Field(default=None, description="Requests per second measured.")
+    requests: int | None = Field(default=None, description="Requests measured (after the warmup).")
+    error_rate: float | None = Field(default=None, description="Share of failed requests.")
+    latency_p95_seconds: float | None = Field(default=None, description="95th percentile latency.")
+    latency_p99_seconds: float | None = Field(default=None, description="99th percentile latency.")
+    message: str | None = Field(default=None, description="Why this verdict, naming value and bound.")
+
+
 class RolloutRecord(ApiModel):
     """A finished rollout."""
 
@@ -1263,6 +1512,7 @@ class RolloutRecord(ApiModel):
     started_at: datetime | None = Field(default=None, description="When the canary was created.")
     finished_at: datetime = Field(description="When it ended.")
     steps: list[StepReport] = Field(default_factory=list, description="Per-step report.")
+    load_test: LoadTestStatus | None = Field(default=None, description="The load test, when one ran.")
 
 
 class Condition(ApiModel):
@@ -1343,6 +1593,9 @@ class ModelDeploymentStatus(ApiModel):
     )
     steps: list[StepReport] = Field(
         default_factory=list, description="Report of the running rollout, one entry per step."
+    )
+    load_test: LoadTestStatus | None = Field(
+        default=None, description="Load test of the running rollout's canary (spec.loadTest)."
     )
     history: list[RolloutRecord] = Field(default_factory=list, description="The last finished rollouts.")
     rejected_versions: list[str] = Field(

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -30,18 +30,23 @@ from mlcanary.durations import parse_duration
 from mlcanary.engine import (
     AnalysisRound,
     EmitEvent,
+    EnsureLoadTestJob,
     EnsureRevision,
     Observations,
+    RemoveLoadTestJob,
     RemoveRevision,
     RemoveRouterObjects,
     RevisionObservation,
     SetTraffic,
     TrafficObservation,
 )
+from mlcanary.gates import loadtest
 from mlcanary.kube import (
     DEPLOYMENTS,
     HORIZONTAL_POD_AUTOSCALERS,
+    JOBS,
     MODEL_DEPLOYMENTS,
+    PODS,
     SERVICES,
     ApiError,
     ConflictError,
@@ -51,7 +56,16 @@ from mlcanary.kube import (
     controlled_by,
 )
 from mlcanary.kubeapi.informer import newer, resource_version
-from mlcanary.models import ModelDeploymentSpec, ModelDeploymentStatus, Phase, object_name_problem
+from mlcanary.models import (
+    Analysis,
+    BuiltinMetric,
+    LoadTestPhase,
+    Metric,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    Phase,
+    object_name_problem,
+)
 from mlcanary.notify.dispatch import Notifier
 from mlcanary.operator_metrics import OperatorMetrics
 from mlcanary.routers import UnknownRouterError, get_router
@@ -400,6 +414,15 @@ async def _tick(obj: dict[str, Any], ctx: OperatorContext) -> TickResult:
             ctx.metrics.record_round(namespace, name, analysis_round.measurements)
         elif engine.analysis_due(spec, status, now) and not ctx.rounds.running(uid):
             _start_round(ctx, uid, key, spec, status, namespace, name, now)
+    elif status.canary and status.stable and status.load_test and status.phase == Phase.LOAD_TESTING:
+        key = (status.canary.revision, None, f"stable rate {status.load_test.started_at.isoformat()}")
+        analysis_round = ctx.rounds.take(uid, key)
+        if (
+            analysis_round is None
+            and engine.stable_rate_due(spec, status, now)
+            and not ctx.rounds.running(uid)
+        ):
+            _start_stable_rate_round(ctx, uid, key, spec, status, namespace, name, now)
 
     observations = Observations(
         name=name,
@@ -409,6 +432,7 @@ async def _tick(obj: dict[str, Any], ctx: OperatorContext) -> TickResult:
         analysis=analysis_round,
         annotations=meta.get("annotations") or {},
         router_kind=spec.traffic.router_kind,
+        load_test_job=await observe_load_test(ctx.kube, status, spec, owner),
     )
     new_status, actions = engine.decide(spec, status, observations, now, invalid_spec=invalid)
     new_status.conditions = cond.set_condition(
@@ -426,6 +450,54 @@ async def _tick(obj: dict[str, Any], ctx: OperatorContext) -> TickResult:
         and not ctx.rounds.running(uid)
     )
     return TickResult(new_status, actions, settled=settled)
+
+
+async def observe_load_test(
+    kube: Kube, status: ModelDeploymentStatus, spec: ModelDeploymentSpec, owner: resources.Owner
+) -> loadtest.JobObservation | None:
+    """The running load test's Job, and once it ended, the result its pod left in its termination
+    message. Nothing is read unless a load test is running (one pod list per finished Job)."""
+    test = status.load_test
+    if status.phase != Phase.LOAD_TESTING or test is None or test.phase != LoadTestPhase.RUNNING:
+        return None
+    job = await kube.get(JOBS, owner.namespace, test.job_name)
+    if job is None or not controlled_by(job, owner):
+        return None
+    outcome, reason = job_outcome(job)
+    result = None
+    if outcome is not None and spec.load_test is not None and spec.load_test.job_template is None:
+        pods, _ = await kube.api.list(PODS, owner.namespace, f"job-name={test.job_name}")
+        result = termination_result(pods)
+    return loadtest.JobObservation(test.job_name, outcome, reason, result)
+
+
+def job_outcome(job: dict[str, Any]) -> tuple[Literal["Complete", "Failed"] | None, str]:
+    """Complete or Failed (with its reason) from a Job's conditions; None while it runs."""
+    for condition in (job.get("status") or {}).get("conditions") or []:
+        if condition.get("status") != "True":
+            continue
+        if condition.get("type") == "Complete":
+            return "Complete", ""
+        if condition.get("type") == "Failed":
+            return "Failed", str(condition.get("reason") or "")
+    return None, ""
+
+
+def termination_result(pods: list[dict[str, Any]]) -> dict[str, float] | None:
+    """The load generator's result from its pods' termination messages (the newest pod first)."""
+
+    def finished_at(pod: dict[str, Any]) -> str:
+        return str((pod.get("metadata") or {}).get("creationTimestamp") or "")
+
+    for pod in sorted(pods, key=finished_at, reverse=True):
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            if container.get("name") != resources.LOAD_TEST_CONTAINER:
+                continue
+            terminated = (container.get("state") or {}).get("terminated") or {}
+            result = loadtest.parse_result(str(terminated.get("message") or ""))
+            if result is not None:
+                return result
+    return None
 
 
 def _start_round(
@@ -454,6 +526,43 @@ def _start_round(
         query_timeout = parse_duration(spec.analysis.prometheus.timeout).total_seconds()
     # The provider enforces the query timeout; this outer bound only catches a provider bug.
     work = run_round(provider, spec.analysis, context, now, timeout_seconds=query_timeout + 5)
+    ctx.rounds.start(uid, key, work, on_done=lambda: ctx.wake(uid))
+
+
+def _start_stable_rate_round(
+    ctx: OperatorContext,
+    uid: str,
+    key: RoundKey,
+    spec: ModelDeploymentSpec,
+    status: ModelDeploymentStatus,
+    namespace: str,
+    name: str,
+    now: datetime,
+) -> None:
+    """rpsFromStable: the stable's requests over the window, as the errorRate query counts them
+    (its sample size), measured with the stable as the revision under test."""
+    assert status.stable is not None and spec.load_test is not None
+    source = spec.load_test.rps_from_stable
+    assert source is not None
+    version = status.stable.template.model.version
+    context = AnalysisContext(
+        name=name,
+        namespace=namespace,
+        model_name=status.stable.template.model.name,
+        version=version,
+        stable_version=version,
+        interval=source.window,
+        canary_weight=100,
+    )
+    counting = Metric(name=loadtest.STABLE_RATE_METRIC, builtin=BuiltinMetric.ERROR_RATE, max=1)
+    analysis = Analysis(interval=source.window, metrics=[counting])
+    work = run_round(
+        ctx.provider_factory(spec, namespace),
+        analysis,
+        context,
+        now,
+        timeout_seconds=ctx.settings.query_timeout_seconds + 5,
+    )
     ctx.rounds.start(uid, key, work, on_done=lambda: ctx.wake(uid))
 
 
@@ -537,12 +646,37 @@ async def _apply(
                 await attempt(f"Service {revision}", kube.delete(SERVICES, owner.namespace, revision))
             case RemoveRouterObjects(kind=kind):
                 await attempt(f"{kind} objects", get_router(kind).remove(kube, owner))
+            case EnsureLoadTestJob(revision=revision, job_name=job_name, rps=rps):
+                assert spec.load_test is not None
+                target_url = ctx.settings.load_test_target(
+                    revision.revision, owner.namespace, revision.template.serving.port
+                )
+                job = resources.load_test_job(
+                    owner,
+                    spec,
+                    revision,
+                    job_name,
+                    target_url,
+                    loadtest.active_deadline_seconds(spec.load_test),
+                    rps,
+                )
+                await attempt(f"Job {job_name}", kube.create_once(job, owner))
+            case RemoveLoadTestJob(job_name=job_name):
+                await attempt(f"Job {job_name}", _remove_job(kube, owner, job_name))
             case EmitEvent(type=type_, reason=reason, message=message):
                 kube.post_event_soon(obj, type_, reason, message)
                 logger.info("%s/%s: %s: %s", owner.namespace, owner.name, reason, message)
     await _report_writes(ctx, obj, results)
     if failures:
         raise ApplyError("; ".join(failures))
+
+
+async def _remove_job(kube: Kube, owner: resources.Owner, name: str) -> bool:
+    """Delete a load test Job we control, with its pods (background propagation: a running generator stops)."""
+    live = await kube.get(JOBS, owner.namespace, name)
+    if live is None or not controlled_by(live, owner):
+        return False
+    return await kube.delete(JOBS, owner.namespace, name)
 
 
 async def _remove_autoscaler(kube: Kube, owner: resources.Owner, revision: str) -> bool:

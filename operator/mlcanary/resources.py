@@ -12,6 +12,7 @@ field it leaves to the server's default is a field a hand edit could change unse
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from mlcanary.models import (
     API_VERSION,
     KIND,
     Autoscaling,
+    LoadTest,
     ModelDeploymentSpec,
     RevisionState,
     ScalingMetric,
@@ -330,3 +332,97 @@ def horizontal_pod_autoscaler(
         "metadata": owner.metadata(revision.revision, labels),
         "spec": spec,
     }
+
+
+LABEL_LOAD_TEST_OF = "mlcanary.io/load-test-of"
+LOAD_TEST_CONTAINER = "loadtest"
+LOAD_TEST_TTL_SECONDS = 3600  # finished load test Jobs stay an hour for `kubectl logs`, then go
+TERMINATION_LOG = "/dev/termination-log"
+
+
+def load_test_job(
+    owner: Owner,
+    spec: ModelDeploymentSpec,
+    revision: RevisionState,
+    job_name: str,
+    target_url: str,
+    active_deadline_seconds: int,
+    rps: float | None = None,
+) -> dict[str, Any]:
+    """The Job that load-tests ``revision`` through ``target_url`` (its own Service, never the
+    public route). Its pods carry no ModelDeployment label: no Service of the model ever selects them.
+
+    Built-in generator: one pod, no retry (a second run would measure a different canary state),
+    the result as one JSON line in the container's termination message (read by the operator from
+    the pod's status: no log access needed). jobTemplate: the user's pod template, restartPolicy
+    Never, MLCANARY_TARGET_URL added to each container; its exit code is the verdict."""
+    test = spec.load_test
+    assert test is not None
+    labels = {
+        LABEL_MDEP: owner.name,
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_REVISION: revision.revision,
+    }
+    pod_meta_labels = {LABEL_LOAD_TEST_OF: owner.name, LABEL_REVISION: revision.revision}
+    if test.job_template:
+        template = _user_load_test_pod(test, target_url)
+    else:
+        assert rps is not None, "the built-in generator needs its rate"
+        template = _generator_pod(test, revision, target_url, rps)
+    template.setdefault("metadata", {})
+    template["metadata"]["labels"] = {**(template["metadata"].get("labels") or {}), **pod_meta_labels}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": owner.metadata(job_name, labels),
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": active_deadline_seconds,
+            "ttlSecondsAfterFinished": LOAD_TEST_TTL_SECONDS,
+            "template": template,
+        },
+    }
+
+
+def _generator_pod(test: LoadTest, revision: RevisionState, target_url: str, rps: float) -> dict[str, Any]:
+    model = revision.template.model
+    serving = revision.template.serving
+    args = [
+        "--url",
+        target_url,
+        "--bundle",
+        model.uri,
+        "--rps",
+        f"{rps:g}",
+        "--concurrency",
+        str(test.concurrency),
+        "--duration",
+        test.duration,
+        "--warmup",
+        test.warmup,
+        "--timeout",
+        test.request_timeout,
+        "--termination-log",
+        TERMINATION_LOG,
+    ]
+    if model.sha256:
+        args += ["--sha256", model.sha256]
+    container: dict[str, Any] = {
+        "name": LOAD_TEST_CONTAINER,
+        "image": test.image or serving.image,
+        "command": ["python", "-m", "mlcanary_serving.loadtest"],
+        "args": args,
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    return {"metadata": {}, "spec": {"restartPolicy": "Never", "containers": [container]}}
+
+
+def _user_load_test_pod(test: LoadTest, target_url: str) -> dict[str, Any]:
+    template = json.loads(json.dumps(test.job_template))
+    pod_spec = template.setdefault("spec", {})
+    pod_spec["restartPolicy"] = "Never"
+    for container in pod_spec.get("containers") or []:
+        env = [e for e in container.get("env") or [] if e.get("name") != "MLCANARY_TARGET_URL"]
+        container["env"] = [*env, {"name": "MLCANARY_TARGET_URL", "value": target_url}]
+    return dict(template)

@@ -26,6 +26,7 @@
 | MLCANARY_LEADER_ELECTION_RETRY_PERIOD_SECONDS | 2 | how often the leader renews and followers try (0.1-60, renew deadline > 1.2 x this) |
 | MLCANARY_NOTIFY_TIMEOUT_SECONDS | 5 | timeout of one notification attempt (at most 60) |
 | MLCANARY_NOTIFY_ATTEMPTS | 3 | attempts per notification (backoff 1 s, 2 s, ... between them); 1..10 |
+| MLCANARY_LOAD_TEST_TARGET_URL | http://{service}.{namespace}.svc:{port} | where a load test Job sends its requests: the canary revision's own Service (`{service}`, `{namespace}`, `{port}` are filled in; the local stack points it at its gateway) |
 | MLCANARY_NOTIFY_QUEUE_SIZE | 256 | notifications waiting to be sent; past it new ones are dropped (and counted); 1..100000 |
 """
 
@@ -124,6 +125,7 @@ class Settings:
     notify_timeout_seconds: float = 5.0
     notify_attempts: int = 3
     notify_queue_size: int = 256
+    load_test_target_url: str = "http://{service}.{namespace}.svc:{port}"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -140,6 +142,9 @@ class Settings:
         label = get("PROMETHEUS_NAMESPACE_LABEL", "") or None
         if label is not None and not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", label):
             raise ValueError(f"MLCANARY_PROMETHEUS_NAMESPACE_LABEL {label!r} is not a Prometheus label name")
+        target = get("LOAD_TEST_TARGET_URL", defaults.load_test_target_url)
+        if not re.fullmatch(r"https?://\S+", target) or "{service}" not in target:
+            raise ValueError("MLCANARY_LOAD_TEST_TARGET_URL must be an http(s) URL containing {service}")
         custom_queries = get("CUSTOM_QUERIES", defaults.custom_queries)
         if custom_queries not in CUSTOM_QUERY_MODES:
             raise ValueError(f"MLCANARY_CUSTOM_QUERIES must be one of {', '.join(CUSTOM_QUERY_MODES)}")
@@ -181,7 +186,12 @@ class Settings:
             ),
             notify_attempts=bounded("NOTIFY_ATTEMPTS", defaults.notify_attempts, 1, 10),
             notify_queue_size=bounded("NOTIFY_QUEUE_SIZE", defaults.notify_queue_size, 1, 100_000),
+            load_test_target_url=target,
         )
+
+    def load_test_target(self, service: str, namespace: str, port: int) -> str:
+        """URL of a revision's own Service for its load test."""
+        return self.load_test_target_url.format(service=service, namespace=namespace, port=port)
 
     @property
     def user_agent(self) -> str:

@@ -65,6 +65,7 @@ def make_demo_bundle(
     name: str = "breast-cancer",
     onnx: bool | Literal["auto"] = "auto",
     archive: bool = False,
+    sample_rows: int = 32,
     **kwargs: Any,
 ) -> BuildResult:
     """Train on breast_cancer and build a bundle in ``out_dir`` (returns paths and manifest sha256)."""
@@ -84,6 +85,7 @@ def make_demo_bundle(
         "Not for clinical use.",
         subgroups={"mean radius (vs median)": groups},
         archive=archive,
+        sample_rows=sample_rows,
         **kwargs,
     )
 

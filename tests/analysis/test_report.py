@@ -234,3 +234,38 @@ def test_main_reads_the_cluster(
     assert report.main(["nope", "-n", "risk", "--kubeconfig", str(kubeconfig)]) == 1
     assert "HTTP 404" in capsys.readouterr().err
     assert paths[0] == "/apis/mlcanary.io/v1alpha1/namespaces/risk/modeldeployments/fraud"
+
+
+def test_a_rollout_stopped_by_its_load_test_shows_the_gate_and_its_measured_values() -> None:
+    from mlcanary.models import LoadTestPhase, LoadTestStatus
+
+    test = LoadTestStatus(
+        revision="fraud-v3-0-0-abcdef12",
+        phase=LoadTestPhase.FAILED,
+        job_name="fraud-v3-0-0-abcdef12-lt-123abc",
+        started_at=T,
+        finished_at=T + timedelta(seconds=70),
+        requested_rps=50,
+        achieved_rps=21.3,
+        requests=1278,
+        error_rate=0.0,
+        latency_p95_seconds=0.412,
+        latency_p99_seconds=0.5,
+        message="p95 latency 412.0ms above maxLatencyP95 100ms at 21.3 rps",
+    )
+    record = RolloutRecord(
+        version="3.0.0",
+        from_version="2.0.0",
+        outcome=RolloutOutcome.ROLLED_BACK,
+        reason=f"load test failed: {test.message}",
+        finished_at=T + timedelta(seconds=71),
+        load_test=test,
+    )
+    status = ModelDeploymentStatus(phase=Phase.ROLLED_BACK, stable_version="2.0.0", history=[record])
+    text = report.render_text(status.to_wire())
+    assert (
+        "  load test (weight 0, Job fraud-v3-0-0-abcdef12-lt-123abc): Failed (21.3 of 50 rps, p95 412.0ms, "
+        "p99 500.0ms, error rate 0): p95 latency 412.0ms above maxLatencyP95 100ms at 21.3 rps"
+    ) in text
+    assert "(no analysis steps recorded)" in text
+    assert json.loads(report.render_json(status.to_wire()))[0]["load_test"]["phase"] == "Failed"

@@ -217,6 +217,10 @@ NEEDED = {
     ("gateway.networking.k8s.io", "httproutes"): {"get", "list", "watch", "create", "patch", "delete"},
     ("networking.istio.io", "virtualservices"): {"get", "list", "watch", "create", "patch", "delete"},
     ("autoscaling", "horizontalpodautoscalers"): {"get", "list", "watch", "create", "patch", "delete"},
+    # spec.loadTest: its Job (never patched: a pod template is immutable) and the result its pod
+    # leaves in the termination message (a label-selected list; no pod logs).
+    ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
+    ("", "pods"): {"list"},
 }
 
 
@@ -244,7 +248,7 @@ def test_every_resource_the_kube_facade_addresses_is_granted(
     for resource in (
         kubeapi.DEPLOYMENTS, kubeapi.SERVICES, kubeapi.SECRETS, kubeapi.EVENTS,
         kubeapi.MODEL_DEPLOYMENTS, kubeapi.HTTPROUTES, kubeapi.VIRTUALSERVICES,
-        kubeapi.HORIZONTAL_POD_AUTOSCALERS,
+        kubeapi.HORIZONTAL_POD_AUTOSCALERS, kubeapi.JOBS, kubeapi.PODS,
     ):  # fmt: skip
         group = resource.api_version.rpartition("/")[0]
         assert _allowed(rules, group, resource.plural), resource
@@ -363,6 +367,7 @@ SETTINGS_ENV = {
     "MLCANARY_LOG_FORMAT", "MLCANARY_NAMESPACES", "MLCANARY_SERVING_IMAGE_PULL_POLICY",
     "MLCANARY_CUSTOM_QUERIES", "MLCANARY_QUERY_MAX_RANGE_SECONDS", "MLCANARY_QUERY_MIN_SUBQUERY_STEP_SECONDS",
     "MLCANARY_NOTIFY_TIMEOUT_SECONDS", "MLCANARY_NOTIFY_ATTEMPTS", "MLCANARY_NOTIFY_QUEUE_SIZE",
+    "MLCANARY_LOAD_TEST_TARGET_URL",
 }  # fmt: skip
 # Set in leader-election mode only (MLCANARY_LEADER_ELECTION by the --leader-election argument).
 LEADER_ELECTION_ENV = {

@@ -108,6 +108,9 @@ class Rollout:
     metrics: list[Obj]
     steps: list[int] = field(default_factory=lambda: list(STEPS))
     on_inconclusive: str = "Hold"
+    router: str = "replicas"
+    load_test: Obj | None = None
+    timing: Timing = TIMING
     snapshots: list[Snapshot] = field(default_factory=list)
     loadgen: Any = None
     applied: dict[str, float] = field(default_factory=dict)
@@ -119,7 +122,8 @@ class Rollout:
     async def apply(self, version: str, env: dict[str, str] | None = None) -> None:
         obj = manifest(
             self.bundles[version],
-            TIMING,
+            self.timing,
+            self.router,
             env=[{"name": k, "value": v} for k, v in (env or {}).items()],
             name=self.name,
             namespace=self.namespace,
@@ -127,6 +131,7 @@ class Rollout:
             metrics=self.metrics,
             steps=self.steps,
             on_inconclusive=self.on_inconclusive,
+            load_test=self.load_test,
         )
         self.applied[version] = time.time()
         await self.api.create_or_merge(obj)

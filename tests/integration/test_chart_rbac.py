@@ -44,6 +44,12 @@ RARE_PATHS = {
     ("get", "autoscaling", "horizontalpodautoscalers"): (
         "kube.Kube.ensure re-reads a child that a create found existing"
     ),
+    # spec.loadTest needs a mesh router; tests/routers/test_load_test_integration.py runs it under
+    # this same chart RBAC (the Job created, its pod's termination message listed).
+    ("create", "batch", "jobs"): "spec.loadTest: the load test Job (test_load_test_integration)",
+    ("list", "", "pods"): "spec.loadTest: the result in the Job pod's termination message",
+    ("delete", "batch", "jobs"): "spec.loadTest: a load test aborted or superseded mid-run",
+    ("get", "batch", "jobs"): "kube.Kube.get before the Job informer has synced",
 }
 # Autoscaled, so the HPA verbs are exercised too: created with the first stable, patched to hold
 # stable's scale-down while a canary runs, deleted when the promotion takes the count back.

@@ -38,7 +38,16 @@ def test_manifest_records_everything_the_issue_asks_for(bundles: dict[str, Build
     assert m["created_at"].endswith("+00:00")
     assert {"python", "scikit-learn", "numpy", "skl2onnx", "onnx"} <= set(m["training"]["libraries"])
     files = set(m["files"])
-    assert files == {"model.onnx", "schema.json", "reference.json", "model_card.json", "model_card.md"}
+    assert files == {
+        "model.onnx",
+        "schema.json",
+        "reference.json",
+        "model_card.json",
+        "model_card.md",
+        "sample.json",
+    }
+    rows = b.sample_rows()
+    assert len(rows) == 32 and len({tuple(r) for r in rows}) == 32 and len(rows[0]) == 30
     for name, meta in m["files"].items():
         assert sha256_file(bundles["onnx"].path / name) == meta["sha256"]
     assert (

@@ -4,13 +4,16 @@ real Prometheus, printed live.
 1. trains small scikit-learn pipelines on the breast_cancer data that ships with scikit-learn and
    bundles them: 1.0.0 (a strongly regularised logistic regression), 2.0.0 (the tuned one: better
    held-out accuracy), 3.0.0 (degenerate: always the same answer, with HTTP 200 — only ML-aware
-   analysis sees it) and 4.0.0 (a sound model whose server fails a share of requests);
+   analysis sees it), 4.0.0 (a sound model whose server fails a share of requests) and, with the
+   gatewayAPI router, 5.0.0 (a sound model answering 300 ms late: its load test fails it before any
+   user request reaches it);
 2. starts the local stack (:mod:`mlcanary_local.stack`) and a load generator sending real rows
    through the gateway;
 3. applies 1.0.0 and waits until it serves; applies 2.0.0 and follows it through 5 → 20 → 50 → 100
    to promotion; applies 3.0.0 and follows it to its automatic rollback by predictionDrift; applies
-   4.0.0 and follows it to its rollback by errorRate — printing each phase, step, weight, the traffic
-   actually served per version and every analysis round;
+   4.0.0 and follows it to its rollback by errorRate; applies 5.0.0 with ``spec.loadTest`` and follows
+   it to its rollback by the load test, counting the user requests it answered (0) — printing each
+   phase, step, weight, the traffic actually served per version and every analysis round;
 4. prints a summary table and writes ``timeline.png`` (traffic per version, error rate, latency and
    drift per version, promotions and rollbacks), ``summary.txt``, ``summary.json``, the request log
    ``requests.csv`` and the stack's logs into ``--out``.
@@ -66,6 +69,7 @@ class Timing:
     tick_seconds: float
     act_timeout: float  # seconds an act may take before the story counts as deviated
     baseline_seconds: float  # load on 1.0.0 alone before the first canary
+    load_test_duration: str = "6s"  # measured time of the load-tested act's spec.loadTest
 
 
 QUICK = Timing(
@@ -78,6 +82,7 @@ QUICK = Timing(
     tick_seconds=0.5,
     act_timeout=90,
     baseline_seconds=4,
+    load_test_duration="6s",
 )
 FULL = Timing(
     replicas=4,
@@ -89,6 +94,7 @@ FULL = Timing(
     tick_seconds=1.0,
     act_timeout=420,
     baseline_seconds=10,
+    load_test_duration="20s",
 )
 
 
@@ -164,6 +170,7 @@ def build_bundles(out: Path) -> dict[str, Bundle]:
             "degenerate: always answers 'benign' with HTTP 200 (no errors, fast)",
         ),
         ("4.0.0", logreg(1.0), "a sound model, but its server fails 20% of requests (HTTP 500)"),
+        ("5.0.0", logreg(1.0), "a sound model, but its server answers 300 ms late (load test)"),
     ]
     bundles: dict[str, Bundle] = {}
     out.mkdir(parents=True, exist_ok=True)
@@ -183,6 +190,7 @@ def build_bundles(out: Path) -> dict[str, Bundle]:
             onnx="auto",
             eval_data=(X_test, y_test),
             intended_use="mlcanary demo model (breast-cancer diagnosis). Not for clinical use.",
+            sample_rows=64,  # real rows for spec.loadTest's request bodies
         )
         accuracy = float(pipeline.score(X_test, y_test))
         bundles[version] = Bundle(version, result.path, result.manifest_sha256, description, accuracy)
@@ -209,6 +217,7 @@ def manifest(
     metrics: list[dict[str, Any]] | None = None,
     steps: list[int] | None = None,
     on_inconclusive: str = "Hold",
+    load_test: Obj | None = None,
 ) -> Obj:
     """The ModelDeployment for one version of the story (the README's example, with demo timings)."""
     traffic: Obj = (
@@ -243,7 +252,19 @@ def manifest(
                 "metrics": metrics if metrics is not None else METRICS,
             },
             "traffic": traffic,
+            **({"loadTest": load_test} if load_test is not None else {}),
         },
+    }
+
+
+def load_test_for(timing: Timing) -> Obj:
+    """spec.loadTest of the load-tested act: a short run, a p95 bound the 300 ms model breaks."""
+    return {
+        "rps": 20,
+        "concurrency": 8,
+        "warmup": "2s",
+        "duration": timing.load_test_duration,
+        "slo": {"maxLatencyP95": "150ms", "maxErrorRate": 0.01},
     }
 
 
@@ -411,6 +432,7 @@ class Act:
     expect: str  # "Healthy" (first deploy) | "Promoted" | "RolledBack"
     reason_contains: str = ""
     env: tuple[tuple[str, str], ...] = ()
+    load_test: bool = False  # spec.loadTest set: the version must be stopped having served 0 requests
 
 
 ACTS = [
@@ -430,6 +452,19 @@ ACTS = [
         env=(("MLCANARY_FAULT_ERROR_RATE", "0.2"), ("MLCANARY_FAULT_SEED", "4")),
     ),
 ]
+# Only with a router that keeps users off a ready canary (loadTest refuses the replicas router).
+LOAD_TEST_ACT = Act(
+    "5.0.0",
+    "5.0.0, sound but 300 ms slow: expect its load test to fail it with 0 user requests served",
+    "RolledBack",
+    reason_contains="load test failed: p95 latency",
+    env=(("MLCANARY_FAULT_LATENCY_MS", "300"),),
+    load_test=True,
+)
+
+
+def acts_for(router: str) -> list[Act]:
+    return [*ACTS, LOAD_TEST_ACT] if router == "gatewayAPI" else list(ACTS)
 
 
 @dataclass
@@ -452,10 +487,12 @@ async def run_story(
         steps = default_steps(router)
         follower = Follower(api, story, RecordTail(requests_csv), steps=len(steps))
         try:
-            for act in ACTS:
+            for act in acts_for(router):
                 print(f"\n== {act.title}", flush=True)
                 env = [{"name": k, "value": v} for k, v in act.env]
-                await api.create_or_merge(manifest(bundles[act.version], timing, router, env=env))
+                load_test = load_test_for(timing) if act.load_test else None
+                body = manifest(bundles[act.version], timing, router, env=env, load_test=load_test)
+                await api.create_or_merge(body)
                 outcome = await play(follower, act, timing, judged_steps=len(steps) - 1)
                 outcomes.append(outcome)
                 print(
@@ -513,6 +550,13 @@ async def play(follower: Follower, act: Act, timing: Timing, judged_steps: int) 
         return Outcome(act, False, f"{version} ended {outcome}: {reason}", steps_seen)
     if act.reason_contains and act.reason_contains not in reason:
         return Outcome(act, False, f"{version} {outcome}, but for another reason: {reason}", steps_seen)
+    if act.load_test:
+        await asyncio.sleep(1.5)  # the request log is written a little behind the answers
+        await follower.poll()
+        served = sum(1 for r in follower.records if r.version == version)
+        if served or steps_seen:
+            return Outcome(act, False, f"{version} answered {served} user requests (steps {steps_seen})")
+        return Outcome(act, True, f"{version} rolled back having answered 0 user requests: {reason}")
     if act.expect == "Promoted":
         reported = [int(s["step"]) for s in record.get("steps") or [] if s.get("verdict") == "Successful"]
         expected = list(range(1, judged_steps + 1))
@@ -571,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    Prometheus: {stack.prometheus_url}")
             outcomes, story, requests_csv = asyncio.run(run_story(stack, bundles, timing, args.router, out))
             end = time.time()
-            ok = len(outcomes) == len(ACTS) and all(o.ok for o in outcomes)
+            ok = len(outcomes) == len(acts_for(args.router)) and all(o.ok for o in outcomes)
             records = read_records(requests_csv)
             png = out / "timeline.png"
             report = write_report(stack, story, records, outcomes, end, out, png, args)
@@ -617,14 +661,14 @@ def write_report(
     lines = ["summary", table, "", "story:"]
     for outcome in outcomes:
         lines.append(f"  {'ok  ' if outcome.ok else 'FAIL'} {outcome.act.title}: {outcome.detail}")
-    for act in ACTS[len(outcomes) :]:
+    for act in acts_for(args.router)[len(outcomes) :]:
         lines.append(f"  skip {act.title}")
     text = "\n".join(lines)
     (out / "summary.txt").write_text(text + "\n")
     (out / "summary.json").write_text(
         json.dumps(
             {
-                "ok": all(o.ok for o in outcomes) and len(outcomes) == len(ACTS),
+                "ok": all(o.ok for o in outcomes) and len(outcomes) == len(acts_for(args.router)),
                 "acts": [{"version": o.act.version, "ok": o.ok, "detail": o.detail} for o in outcomes],
                 "versions": [r.__dict__ for r in rows],
                 "requests": len(records),

@@ -50,6 +50,7 @@ class RolloutReport:
     started_at: str | None
     finished_at: str | None
     rows: list[ReportRow] = field(default_factory=list)
+    load_test: dict[str, Any] | None = None  # status.loadTest / history[].loadTest, as written
 
 
 def _status_of(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -114,6 +115,7 @@ def build_report(obj: Mapping[str, Any], *, all_rollouts: bool = False) -> list[
                 started_at=status.get("canaryStartedAt"),
                 finished_at=None,
                 rows=_rows(status.get("steps") or []),
+                load_test=dict(status["loadTest"]) if status.get("loadTest") else None,
             )
         )
     history = list(status.get("history") or [])
@@ -128,6 +130,7 @@ def build_report(obj: Mapping[str, Any], *, all_rollouts: bool = False) -> list[
                 started_at=record.get("startedAt"),
                 finished_at=record.get("finishedAt"),
                 rows=_rows(record.get("steps") or []),
+                load_test=dict(record["loadTest"]) if record.get("loadTest") else None,
             )
         )
     return reports
@@ -175,6 +178,8 @@ def render_text(
         lines.append(f"Rollout {report.version}{frm}: {report.outcome}" + (f" at {when}" if when else ""))
         if report.reason:
             lines.append(f"  why: {report.reason}")
+        if report.load_test:
+            lines.append("  " + describe_load_test(report.load_test))
         if not report.rows:
             lines.append("  (no analysis steps recorded)")
             continue
@@ -218,6 +223,21 @@ def render_text(
             )
         lines.extend(_table(header, table))
     return "\n".join(lines) + "\n"
+
+
+def describe_load_test(test: Mapping[str, Any]) -> str:
+    """One line for the load test gate (before step 1, at weight 0)."""
+    measured = []
+    if test.get("achievedRps") is not None:
+        measured.append(f"{_num(test['achievedRps'])} of {_num(test.get('requestedRps'))} rps")
+    for key, name in (("latencyP95Seconds", "p95"), ("latencyP99Seconds", "p99")):
+        if test.get(key) is not None:
+            measured.append(f"{name} {float(test[key]) * 1000:.1f}ms")
+    if test.get("errorRate") is not None:
+        measured.append(f"error rate {_num(test['errorRate'])}")
+    detail = f" ({', '.join(measured)})" if measured else ""
+    why = f": {test['message']}" if test.get("message") else ""
+    return f"load test (weight 0, Job {test.get('jobName', '?')}): {test.get('phase', '?')}{detail}{why}"
 
 
 def render_json(obj: Mapping[str, Any], *, all_rollouts: bool = False) -> str:

@@ -31,11 +31,13 @@ from .format import (
     BUNDLE_FORMAT_VERSION,
     JOBLIB_FILE,
     MANIFEST,
+    MAX_SAMPLE_ROWS,
     MODEL_CARD,
     MODEL_CARD_MD,
     NAME_RE,
     ONNX_FILE,
     REFERENCE,
+    SAMPLE,
     SCHEMA,
     SEMVER_RE,
     FeatureSpec,
@@ -80,6 +82,7 @@ def build_bundle(
     subgroups: Mapping[str, Sequence[Any] | npt.NDArray[Any]] | None = None,
     archive: bool = False,
     created_at: datetime | None = None,
+    sample_rows: int = 0,
 ) -> BuildResult:
     """Build a bundle from a fitted scikit-learn pipeline and its training data.
 
@@ -121,6 +124,11 @@ def build_bundle(
     _write_json(out / REFERENCE, reference.as_dict(names))
     _write_json(out / MODEL_CARD, card)
     (out / MODEL_CARD_MD).write_text(model_card_markdown(card))
+    if sample_rows:
+        if not 0 < sample_rows <= MAX_SAMPLE_ROWS:
+            raise ValueError(f"sample_rows must be 1 to {MAX_SAMPLE_ROWS}")
+        picked = np.random.default_rng(0).choice(len(Xa), size=min(sample_rows, len(Xa)), replace=False)
+        _write_json(out / SAMPLE, {"rows": [[float(v) for v in Xa[i]] for i in sorted(picked)]})
 
     manifest = {
         "bundle_format": BUNDLE_FORMAT_VERSION,

@@ -19,6 +19,8 @@ SCHEMA = "schema.json"
 REFERENCE = "reference.json"
 MODEL_CARD = "model_card.json"
 MODEL_CARD_MD = "model_card.md"
+SAMPLE = "sample.json"  # optional: real training rows, the request bodies of load tests
+MAX_SAMPLE_ROWS = 1000
 ONNX_FILE = "model.onnx"
 JOBLIB_FILE = "model.joblib"
 FORMATS = ("onnx", "joblib")
@@ -204,3 +206,24 @@ class Bundle:
     @property
     def artifact_path(self) -> Path:
         return self.path / self.manifest.artifact
+
+    def sample_rows(self) -> list[list[float]]:
+        """The real rows the bundle ships for load tests ([] when it ships none). Listed in the
+        manifest, so its sha256 was checked with the rest of the bundle."""
+        if SAMPLE not in self.manifest.files:
+            return []
+        import json
+
+        raw = json.loads((self.path / SAMPLE).read_text())
+        rows = raw.get("rows") if isinstance(raw, dict) else None
+        if not isinstance(rows, list) or len(rows) > MAX_SAMPLE_ROWS:
+            raise BundleError(f"{SAMPLE}: rows must be a list of at most {MAX_SAMPLE_ROWS} rows")
+        width = len(self.schema.features)
+        for index, row in enumerate(rows):
+            if (
+                not isinstance(row, list)
+                or len(row) != width
+                or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in row)
+            ):
+                raise BundleError(f"{SAMPLE}: row {index} is not {width} numbers")
+        return [[float(v) for v in row] for row in rows]
