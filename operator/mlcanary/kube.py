@@ -30,9 +30,11 @@ from typing import Any
 
 from mlcanary import ownership
 from mlcanary.kubeapi import (
+    CRONJOBS,
     DEPLOYMENTS,
     HORIZONTAL_POD_AUTOSCALERS,
     HTTPROUTES,
+    JOBS,
     MODEL_DEPLOYMENTS,
     SECRETS,
     SERVICES,
@@ -69,6 +71,8 @@ CHILD_KINDS: tuple[Resource, ...] = (
     HORIZONTAL_POD_AUTOSCALERS,
     HTTPROUTES,
     VIRTUALSERVICES,
+    JOBS,  # spec.retraining: requested training Jobs and the schedule's
+    CRONJOBS,
 )
 
 
@@ -249,6 +253,12 @@ class Kube:
         )
         self._remember(resource, patched)
         return EnsureResult(Outcome.REVERTED if hand_edit else Outcome.UPDATED, patched, difference)
+
+    async def create(self, obj: Obj) -> Obj:
+        """Create ``obj`` as it is (a Job: created once, never repaired); 409 raises ApiError."""
+        created: Obj = await self._write("create", obj)
+        self._remember(resource_for(obj), created)
+        return created
 
     async def delete(self, resource: Resource, namespace: str, name: str) -> bool:
         deleted: bool = await self._write("delete", resource, namespace, name)

@@ -26,6 +26,7 @@
 | MLCANARY_LEADER_ELECTION_RETRY_PERIOD_SECONDS | 2 | how often the leader renews and followers try (0.1-60, renew deadline > 1.2 x this) |
 | MLCANARY_NOTIFY_TIMEOUT_SECONDS | 5 | timeout of one notification attempt (at most 60) |
 | MLCANARY_NOTIFY_ATTEMPTS | 3 | attempts per notification (backoff 1 s, 2 s, ... between them); 1..10 |
+| MLCANARY_RETRAIN_EVAL_SECONDS | 60 | how often the one retraining loop queries Prometheus for every `spec.retraining` trigger (one query per metric kind across all objects); 1..3600 |
 | MLCANARY_NOTIFY_QUEUE_SIZE | 256 | notifications waiting to be sent; past it new ones are dropped (and counted); 1..100000 |
 """
 
@@ -124,6 +125,7 @@ class Settings:
     notify_timeout_seconds: float = 5.0
     notify_attempts: int = 3
     notify_queue_size: int = 256
+    retrain_eval_seconds: float = 60.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -181,6 +183,9 @@ class Settings:
             ),
             notify_attempts=bounded("NOTIFY_ATTEMPTS", defaults.notify_attempts, 1, 10),
             notify_queue_size=bounded("NOTIFY_QUEUE_SIZE", defaults.notify_queue_size, 1, 100_000),
+            retrain_eval_seconds=float(
+                bounded("RETRAIN_EVAL_SECONDS", int(defaults.retrain_eval_seconds), 1, 3600)
+            ),
         )
 
     @property
