@@ -1247,6 +1247,9 @@ class RetrainJobTemplate(ApiModel):
         pattern=DNS_SUBDOMAIN_PATTERN,
         description="Service account the training pod runs as (e.g. one allowed to read logged data).",
     )
+    annotations: dict[str, Annotated[str, Field(max_length=4096)]] | None = Field(
+        default=None, max_length=16, description="Annotations of the Job (e.g. for a cost or queueing tool)."
+    )
     backoff_limit: int = Field(default=0, ge=0, le=10, description="Retries of a failed pod (0-10).")
     active_deadline: RetrainJobDeadline = Field(
         default="6h", description="The Job fails when it runs longer than this (1m-168h)."
@@ -1254,6 +1257,14 @@ class RetrainJobTemplate(ApiModel):
     ttl_after_finished: RetrainJobTtl = Field(
         default="168h", description="A finished Job is deleted after this (0s-168h)."
     )
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotation_keys(cls, values: dict[str, str] | None) -> dict[str, str] | None:
+        for key in values or {}:
+            if len(key) > 317 or not re.fullmatch(LABEL_KEY_PATTERN, key):
+                raise ValueError(f"{key!r} is not an annotation key")
+        return values
 
 
 class RetrainWebhook(ApiModel):

@@ -103,10 +103,11 @@ def training_job(
     retraining: Retraining | None = spec.retraining
     assert retraining is not None and retraining.job_template is not None
     labels = _labels(owner, "request")
+    annotations = dict(retraining.job_template.annotations or {})
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": owner.metadata(name, labels),
+        "metadata": owner.metadata(name, labels, annotations),
         "spec": _job_spec(retraining.job_template, labels, run_env(owner, spec, version, reason, values)),
     }
 
@@ -117,6 +118,7 @@ def training_cronjob(owner: Owner, spec: ModelDeploymentSpec, stable_version: st
     retraining = spec.retraining
     assert retraining is not None and retraining.schedule and retraining.job_template is not None
     labels = _labels(owner, SCHEDULE_REASON)
+    annotations = retraining.job_template.annotations
     env = run_env(owner, spec, stable_version, SCHEDULE_REASON, {})
     return {
         "apiVersion": "batch/v1",
@@ -131,7 +133,10 @@ def training_cronjob(owner: Owner, spec: ModelDeploymentSpec, stable_version: st
             "successfulJobsHistoryLimit": 3,
             "failedJobsHistoryLimit": 3,
             "jobTemplate": {
-                "metadata": {"labels": labels},
+                "metadata": {
+                    "labels": labels,
+                    **({"annotations": dict(annotations)} if annotations else {}),
+                },
                 "spec": _job_spec(retraining.job_template, labels, env),
             },
         },

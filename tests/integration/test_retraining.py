@@ -1,0 +1,202 @@
+"""spec.retraining with the real operator on the emulator (under the chart's exact RBAC) and a real
+Prometheus scraping synthetic serving metrics on 127.0.0.1: a drift storm on the stable version
+requests exactly one training Job, status and Events say so, the schedule's CronJob is owned and
+repaired, and a finished Job is reported."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from mlcanary_local.prometheus_proc import PrometheusProcess
+
+from .harness import Cluster, OperatorProcess, model_deployment
+
+pytestmark = pytest.mark.integration
+
+
+class Exporter:
+    """A /metrics endpoint with the serving image's drift gauge, whose value the test sets."""
+
+    def __init__(self) -> None:
+        self.psi = 0.0
+        exporter = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = (
+                    "# TYPE mlcanary_input_drift_psi gauge\n"
+                    f'mlcanary_input_drift_psi{{model_name="fraud",model_version="1.0.0",feature="age"}} {exporter.psi}\n'
+                    f'mlcanary_input_drift_psi{{model_name="fraud",model_version="1.0.0",feature="amount"}} 0.01\n'
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path) -> Iterator[tuple[str, Exporter]]:
+    if shutil.which("prometheus") is None:
+        pytest.skip("needs the prometheus binary (make setup installs it; CI has it)")
+    exporter = Exporter()
+    targets = tmp_path / "targets.json"
+    targets.write_text(json.dumps([{"targets": [f"127.0.0.1:{exporter.port}"]}]))
+    prom = PrometheusProcess(tmp_path / "prom", targets)
+    try:
+        prom.start()
+        yield prom.url, exporter
+    finally:
+        prom.stop()
+        exporter.close()
+
+
+def _psi(url: str) -> float | None:
+    result = httpx.get(f"{url}/api/v1/query", params={"query": "max(mlcanary_input_drift_psi)"}).json()
+    values = result["data"]["result"]
+    return float(values[0]["value"][1]) if values else None
+
+
+def _manifest() -> dict[str, Any]:
+    manifest = model_deployment("fraud", "1.0.0", metrics=[])
+    manifest["spec"]["retraining"] = {
+        "schedule": "0 3 * * *",
+        "timeZone": "Europe/Paris",
+        "jobTemplate": {
+            "image": "trainer:1",
+            "args": ["--window", "$(WINDOW)"],
+            # The emulator simulates Jobs: this one runs 6 s, then completes.
+            "annotations": {"emulator.mlcanary.io/job-duration": "6"},
+        },
+        "triggers": {"inputDrift": {"threshold": 0.25, "for": "2s"}},
+        "cooldown": "1h",
+    }
+    return manifest
+
+
+def _requested_jobs(cluster: Cluster) -> list[dict[str, Any]]:
+    return [
+        j
+        for j in cluster.emu.objects("jobs", "default")
+        if (j["metadata"].get("labels") or {}).get("mlcanary.io/retrain") == "request"
+    ]
+
+
+def _reasons(cluster: Cluster) -> list[str]:
+    return [e["reason"] for e in cluster.events() if str(e.get("reason", "")).startswith("Retrain")]
+
+
+def test_a_drift_storm_requests_one_training_job(
+    cluster: Cluster, prometheus: tuple[str, Exporter], tmp_path: Path
+) -> None:
+    prom_url, exporter = prometheus
+    operator = OperatorProcess(
+        cluster.kubeconfig,
+        tmp_path,
+        env={"MLCANARY_PROMETHEUS_URL": prom_url, "MLCANARY_RETRAIN_EVAL_SECONDS": "1"},
+    )
+    operator.start()
+    try:
+        cluster.apply(_manifest())
+        cluster.wait_for(lambda: cluster.status("fraud").get("phase") == "Healthy", "v1", operator=operator)
+        cronjob = cluster.wait_for(
+            lambda: cluster.emu.get_object("cronjobs", "fraud-retrain"),
+            "the schedule's CronJob",
+            operator=operator,
+        )
+        assert (
+            cronjob["spec"]["timeZone"] == "Europe/Paris" and cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+        )
+        assert cluster.status("fraud")["retraining"]["nextScheduledRun"]
+        time.sleep(3)
+        assert _requested_jobs(cluster) == [], "no drift yet: no training"
+
+        exporter.psi = 0.6  # the storm starts: every evaluation from now on is above the threshold
+        cluster.wait_for(lambda: (_psi(prom_url) or 0) > 0.5, "Prometheus scraped the drift")
+        (job,) = cluster.wait_for(lambda: _requested_jobs(cluster), "the training Job", operator=operator)
+        env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert (
+            env["MODEL"] == "fraud"
+            and env["STABLE_VERSION"] == "1.0.0"
+            and env["METRIC_INPUT_DRIFT"] == "0.6"
+        )
+        retraining = cluster.wait_for(
+            lambda: (
+                cluster.status("fraud").get("retraining", {}).get("lastRun")
+                and cluster.status("fraud")["retraining"]
+            ),
+            "status.retraining",
+            operator=operator,
+        )
+        assert retraining["lastResult"] == "Running" and "inputDrift 0.6 > 0.25" in retraining["lastReason"]
+        assert retraining["suppressedUntil"]
+        condition = next(
+            c for c in cluster.status("fraud")["conditions"] if c["type"] == "RetrainingInProgress"
+        )
+        assert condition["status"] == "True"
+
+        time.sleep(3)  # more evaluations of the storm, all while the Job runs
+        assert len(_requested_jobs(cluster)) == 1
+        cluster.wait_for(
+            lambda: "RetrainSuppressed" in _reasons(cluster), "RetrainSuppressed", operator=operator
+        )
+
+        cluster.wait_for(
+            lambda: cluster.status("fraud")["retraining"].get("lastResult") == "Succeeded",
+            "Succeeded",
+            operator=operator,
+        )
+        cluster.wait_for(
+            lambda: "RetrainSucceeded" in _reasons(cluster), "RetrainSucceeded", operator=operator
+        )
+        time.sleep(3)  # the storm goes on, inside the cooldown
+        assert len(_requested_jobs(cluster)) == 1
+        reasons = _reasons(cluster)
+        assert reasons.count("RetrainRequested") == 1 and reasons.count("RetrainSuppressed") <= 2
+
+        # The CronJob is owned: a hand edit of its schedule is undone.
+        cluster.emu.apply(
+            {
+                "apiVersion": "batch/v1",
+                "kind": "CronJob",
+                "metadata": {"name": "fraud-retrain", "namespace": "default"},
+                "spec": {"schedule": "*/1 * * * *"},
+            }
+        )
+        cluster.wait_for(
+            lambda: cluster.emu.get_object("cronjobs", "fraud-retrain")["spec"]["schedule"] == "0 3 * * *",
+            "the schedule restored",
+            operator=operator,
+        )
+        # Without a schedule the CronJob goes.
+        manifest = _manifest()
+        manifest["spec"]["retraining"]["schedule"] = None  # the emulator's apply merges: null removes
+        cluster.apply(manifest)
+        cluster.wait_for(
+            lambda: cluster.emu.get_object("cronjobs", "fraud-retrain") is None,
+            "CronJob removed",
+            operator=operator,
+        )
+    finally:
+        operator.stop()
