@@ -5,6 +5,7 @@ repaired, and a finished Job is reported."""
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import json
 import shutil
@@ -200,3 +201,41 @@ def test_a_drift_storm_requests_one_training_job(
         )
     finally:
         operator.stop()
+
+
+async def test_one_query_per_kind_however_many_objects(prometheus: tuple[str, Exporter]) -> None:
+    """The shared loop against the real Prometheus: 200 subscribed objects (one of them the drifting
+    model) cost one input-drift query per evaluation, and each object gets its own reading."""
+    from mlcanary.retraining.monitor import RetrainingMonitor
+    from mlcanary.retraining.queries import Subscription
+
+    prom_url, exporter = prometheus
+    exporter.psi = 0.7
+    await asyncio.to_thread(
+        lambda: _wait(lambda: (_psi(prom_url) or 0) > 0.5, "Prometheus scraped the drift")
+    )
+    woken: list[str] = []
+    monitor = RetrainingMonitor(
+        prom_url, interval_seconds=1, timeout_seconds=5, namespace_label=None, wake=woken.append
+    )
+    kinds = frozenset({"inputDrift"})
+    monitor.subscribe("drifting", Subscription("default", "fraud", "1.0.0", kinds, "1h"))
+    for index in range(199):
+        monitor.subscribe(f"other-{index}", Subscription("default", f"model-{index}", "1.0.0", kinds, "1h"))
+    try:
+        await monitor.evaluate()
+    finally:
+        await monitor.stop()
+    assert monitor.queries_sent == 1 and len(woken) == 200
+    now = monitor.clock()
+    assert monitor.samples("drifting", now)["inputDrift"].value == pytest.approx(0.7)
+    assert monitor.samples("other-3", now)["inputDrift"].value is None  # no series: no data
+
+
+def _wait(predicate: Any, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
