@@ -217,6 +217,9 @@ NEEDED = {
     ("gateway.networking.k8s.io", "httproutes"): {"get", "list", "watch", "create", "patch", "delete"},
     ("networking.istio.io", "virtualservices"): {"get", "list", "watch", "create", "patch", "delete"},
     ("autoscaling", "horizontalpodautoscalers"): {"get", "list", "watch", "create", "patch", "delete"},
+    # spec.retraining: requested training Jobs are created once; the schedule's CronJob is owned
+    ("batch", "jobs"): {"list", "watch", "create"},
+    ("batch", "cronjobs"): {"get", "list", "watch", "create", "patch", "delete"},
 }
 
 
@@ -363,6 +366,7 @@ SETTINGS_ENV = {
     "MLCANARY_LOG_FORMAT", "MLCANARY_NAMESPACES", "MLCANARY_SERVING_IMAGE_PULL_POLICY",
     "MLCANARY_CUSTOM_QUERIES", "MLCANARY_QUERY_MAX_RANGE_SECONDS", "MLCANARY_QUERY_MIN_SUBQUERY_STEP_SECONDS",
     "MLCANARY_NOTIFY_TIMEOUT_SECONDS", "MLCANARY_NOTIFY_ATTEMPTS", "MLCANARY_NOTIFY_QUEUE_SIZE",
+    "MLCANARY_RETRAIN_EVAL_SECONDS",
 }  # fmt: skip
 # Set in leader-election mode only (MLCANARY_LEADER_ELECTION by the --leader-election argument).
 LEADER_ELECTION_ENV = {
@@ -398,6 +402,7 @@ def test_values_reach_the_operator_settings(rendered: dict[str, list[dict[str, A
     assert settings.prometheus_namespace_label is None, "no PodMonitor, no explicit label"
     assert settings.custom_queries == "unscoped"
     assert (settings.query_max_range_seconds, settings.query_min_subquery_step_seconds) == (86400, 60)
+    assert settings.retrain_eval_seconds == 30
     assert (settings.notify_timeout_seconds, settings.notify_attempts, settings.notify_queue_size) == (
         2.5,
         5,
