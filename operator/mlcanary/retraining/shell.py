@@ -125,7 +125,8 @@ async def apply(
     name = objects.cronjob_name(owner.name)
     if retraining is not None and retraining.schedule and stable_version is not None:
         results.append(await kube.ensure(objects.training_cronjob(owner, spec, stable_version), owner))
-    elif kube.served(CRONJOBS):
+    elif status.retraining is not None and kube.served(CRONJOBS):
+        # Only an object that ever had spec.retraining can have a CronJob: the others make no request.
         live = await kube.get(CRONJOBS, owner.namespace, name)
         if live is not None and controlled_by(live, owner):
             await kube.delete(CRONJOBS, owner.namespace, name)
