@@ -6,6 +6,9 @@ repaired, and a finished Job is reported."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import http.server
 import json
 import shutil
@@ -239,3 +242,82 @@ def _wait(predicate: Any, what: str, timeout: float = 30.0) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+class Receiver:
+    """A training pipeline's webhook on 127.0.0.1 that checks the HMAC signature of each request."""
+
+    def __init__(self, key: bytes) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.bad_signatures = 0
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                expected = "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+                if hmac.compare_digest(self.headers.get("X-Mlcanary-Signature", ""), expected):
+                    receiver.received.append(json.loads(body))
+                    self.send_response(202)
+                else:
+                    receiver.bad_signatures += 1
+                    self.send_response(401)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_the_webhook_action_sends_one_signed_cloudevent(cluster: Cluster, operator: OperatorProcess) -> None:
+    """action: Webhook through the real operator: the URL and key come from a Secret read under the
+    chart's RBAC; the receiver verifies the signature; the run is recorded as Requested."""
+    receiver = Receiver(b"hmac-key-for-training")
+    try:
+        url = f"http://127.0.0.1:{receiver.port}/train?token=url-secret-token"
+        cluster.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "pipeline", "namespace": "default"},
+                "data": {
+                    "url": base64.b64encode(url.encode()).decode(),
+                    "key": base64.b64encode(b"hmac-key-for-training").decode(),
+                },
+            }
+        )
+        manifest = model_deployment("fraud", "1.0.0", metrics=[])
+        manifest["metadata"]["annotations"] = {"mlcanary.io/retrain": "first"}
+        manifest["spec"]["retraining"] = {
+            "action": "Webhook",
+            "webhook": {
+                "urlSecret": {"name": "pipeline", "key": "url"},
+                "hmacSecret": {"name": "pipeline", "key": "key"},
+            },
+        }
+        cluster.apply(manifest)
+        retraining = cluster.wait_for(
+            lambda: (
+                (cluster.status("fraud").get("retraining") or {}).get("lastResult") == "Requested"
+                and cluster.status("fraud")["retraining"]
+            ),
+            "the webhook delivered",
+            operator=operator,
+        )
+        (event,) = receiver.received
+        assert receiver.bad_signatures == 0
+        assert event["type"] == "io.mlcanary.modeldeployment.RetrainRequested"
+        assert event["id"] == retraining["lastRun"] and event["data"]["stableVersion"] == "1.0.0"
+        assert "mlcanary.io/retrain annotation" in event["data"]["reason"]
+        assert cluster.emu.objects("jobs", "default") == []
+        assert "url-secret-token" not in operator.logs() and "hmac-key" not in operator.logs()
+        assert "url-secret-token" not in json.dumps(cluster.status("fraud"))
+    finally:
+        receiver.close()
