@@ -428,12 +428,18 @@ async def _tick(obj: dict[str, Any], ctx: OperatorContext) -> TickResult:
     # after the status write: the transition happened
     ctx.notify(obj, spec, new_status, [*actions, *retrain_events], now)
     writes_before = ctx.kube.writes
-    await _apply(ctx, obj, spec, route_ctx, actions)
+    failed: ApplyError | None = None
+    try:
+        await _apply(ctx, obj, spec, route_ctx, actions)
+    except ApplyError as error:  # a failed rollout write must not lose a training request
+        failed = error
     if invalid is None:
         retrain_writes = await retraining.apply(
             ctx.retrainer, ctx.kube, obj, spec, new_status, owner, retrain_actions
         )
         await _report_writes(ctx, obj, retrain_writes)
+    if failed is not None:
+        raise failed
     ctx.metrics.record_status(namespace, name, new_status, actions)
     settled = (
         ctx.kube.writes == writes_before

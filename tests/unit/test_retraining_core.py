@@ -276,3 +276,11 @@ def test_the_same_inputs_twice_request_nothing_more(values: list[float | None]) 
         assert third == again and actions == [a for a in actions if not isinstance(a, EmitEvent)]
         assert requests(actions) == []
         status = third
+
+
+def test_a_request_before_any_version_serves_waits_for_one() -> None:
+    s = spec(**DRIFT)
+    status, actions = core.decide(s, None, obs(annotation="early", stable_version=None, phase=None), T0)
+    assert actions == [] and status is not None and status.handled_request is None
+    status, actions = core.decide(s, status, obs(annotation="early"), T0 + timedelta(seconds=5))
+    assert len(requests(actions)) == 1 and status is not None and status.handled_request == "early"

@@ -163,7 +163,10 @@ def decide(
     _follow_run(st, retraining.action, obs, now, events)
 
     reasons: list[str] = []
-    manual = obs.annotation is not None and obs.annotation != st.handled_request
+    # A request made before any version serves waits for one (it is not consumed and refused).
+    manual = (
+        obs.annotation is not None and obs.annotation != st.handled_request and obs.stable_version is not None
+    )
     if manual:
         st.handled_request = obs.annotation
         reasons.append(f"requested by the {RETRAIN_ANNOTATION} annotation")
