@@ -207,8 +207,9 @@ def test_a_drift_storm_requests_one_training_job(
 
 
 async def test_one_query_per_kind_however_many_objects(prometheus: tuple[str, Exporter]) -> None:
-    """The shared loop against the real Prometheus: 200 subscribed objects (one of them the drifting
-    model) cost one input-drift query per evaluation, and each object gets its own reading."""
+    """The shared loop against the real Prometheus: 1,000 subscribed objects (one of them the drifting
+    model; the others' names make a ~40 kB selector, sent by POST) cost one input-drift query per
+    evaluation, and each object gets its own reading."""
     from mlcanary.retraining.monitor import RetrainingMonitor
     from mlcanary.retraining.queries import Subscription
 
@@ -223,13 +224,14 @@ async def test_one_query_per_kind_however_many_objects(prometheus: tuple[str, Ex
     )
     kinds = frozenset({"inputDrift"})
     monitor.subscribe("drifting", Subscription("default", "fraud", "1.0.0", kinds, "1h"))
-    for index in range(199):
-        monitor.subscribe(f"other-{index}", Subscription("default", f"model-{index}", "1.0.0", kinds, "1h"))
+    for index in range(999):
+        name = f"a-model-with-a-rather-long-name-{index}"
+        monitor.subscribe(f"other-{index}", Subscription("default", name, "1.0.0", kinds, "1h"))
     try:
         await monitor.evaluate()
     finally:
         await monitor.stop()
-    assert monitor.queries_sent == 1 and len(woken) == 200
+    assert monitor.queries_sent == 1 and len(woken) == 1000
     now = monitor.clock()
     assert monitor.samples("drifting", now)["inputDrift"].value == pytest.approx(0.7)
     assert monitor.samples("other-3", now)["inputDrift"].value is None  # no series: no data

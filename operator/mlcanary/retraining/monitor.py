@@ -120,9 +120,11 @@ class RetrainingMonitor:
         try:
             async with (
                 asyncio.timeout(self.timeout_seconds),
-                self._session.get(
+                # POST (form-encoded, which the query API accepts): the batched selector names every
+                # subscribed model, and a thousand of them would overrun a GET's request line.
+                self._session.post(
                     f"{self.prometheus_url}/api/v1/query",
-                    params={"query": promql, "timeout": f"{self.timeout_seconds:g}s"},
+                    data={"query": promql, "timeout": f"{self.timeout_seconds:g}s"},
                 ) as response,
             ):
                 body = await response.json(content_type=None)
