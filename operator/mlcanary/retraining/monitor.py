@@ -18,14 +18,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import aiohttp
 
 from mlcanary.models import RetrainWebhook
 from mlcanary.retraining import queries as rq
-from mlcanary.retraining.core import Sample
+from mlcanary.retraining.core import MISSING_RUN_GRACE, Sample
 from mlcanary.retraining.requests import TrainingRequest, cloudevent
 
 logger = logging.getLogger(__name__)
@@ -182,7 +182,20 @@ class WebhookSender:
             del self.outcomes[key]
 
     async def _send(self, uid: str, webhook: RetrainWebhook, request: TrainingRequest) -> None:
-        delivered = await self._deliver(webhook, request)
+        # Every attempt ends well before the core gives up waiting for an outcome and calls it failed.
+        budget = (MISSING_RUN_GRACE - timedelta(seconds=15)).total_seconds()
+        try:
+            async with asyncio.timeout(budget):
+                delivered = await self._deliver(webhook, request)
+        except TimeoutError:
+            logger.warning(
+                "%s/%s: training request %s: no answer within %.0fs",
+                request.namespace,
+                request.name,
+                request.run,
+                budget,
+            )
+            delivered = False
         self.outcomes[(uid, request.run)] = delivered
         if len(self.outcomes) > 10_000:  # bounded: the oldest outcomes were long read
             for key in list(self.outcomes)[:1000]:
