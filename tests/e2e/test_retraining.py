@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +63,16 @@ async def test_drift_on_the_stable_version_runs_one_training_job(
     url = rollout.stack.model_url(rollout.namespace, rollout.name)
     argv = [sys.executable, "-m", "mlcanary_local.loadgen", "--url", url, "--rate", "80"]
     argv += ["--out", str(rollout.requests_csv), "--shift", SHIFT]
+    started = time.monotonic()
     rollout.loadgen = spawn(argv, rollout.work / "loadgen.log")  # stopped by the fixture
+    requested = await rollout.wait(lambda s: (s.get("retraining") or {}).get("lastRun"), 120, "requested")
+    to_request = time.monotonic() - started
     retraining = await rollout.wait(
         lambda s: (s.get("retraining") or {}).get("lastResult") == "Succeeded", 120, "retrained"
+    )
+    print(  # a figure, not a bound: drift reaching the serving pods -> the request -> a finished run
+        f"\nretraining e2e: shifted load -> RetrainRequested {to_request:.1f}s (for=3s, evaluated every 1s, "
+        f"values {requested['retraining']['lastValues']}); -> Job Succeeded {time.monotonic() - started:.1f}s"
     )
     retraining = retraining["retraining"]
     assert retraining["version"] == "1.0.0" and "inputDrift" in retraining["lastReason"]
