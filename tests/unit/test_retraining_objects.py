@@ -81,6 +81,24 @@ def test_the_run_is_told_what_it_needs_and_the_schedule_runs_one_at_a_time() -> 
     assert labels[objects.LABEL_RETRAIN] == "schedule"  # the operator sees the schedule's runs
 
 
+def test_training_pods_are_never_selected_by_the_models_services() -> None:
+    """The entry Service selects the model-deployment label (every revision's pods behind the
+    replicas router): a running training pod must not carry it, or it would get prediction traffic."""
+    from mlcanary.resources import entry_service
+
+    job, cronjob = built()
+    selector = entry_service(OWNER, SPEC, None)["spec"]["selector"]
+    for pod_labels in (
+        job["spec"]["template"]["metadata"]["labels"],
+        cronjob["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"],
+    ):
+        assert not selector.items() <= pod_labels.items()
+        assert pod_labels[objects.LABEL_TRAINING_FOR] == OWNER.name
+    # The Jobs themselves carry it: the operator's informer finds them by it.
+    assert job["metadata"]["labels"]["mlcanary.io/model-deployment"] == OWNER.name
+    assert cronjob["spec"]["jobTemplate"]["metadata"]["labels"]["mlcanary.io/model-deployment"] == OWNER.name
+
+
 def test_one_query_per_kind_for_every_object_and_values_escaped() -> None:
     subs = [
         rq.Subscription("a", 'evil"} or vector(1)', "1.0.0", frozenset({"inputDrift", "accuracyDrop"}), "1h"),

@@ -23,12 +23,23 @@ from mlcanary.models import ModelDeploymentSpec, Retraining, RetrainJobTemplate
 from mlcanary.resources import LABEL_MANAGED_BY, LABEL_MDEP, MANAGED_BY, Owner
 
 LABEL_RETRAIN = "mlcanary.io/retrain"  # "request" on requested Jobs, "schedule" on the CronJob's
+LABEL_TRAINING_FOR = "mlcanary.io/training-for"  # on training pods: the ModelDeployment's name
 SCHEDULE_REASON = "schedule"
 MAX_CRONJOB_NAME = 52  # the CronJob controller names its Jobs <cronjob>-<minutes> (63 at most)
 
 
 def cronjob_name(owner_name: str) -> str:
     return f"{owner_name[: MAX_CRONJOB_NAME - len('-retrain')].rstrip('-')}-retrain"
+
+
+def _pod_labels(owner: Owner, kind: str) -> dict[str, str]:
+    """Labels of a training pod: never the model-deployment label, which the model's entry Service
+    selects — a running training pod would otherwise receive prediction traffic."""
+    return {
+        LABEL_TRAINING_FOR: owner.name,
+        LABEL_RETRAIN: kind,
+        "app.kubernetes.io/component": "training",
+    }
 
 
 def _labels(owner: Owner, kind: str) -> dict[str, str]:
@@ -67,7 +78,7 @@ def run_env(
 
 
 def _job_spec(
-    template: RetrainJobTemplate, labels: dict[str, str], env: list[dict[str, str]]
+    template: RetrainJobTemplate, pod_labels: dict[str, str], env: list[dict[str, str]]
 ) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": "train",
@@ -87,7 +98,7 @@ def _job_spec(
         "backoffLimit": template.backoff_limit,
         "activeDeadlineSeconds": max(1, int(parse_duration(template.active_deadline).total_seconds())),
         "ttlSecondsAfterFinished": int(parse_duration(template.ttl_after_finished).total_seconds()),
-        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
     }
 
 
@@ -108,7 +119,11 @@ def training_job(
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": owner.metadata(name, labels, annotations),
-        "spec": _job_spec(retraining.job_template, labels, run_env(owner, spec, version, reason, values)),
+        "spec": _job_spec(
+            retraining.job_template,
+            _pod_labels(owner, "request"),
+            run_env(owner, spec, version, reason, values),
+        ),
     }
 
 
@@ -137,7 +152,7 @@ def training_cronjob(owner: Owner, spec: ModelDeploymentSpec, stable_version: st
                     "labels": labels,
                     **({"annotations": dict(annotations)} if annotations else {}),
                 },
-                "spec": _job_spec(retraining.job_template, labels, env),
+                "spec": _job_spec(retraining.job_template, _pod_labels(owner, SCHEDULE_REASON), env),
             },
         },
     }
