@@ -120,6 +120,15 @@ def _bad_name() -> tuple[str, Mutation]:
     return "replicas.yaml", mutate
 
 
+def _retraining(change: Callable[[Obj], None]) -> tuple[str, Mutation]:
+    def mutate(_: Obj) -> tuple[Obj, str]:
+        obj = _example("retraining.yaml")
+        change(obj["spec"]["retraining"])
+        return obj, "spec.retraining"
+
+    return "retraining.yaml", mutate
+
+
 TOO_LONG = "1000h"
 CASES: dict[tuple[str, str], tuple[str, Mutation]] = {
     ("", "metadata.name must be a DNS-1035 label"): _bad_name(),
@@ -259,6 +268,34 @@ CASES: dict[tuple[str, str], tuple[str, Mutation]] = {
             "targetValue": "10",
             "describedObject": {"apiVersion": "v1", "kind": "Service", "name": "queue"},
         },
+    ),
+    ("spec.retraining.triggers.inputDrift.for", "must be between"): _on(
+        "retraining.yaml", "spec.retraining.triggers.inputDrift.for", TOO_LONG
+    ),
+    ("spec.retraining.triggers.predictionDrift.for", "must be between"): _on(
+        "retraining.yaml", "spec.retraining.triggers.predictionDrift.for", TOO_LONG
+    ),
+    ("spec.retraining.triggers.accuracyDrop.for", "must be between"): _on(
+        "retraining.yaml", "spec.retraining.triggers.accuracyDrop.for", TOO_LONG
+    ),
+    ("spec.retraining.jobTemplate.activeDeadline", "must be between"): _on(
+        "retraining.yaml", "spec.retraining.jobTemplate.activeDeadline", "30s"
+    ),
+    ("spec.retraining.jobTemplate.ttlAfterFinished", "must be between"): _on(
+        "retraining.yaml", "spec.retraining.jobTemplate.ttlAfterFinished", TOO_LONG
+    ),
+    ("spec.retraining.window", "must be between"): _on("retraining.yaml", "spec.retraining.window", "25h"),
+    ("spec.retraining.cooldown", "must be between"): _on(
+        "retraining.yaml", "spec.retraining.cooldown", "30s"
+    ),
+    ("spec.retraining", "schedule needs jobTemplate"): _retraining(
+        lambda r: (
+            r.update(action="Webhook", webhook={"urlSecret": {"name": "hooks", "key": "url"}})
+            or r.pop("jobTemplate")
+        )
+    ),
+    ("spec.retraining", "action Job needs jobTemplate"): _retraining(
+        lambda r: r.update(action="Webhook") or r.pop("schedule")
     ),
 }
 

@@ -71,6 +71,7 @@ class StackConfig:
     probe_period: float = 0.5  # kubelet: longest readiness/liveness probe period
     drain_seconds: float = 1.0  # kubelet: unready -> SIGTERM on scale-down
     query_timeout_seconds: float = 3.0  # operator: one analysis query (MLCANARY_QUERY_TIMEOUT_SECONDS)
+    retrain_eval_seconds: int = 5  # operator: spec.retraining's trigger loop (MLCANARY_RETRAIN_EVAL_SECONDS)
     operator: bool = True  # start the operator (off: run your own against the kubeconfig)
     operator_verbose: bool = False
     # RBAC objects (e.g. the Helm chart's rendered ServiceAccount, roles and bindings) to run the
@@ -252,6 +253,7 @@ class LocalStack:
             "MLCANARY_METRICS_SOURCE": "prometheus",
             "MLCANARY_PROMETHEUS_URL": self.prometheus_url,
             "MLCANARY_QUERY_TIMEOUT_SECONDS": str(self.config.query_timeout_seconds),
+            "MLCANARY_RETRAIN_EVAL_SECONDS": str(self.config.retrain_eval_seconds),
             # The local kubelet's scrape targets carry the pod's namespace, as a PodMonitor's do: every
             # analysis query is scoped to its ModelDeployment's namespace, and custom queries are allowed.
             "MLCANARY_PROMETHEUS_NAMESPACE_LABEL": "namespace",

@@ -14,6 +14,7 @@ READY = "Ready"
 PROGRESSING = "Progressing"
 SPEC_VALID = "SpecValid"
 RECONCILED = "Reconciled"  # False while ticks fail (an API error, a bug): the message says why
+RETRAINING_IN_PROGRESS = "RetrainingInProgress"  # spec.retraining: a requested training Job runs
 
 # Reasons
 REASON_HEALTHY = "Healthy"
@@ -27,6 +28,8 @@ REASON_VALID = "Valid"
 REASON_GENERATION_PENDING = "GenerationNotObserved"
 REASON_RECONCILED = "Reconciled"
 REASON_TICK_FAILED = "TickFailed"
+REASON_RETRAIN_RUNNING = "TrainingJobRunning"
+REASON_RETRAIN_IDLE = "NoTrainingRunning"
 
 Status = Literal["True", "False", "Unknown"]
 

@@ -22,6 +22,8 @@ from mlcanary.models import API_GROUP, API_VERSION, PLURAL, ModelDeploymentSpec
 from mlcanary.notify.dispatch import Notifier
 from mlcanary.operator_metrics import OperatorMetrics
 from mlcanary.reconcile import OperatorContext
+from mlcanary.retraining.monitor import RetrainingMonitor, WebhookSender
+from mlcanary.retraining.shell import Retrainer
 from mlcanary.runner import Runner
 from mlcanary.settings import Settings
 
@@ -90,6 +92,27 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         notifier=notifier,
     )
     runner = Runner(context)
+    # spec.retraining: one trigger loop for every object (batched queries), one webhook sender.
+    monitor = None
+    if not SETTINGS.metrics_source.startswith("file:"):
+        monitor = RetrainingMonitor(
+            SETTINGS.prometheus_url,
+            interval_seconds=SETTINGS.retrain_eval_seconds,
+            timeout_seconds=SETTINGS.query_timeout_seconds,
+            namespace_label=SETTINGS.prometheus_namespace_label,
+            wake=runner.wake,
+        )
+        monitor.start()
+    context.retrainer = Retrainer(
+        monitor=monitor,
+        webhooks=WebhookSender(
+            kube,
+            timeout_seconds=SETTINGS.notify_timeout_seconds,
+            attempts=SETTINGS.notify_attempts,
+            wake=runner.wake,
+        ),
+    )
+    memo["mlcanary_retrainer"] = context.retrainer
     for informer in cache.informers.values() if cache is not None else ():
         informer.listeners.append(runner.notify_child)
     memo["mlcanary"] = runner
@@ -111,6 +134,9 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     notifier = memo.get("mlcanary_notifier")
     if notifier is not None:
         await notifier.stop()
+    retrainer = memo.get("mlcanary_retrainer")
+    if retrainer is not None and retrainer.monitor is not None:
+        await retrainer.monitor.stop()
     client = memo.get("mlcanary_client")
     if client is not None:
         await client.close()

@@ -30,6 +30,7 @@ from typing import Any
 
 from mlcanary import ownership
 from mlcanary.kubeapi import (
+    CRONJOBS,
     DEPLOYMENTS,
     HORIZONTAL_POD_AUTOSCALERS,
     HTTPROUTES,
@@ -73,7 +74,8 @@ CHILD_KINDS: tuple[Resource, ...] = (
     HORIZONTAL_POD_AUTOSCALERS,
     HTTPROUTES,
     VIRTUALSERVICES,
-    JOBS,
+    JOBS,  # spec.loadTest Jobs; spec.retraining: requested training Jobs and the schedule's
+    CRONJOBS,
 )
 
 
@@ -271,6 +273,12 @@ class Kube:
             raise
         self._remember(resource, created)
         return EnsureResult(Outcome.CREATED, created)
+
+    async def create(self, obj: Obj) -> Obj:
+        """Create ``obj`` as it is (a Job: created once, never repaired); 409 raises ApiError."""
+        created: Obj = await self._write("create", obj)
+        self._remember(resource_for(obj), created)
+        return created
 
     async def delete(self, resource: Resource, namespace: str, name: str) -> bool:
         deleted: bool = await self._write("delete", resource, namespace, name)

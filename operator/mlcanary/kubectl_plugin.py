@@ -362,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("promote", "skip the remaining steps: promote the canary now"),
         ("abort", "roll back now (traffic to stable, the version is rejected)"),
         ("retry", "forget the rejection of a rolled-back version so it rolls out again"),
+        ("retrain", "request a training run now (spec.retraining; one at a time, not held by the cooldown)"),
     ):
         command = sub.add_parser(request, parents=[common], help=text)
         command.add_argument("name")

@@ -15,9 +15,11 @@ import hashlib
 import itertools
 import json
 import re
+import zoneinfo
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+from croniter import croniter
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
@@ -1244,6 +1246,11 @@ class EventReason(enum.StrEnum):
     LOAD_TEST_PASSED = "LoadTestPassed"
     LOAD_TEST_FAILED = "LoadTestFailed"
     LOAD_TEST_INCONCLUSIVE = "LoadTestInconclusive"
+    # spec.retraining (mlcanary.retraining): the operator requests a training run, never trains
+    RETRAIN_REQUESTED = "RetrainRequested"
+    RETRAIN_SUPPRESSED = "RetrainSuppressed"
+    RETRAIN_SUCCEEDED = "RetrainSucceeded"
+    RETRAIN_FAILED = "RetrainFailed"
 
 
 class NotificationProvider(enum.StrEnum):
@@ -1304,6 +1311,249 @@ class NotificationRoute(ApiModel):
         return self
 
 
+# ------------------------------------------------------------------------------------ retraining
+# spec.retraining: the operator requests training (a Job from the user's template, or a signed
+# webhook); it never trains. Decisions are in mlcanary.retraining.core (pure).
+
+MAX_RETRAIN_FOR = "168h"
+MAX_RETRAIN_WINDOW = "24h"
+MAX_RETRAIN_COOLDOWN = "720h"  # 30 days
+MAX_RETRAIN_JOB_DEADLINE = "168h"
+# Kubernetes CronJob schedules: five fields (robfig/cron's standard parser) or a descriptor.
+CRON_PATTERN = (
+    r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|"
+    r"[0-9A-Za-z*/,?-]+( [0-9A-Za-z*/,?-]+){4})$"
+)
+TIME_ZONE_PATTERN = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}$"
+
+RetrainFor = Annotated[
+    str, _duration_field(MAX_RETRAIN_FOR, "0s"), AfterValidator(_duration_within("0s", MAX_RETRAIN_FOR))
+]
+RetrainWindow = Annotated[
+    str,
+    _duration_field(MAX_RETRAIN_WINDOW, "1m"),
+    AfterValidator(_duration_within("1m", MAX_RETRAIN_WINDOW)),
+]
+RetrainCooldown = Annotated[
+    str,
+    _duration_field(MAX_RETRAIN_COOLDOWN, "1m"),
+    AfterValidator(_duration_within("1m", MAX_RETRAIN_COOLDOWN)),
+]
+RetrainJobDeadline = Annotated[
+    str,
+    _duration_field(MAX_RETRAIN_JOB_DEADLINE, "1m"),
+    AfterValidator(_duration_within("1m", MAX_RETRAIN_JOB_DEADLINE)),
+]
+RetrainJobTtl = Annotated[
+    str,
+    _duration_field(MAX_RETRAIN_JOB_DEADLINE, "0s"),
+    AfterValidator(_duration_within("0s", MAX_RETRAIN_JOB_DEADLINE)),
+]
+
+
+def _valid_cron(schedule: str) -> str:
+    if not croniter.is_valid(schedule):
+        raise ValueError(f"{schedule!r} is not a cron schedule (five fields, e.g. '0 3 * * *', or @daily)")
+    return schedule
+
+
+def _valid_time_zone(zone: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(zone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{zone!r} is not an IANA time zone (e.g. UTC, Europe/Paris)") from None
+    return zone
+
+
+class DriftTrigger(ApiModel):
+    """Retrain when a drift PSI of the stable version stays above a threshold."""
+
+    threshold: float = Field(
+        ge=0,
+        le=100,
+        allow_inf_nan=False,
+        description="PSI above which the stable version counts as drifted (0.25 is a large shift).",
+    )
+    for_: RetrainFor = Field(
+        default="1h",
+        alias="for",
+        description="How long the PSI must stay above the threshold, on every evaluation, before "
+        "training is requested (0s-168h).",
+    )
+
+
+class AccuracyTrigger(ApiModel):
+    """Retrain when the stable version's accuracy (from /feedback ground truth) falls below a floor."""
+
+    threshold: float = Field(
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="Accuracy (0-1) over retraining.window below which training is requested.",
+    )
+    for_: RetrainFor = Field(
+        default="1h", alias="for", description="How long accuracy must stay below the threshold (0s-168h)."
+    )
+    min_samples: int = Field(
+        default=100,
+        ge=1,
+        le=1_000_000_000,
+        description="Feedback labels needed in the window for accuracy to count (fewer: no data).",
+    )
+
+
+class RetrainTriggers(ApiModel):
+    """What requests training, judged on the stable version while no rollout is in flight."""
+
+    input_drift: DriftTrigger | None = Field(
+        default=None, description="Largest per-feature input PSI (mlcanary_input_drift_psi)."
+    )
+    prediction_drift: DriftTrigger | None = Field(
+        default=None,
+        description="PSI of the scores against the training distribution (mlcanary_prediction_drift_psi).",
+    )
+    accuracy_drop: AccuracyTrigger | None = Field(
+        default=None, description="Accuracy from feedback labels (mlcanary_feedback_total)."
+    )
+    on_rollback: bool = Field(
+        default=False,
+        description="Also request training when a rollout is rolled back because an inputDrift, "
+        "predictionDrift or accuracy analysis metric failed.",
+    )
+
+
+class RetrainJobTemplate(ApiModel):
+    """The training Job's pod: one container (a subset of a batch/v1 Job, so every field is bounded
+    and checked here). The operator adds env MODEL, STABLE_VERSION, REASON, WINDOW, METRIC_*."""
+
+    image: str = Field(min_length=1, max_length=1024, description="Training image.")
+    command: list[Annotated[str, Field(max_length=4096)]] | None = Field(
+        default=None, max_length=64, description="Entrypoint (default: the image's)."
+    )
+    args: list[Annotated[str, Field(max_length=4096)]] | None = Field(
+        default=None, max_length=64, description="Arguments."
+    )
+    env: list[EnvVar] | None = Field(default=None, max_length=64, description="Extra environment.")
+    resources: Resources | None = Field(default=None, description="Container resources.")
+    service_account_name: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="Service account the training pod runs as (e.g. one allowed to read logged data).",
+    )
+    annotations: dict[str, Annotated[str, Field(max_length=4096)]] | None = Field(
+        default=None, max_length=16, description="Annotations of the Job (e.g. for a cost or queueing tool)."
+    )
+    backoff_limit: int = Field(default=0, ge=0, le=10, description="Retries of a failed pod (0-10).")
+    active_deadline: RetrainJobDeadline = Field(
+        default="6h", description="The Job fails when it runs longer than this (1m-168h)."
+    )
+    ttl_after_finished: RetrainJobTtl = Field(
+        default="168h", description="A finished Job is deleted after this (0s-168h)."
+    )
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotation_keys(cls, values: dict[str, str] | None) -> dict[str, str] | None:
+        for key in values or {}:
+            if len(key) > 317 or not re.fullmatch(LABEL_KEY_PATTERN, key):
+                raise ValueError(f"{key!r} is not an annotation key")
+        return values
+
+
+class RetrainWebhook(ApiModel):
+    """Request training by POSTing a CloudEvent 1.0 (structured JSON) to a pipeline's endpoint."""
+
+    url_secret: SecretKeyRef = Field(description="Secret key holding the endpoint URL (a credential).")
+    hmac_secret: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret key holding the HMAC-SHA256 key signing the body (header "
+        "X-Mlcanary-Signature: sha256=<hex>), as spec.notifications does.",
+    )
+
+
+class RetrainAction(enum.StrEnum):
+    JOB = "Job"
+    WEBHOOK = "Webhook"
+
+
+class Retraining(ApiModel):
+    """Request training of a new model version on a schedule and when the stable version drifts."""
+
+    # CEL mirrors of the validator below, so a real API server refuses these at apply time.
+    model_config = ConfigDict(
+        **ApiModel.model_config,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.schedule) || has(self.jobTemplate)",
+                    "message": "schedule needs jobTemplate (the CronJob runs it)",
+                },
+                {
+                    "rule": "(has(self.action) && self.action == 'Webhook') ? has(self.webhook) : "
+                    "has(self.jobTemplate)",
+                    "message": "action Job needs jobTemplate; action Webhook needs webhook",
+                },
+            ]
+        },
+    )
+
+    schedule: str | None = Field(
+        default=None,
+        max_length=128,
+        pattern=CRON_PATTERN,
+        description="Cron schedule (five fields, or @daily/@hourly/...) of an owned CronJob that runs "
+        "jobTemplate. Besides any trigger.",
+    )
+    time_zone: str = Field(
+        default="UTC",
+        max_length=64,
+        pattern=TIME_ZONE_PATTERN,
+        description="IANA time zone of the schedule (CronJob spec.timeZone), e.g. Europe/Paris.",
+    )
+    action: RetrainAction = Field(
+        default=RetrainAction.JOB,
+        description="What a trigger does: Job (a Job from jobTemplate) or Webhook (a signed CloudEvent).",
+    )
+    job_template: RetrainJobTemplate | None = Field(
+        default=None, description="The training Job (for action Job and for the schedule)."
+    )
+    webhook: RetrainWebhook | None = Field(default=None, description="The endpoint (for action Webhook).")
+    triggers: RetrainTriggers = Field(
+        default_factory=RetrainTriggers, description="Conditions that request training."
+    )
+    window: RetrainWindow = Field(
+        default="1h",
+        description="Window of the accuracy query, and the WINDOW the training run is told to retrain "
+        "on (1m-24h).",
+    )
+    cooldown: RetrainCooldown = Field(
+        default="6h",
+        description="After a request, triggers are suppressed for this long (1m-720h); a manual "
+        "request (annotation mlcanary.io/retrain) is not. One run at a time in any case.",
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, schedule: str | None) -> str | None:
+        return schedule if schedule is None else _valid_cron(schedule)
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, zone: str) -> str:
+        return _valid_time_zone(zone)
+
+    @model_validator(mode="after")
+    def _action_has_its_target(self) -> Retraining:
+        if self.schedule is not None and self.job_template is None:
+            raise ValueError("schedule needs jobTemplate (the CronJob runs it)")
+        if self.action == RetrainAction.JOB and self.job_template is None:
+            raise ValueError("action Job needs jobTemplate; action Webhook needs webhook")
+        if self.action == RetrainAction.WEBHOOK and self.webhook is None:
+            raise ValueError("action Job needs jobTemplate; action Webhook needs webhook")
+        return self
+
+
 class ModelDeploymentSpec(ApiModel):
     """Desired state: which model version serves, and how a new version is rolled out and judged."""
 
@@ -1337,6 +1587,11 @@ class ModelDeploymentSpec(ApiModel):
         max_length=MAX_NOTIFICATION_ROUTES,
         description="Where Events are sent besides the Kubernetes API (delivered in the background: never "
         "delays a rollout).",
+    )
+    retraining: Retraining | None = Field(
+        default=None,
+        description="Request training of a new version on a schedule and when the stable version "
+        "drifts (the operator requests, never trains).",
     )
 
     @model_validator(mode="after")
@@ -1552,6 +1807,47 @@ class AnalysisCounters(ApiModel):
     last_verdict: Verdict | None = Field(default=None, description="Verdict of the last round.")
 
 
+class RetrainResult(enum.StrEnum):
+    RUNNING = "Running"  # the Job runs
+    REQUESTED = "Requested"  # the webhook accepted the request (what follows is the pipeline's)
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class RetrainingStatus(ApiModel):
+    """Where retraining is (spec.retraining)."""
+
+    last_trigger_time: datetime | None = Field(default=None, description="When training was last requested.")
+    last_reason: str | None = Field(default=None, max_length=1024, description="Why it was requested.")
+    last_run: str | None = Field(
+        default=None, description="The run requested: the Job's name, or the CloudEvent id of a webhook."
+    )
+    last_result: RetrainResult | None = Field(
+        default=None, description="Running, Requested, Succeeded or Failed."
+    )
+    last_values: dict[str, float] = Field(
+        default_factory=dict, description="Trigger values when it was requested (inputDrift ...)."
+    )
+    version: str | None = Field(default=None, description="Stable version training was requested for.")
+    next_scheduled_run: datetime | None = Field(default=None, description="Next run of the schedule.")
+    suppressed_until: datetime | None = Field(
+        default=None, description="Triggers firing before this are suppressed (cooldown)."
+    )
+    suppressed_for: str | None = Field(
+        default=None, description="What the last RetrainSuppressed Event was about (one per run or cooldown)."
+    )
+    breaching_since: dict[str, datetime] = Field(
+        default_factory=dict, description="Per trigger: since when its condition has held."
+    )
+    rollbacks_seen_until: datetime | None = Field(
+        default=None, description="Rollbacks finished up to this time were considered (onRollback)."
+    )
+    handled_request: str | None = Field(
+        default=None, description="Value of the mlcanary.io/retrain annotation already acted on."
+    )
+    requests: int = Field(default=0, description="Training runs requested so far.")
+
+
 class ModelDeploymentStatus(ApiModel):
     """Observed state, written only by the operator."""
 
@@ -1612,6 +1908,9 @@ class ModelDeploymentStatus(ApiModel):
         description="The last spec that passed validation, as compact JSON (a string keeps the status "
         "small for every client that caches it). While the current spec is invalid nothing moves "
         "forward, but an abort or a rollback in flight still completes with this one.",
+    )
+    retraining: RetrainingStatus | None = Field(
+        default=None, description="Where retraining is (spec.retraining)."
     )
     conditions: list[Condition] = Field(
         default_factory=list, description="Ready, Progressing, SpecValid, Reconciled."

@@ -122,8 +122,25 @@ VIRTUALSERVICE = OwnedFields(
         ),
     ),
 )
+# spec.retraining's CronJob: the schedule and the Job it runs (requested Jobs are created once and
+# never repaired: a Job's template is immutable and each one is a record of a run).
+CRONJOB = OwnedFields(
+    managed_spec=frozenset(
+        {
+            "schedule",
+            "timeZone",
+            "jobTemplate",
+            "concurrencyPolicy",
+            "suspend",
+            "startingDeadlineSeconds",
+            "successfulJobsHistoryLimit",
+            "failedJobsHistoryLimit",
+        }
+    )
+)
 
 BY_KIND: dict[str, OwnedFields] = {
+    "CronJob": CRONJOB,
     "Deployment": DEPLOYMENT,
     "HorizontalPodAutoscaler": HORIZONTAL_POD_AUTOSCALER,
     "Service": SERVICE,

@@ -68,6 +68,7 @@ from mlcanary.models import (
 )
 from mlcanary.notify.dispatch import Notifier
 from mlcanary.operator_metrics import OperatorMetrics
+from mlcanary.retraining import shell as retraining
 from mlcanary.routers import UnknownRouterError, get_router
 from mlcanary.routers.base import RouteContext, safe_target
 from mlcanary.settings import Settings
@@ -143,6 +144,8 @@ class OperatorContext:
     reported_conflicts: dict[str, set[str]] = field(default_factory=dict)
     # Sends the Events that spec.notifications routes, in the background (None: not configured).
     notifier: Notifier | None = None
+    # spec.retraining: the shared trigger loop and the webhook sender (without them: Jobs only).
+    retrainer: retraining.Retrainer = field(default_factory=retraining.Retrainer)
 
     def notify(
         self,
@@ -170,6 +173,7 @@ class OperatorContext:
         self.rounds.discard(uid)
         self.last_written.pop(uid, None)
         self.reported_conflicts.pop(uid, None)
+        self.retrainer.forget(uid)
 
 
 @dataclass(frozen=True)
@@ -438,10 +442,28 @@ async def _tick(obj: dict[str, Any], ctx: OperatorContext) -> TickResult:
     new_status.conditions = cond.set_condition(
         new_status.conditions, cond.RECONCILED, "True", cond.REASON_RECONCILED, "", now, generation
     )
+    retrain_actions: list[retraining.Action] = []
+    if invalid is None:  # an invalid spec requests no training (the last accepted one still serves)
+        retrain_actions = await retraining.step(
+            ctx.retrainer, ctx.kube, obj, spec, new_status, owner, now, generation
+        )
     await _write_status(ctx, obj, old_raw, new_status)
-    ctx.notify(obj, spec, new_status, actions, now)  # after the status write: the transition happened
+    retrain_events = [a for a in retrain_actions if isinstance(a, EmitEvent)]
+    # after the status write: the transition happened
+    ctx.notify(obj, spec, new_status, [*actions, *retrain_events], now)
     writes_before = ctx.kube.writes
-    await _apply(ctx, obj, spec, route_ctx, actions)
+    failed: ApplyError | None = None
+    try:
+        await _apply(ctx, obj, spec, route_ctx, actions)
+    except ApplyError as error:  # a failed rollout write must not lose a training request
+        failed = error
+    if invalid is None:
+        retrain_writes = await retraining.apply(
+            ctx.retrainer, ctx.kube, obj, spec, new_status, owner, retrain_actions
+        )
+        await _report_writes(ctx, obj, retrain_writes)
+    if failed is not None:
+        raise failed
     ctx.metrics.record_status(namespace, name, new_status, actions)
     settled = (
         ctx.kube.writes == writes_before

@@ -27,6 +27,7 @@
 | MLCANARY_NOTIFY_TIMEOUT_SECONDS | 5 | timeout of one notification attempt (at most 60) |
 | MLCANARY_NOTIFY_ATTEMPTS | 3 | attempts per notification (backoff 1 s, 2 s, ... between them); 1..10 |
 | MLCANARY_LOAD_TEST_TARGET_URL | http://{service}.{namespace}.svc:{port} | where a load test Job sends its requests: the canary revision's own Service (`{service}`, `{namespace}`, `{port}` are filled in; the local stack points it at its gateway) |
+| MLCANARY_RETRAIN_EVAL_SECONDS | 60 | how often the one retraining loop queries Prometheus for every `spec.retraining` trigger (one query per metric kind across all objects); 1..3600 |
 | MLCANARY_NOTIFY_QUEUE_SIZE | 256 | notifications waiting to be sent; past it new ones are dropped (and counted); 1..100000 |
 """
 
@@ -126,6 +127,7 @@ class Settings:
     notify_attempts: int = 3
     notify_queue_size: int = 256
     load_test_target_url: str = "http://{service}.{namespace}.svc:{port}"
+    retrain_eval_seconds: float = 60.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -187,6 +189,9 @@ class Settings:
             notify_attempts=bounded("NOTIFY_ATTEMPTS", defaults.notify_attempts, 1, 10),
             notify_queue_size=bounded("NOTIFY_QUEUE_SIZE", defaults.notify_queue_size, 1, 100_000),
             load_test_target_url=target,
+            retrain_eval_seconds=float(
+                bounded("RETRAIN_EVAL_SECONDS", int(defaults.retrain_eval_seconds), 1, 3600)
+            ),
         )
 
     def load_test_target(self, service: str, namespace: str, port: int) -> str:

@@ -21,6 +21,7 @@ np = pytest.importorskip("numpy", reason="the serving metrics module needs numpy
 from prometheus_client import generate_latest  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
+from mlcanary.retraining.queries import RETRAINING_METRICS  # noqa: E402
 from mlcanary_serving import metrics as serving  # noqa: E402
 from mlcanary_serving.drift import WindowDrift  # noqa: E402
 
@@ -86,3 +87,13 @@ def test_the_exposition_carries_every_series_the_queries_select() -> None:
     assert {s[q.LABEL_CORRECT] for s in seen[q.FEEDBACK_TOTAL]} == {q.CORRECT_TRUE, q.CORRECT_FALSE}
     score_edges = {float(s[q.LABEL_LE]) for s in seen[q.PREDICTION_SCORE + "_bucket"]}
     assert score_edges == {*map(float, serving.PROBABILITY_SCORE_BUCKETS), float("inf")}
+
+
+@pytest.mark.parametrize("family", sorted(RETRAINING_METRICS))
+def test_every_retraining_metric_is_defined_with_its_labels(family: str) -> None:
+    """spec.retraining's batched trigger queries read these from the stable version's pods."""
+    kind, labels = RETRAINING_METRICS[family]
+    assert family in serving.METRICS, f"{family} is not exported by the serving image"
+    spec = serving.METRICS[family]
+    assert spec.type == kind
+    assert set(labels) <= set(spec.labels), f"{family} lacks labels {set(labels) - set(spec.labels)}"

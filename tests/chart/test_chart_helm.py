@@ -218,9 +218,11 @@ NEEDED = {
     ("networking.istio.io", "virtualservices"): {"get", "list", "watch", "create", "patch", "delete"},
     ("autoscaling", "horizontalpodautoscalers"): {"get", "list", "watch", "create", "patch", "delete"},
     # spec.loadTest: its Job (never patched: a pod template is immutable) and the result its pod
-    # leaves in the termination message (a label-selected list; no pod logs).
+    # leaves in the termination message (a label-selected list; no pod logs). spec.retraining:
+    # requested training Jobs are created once; the schedule's CronJob is owned.
     ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
     ("", "pods"): {"list"},
+    ("batch", "cronjobs"): {"get", "list", "watch", "create", "patch", "delete"},
 }
 
 
@@ -368,6 +370,7 @@ SETTINGS_ENV = {
     "MLCANARY_CUSTOM_QUERIES", "MLCANARY_QUERY_MAX_RANGE_SECONDS", "MLCANARY_QUERY_MIN_SUBQUERY_STEP_SECONDS",
     "MLCANARY_NOTIFY_TIMEOUT_SECONDS", "MLCANARY_NOTIFY_ATTEMPTS", "MLCANARY_NOTIFY_QUEUE_SIZE",
     "MLCANARY_LOAD_TEST_TARGET_URL",
+    "MLCANARY_RETRAIN_EVAL_SECONDS",
 }  # fmt: skip
 # Set in leader-election mode only (MLCANARY_LEADER_ELECTION by the --leader-election argument).
 LEADER_ELECTION_ENV = {
@@ -403,6 +406,7 @@ def test_values_reach_the_operator_settings(rendered: dict[str, list[dict[str, A
     assert settings.prometheus_namespace_label is None, "no PodMonitor, no explicit label"
     assert settings.custom_queries == "unscoped"
     assert (settings.query_max_range_seconds, settings.query_min_subquery_step_seconds) == (86400, 60)
+    assert settings.retrain_eval_seconds == 30
     assert (settings.notify_timeout_seconds, settings.notify_attempts, settings.notify_queue_size) == (
         2.5,
         5,

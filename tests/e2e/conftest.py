@@ -65,6 +65,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
         tick_seconds=TIMING.tick_seconds,
         probe_period=0.3,
         drain_seconds=0.5,
+        retrain_eval_seconds=1,
         operator_rbac=tuple(rbac),
         operator_service_account=account,
     )

@@ -155,6 +155,18 @@ def test_kubectl_mlcanary_follows_and_steers_rollouts(
     ], history
     assert "error-rate" in ok(kubectl("report", "fraud", "-n", "ml", "-A"))
 
+    # retrain: the mlcanary.io/retrain annotation requests one training Job (spec.retraining).
+    retraining = in_ml(model_deployment("fraud", "3.0.0", step_duration="30s"))
+    retraining["spec"]["retraining"] = {"jobTemplate": {"image": "trainer:1"}}
+    cluster.apply(retraining)
+    assert "retrain requested" in ok(kubectl("retrain", "fraud", "-n", "ml"))
+    run = cluster.wait_for(
+        lambda: (cluster.status("fraud", "ml").get("retraining") or {}).get("lastRun"),
+        "the training request",
+        operator=operator,
+    )
+    assert cluster.emu.get_object("jobs", run, "ml") is not None
+
     # --kubeconfig and --context: the current context points nowhere, the named one at the emulator.
     config = yaml.safe_load(Path(kubectl.admin).read_text())
     good = config["contexts"][0]

@@ -364,9 +364,14 @@ def test_delivery_settings_are_bounded() -> None:
 
 
 def _engine_reasons() -> set[str]:
-    """Every reason literal the engine emits: tick.event("X", ...) and EmitEvent(type, "X", ...),
-    plus the reasons passed to _start_step / _begin_rollback."""
-    tree = ast.parse((REPO / "operator/mlcanary/engine.py").read_text())
+    """Every reason the engine and the retraining core emit: tick.event("X", ...) and
+    EmitEvent(type, "X" or EventReason.X, ...), plus the reasons passed to _start_step / _begin_rollback."""
+    reasons = _reasons_in(REPO / "operator/mlcanary/engine.py")
+    return reasons | _reasons_in(REPO / "operator/mlcanary/retraining/core.py")
+
+
+def _reasons_in(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
     reasons: set[str] = set()
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call):
@@ -378,6 +383,14 @@ def _engine_reasons() -> set[str]:
             reasons.add(str(node.args[0].value))
         elif name == "EmitEvent" and len(node.args) > 1 and isinstance(node.args[1], ast.Constant):
             reasons.add(str(node.args[1].value))
+        elif (
+            name == "EmitEvent"
+            and len(node.args) > 1
+            and isinstance(node.args[1], ast.Attribute)
+            and isinstance(node.args[1].value, ast.Name)
+            and node.args[1].value.id == "EventReason"
+        ):
+            reasons.add(EventReason[node.args[1].attr].value)
         elif name in ("_start_step", "_begin_rollback"):
             reasons.update(a for a in args if re.fullmatch(r"[A-Z][A-Za-z]+", a))
     for node in ast.walk(tree):  # the defaults of the reason parameters

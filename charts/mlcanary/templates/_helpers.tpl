@@ -88,6 +88,9 @@ for Prometheus credentials. Nothing is ever written with update (PUT).
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "delete"]
+- apiGroups: ["batch"]
+  resources: ["cronjobs"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Load test results: the generator pod's termination message, read from a label-selected list.
 - apiGroups: [""]
   resources: ["pods"]
