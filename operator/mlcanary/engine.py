@@ -7,7 +7,7 @@ in the status, a restarted operator carries on exactly where the last one stoppe
 
 Phase transitions (every one is in :func:`_transition`)::
 
-    (none) ─► Initializing ─► Healthy ─► Preparing ─► Progressing ⇄ Paused
+    (none) ─► Initializing ─► Healthy ─► Preparing ─► [Shadowing ─► Preparing] ─► Progressing ⇄ Paused
                                  ▲           │   ▲         │
                                  │           ▼   └─────────┤ (canary unavailable)
                                  │      RollingBack ◄──────┤ (failed analysis, deadline, abort, new version)
@@ -25,12 +25,14 @@ from typing import Literal, assert_never
 
 from mlcanary import conditions as cond
 from mlcanary.durations import parse_duration
+from mlcanary.gates import shadow as shadow_gate
 from mlcanary.models import (
     AnalysisCounters,
     InconclusivePolicy,
     Measurement,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
+    ModelRef,
     Phase,
     RetiringRevision,
     RevisionState,
@@ -38,6 +40,7 @@ from mlcanary.models import (
     RolloutOutcome,
     RolloutRecord,
     RouterKind,
+    ShadowPhase,
     StepReport,
     Verdict,
     revision_name,
@@ -121,21 +124,26 @@ class EnsureRevision:
 
     ``replicas`` None: the revision's HPA owns its replica count (the Deployment is written without
     one); a number: the operator sets it and the revision has no HPA. ``hold_scale_down``: the HPA
-    may scale up only (stable behind the replicas router while a canary's share depends on it)."""
+    may scale up only (stable behind the replicas router while a canary's share depends on it).
+    ``reference``: a second model the pods load and score every request with, for comparison (the
+    stable's, while the canary's shadow phase is ahead or running)."""
 
     revision: RevisionState
     role: Role
     replicas: int | None
     hold_scale_down: bool = False
+    reference: ModelRef | None = None
 
 
 @dataclass(frozen=True)
 class SetTraffic:
-    """Point the router at stable (and canary) with the canary's weight in percent."""
+    """Point the router at stable (and canary) with the canary's weight in percent; and mirror
+    ``mirror_percent`` of the prediction requests to the canary (the shadow phase)."""
 
     stable: str
     canary: str | None
     canary_weight: int
+    mirror_percent: int = 0
 
 
 @dataclass(frozen=True)
@@ -178,12 +186,16 @@ def round_verdict(measurements: list[Measurement]) -> Verdict:
 def analysis_due(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: datetime) -> bool:
     """Whether the shell should run an analysis round before calling :func:`decide`.
 
-    A round is due an ``interval`` after the step began (so its window sees the new weight) and an
-    ``interval`` after the previous round."""
-    if status.phase != Phase.PROGRESSING or not spec.analysis.metrics or status.step_started_at is None:
-        return False
+    A round is due an ``interval`` after the step (or the shadow phase) began, so its window sees the
+    new weight (mirroring), and an ``interval`` after the previous round."""
     interval = parse_duration(spec.analysis.interval)
-    since = status.step_started_at
+    shadow_since = shadow_gate.round_due_since(status)
+    if shadow_since is not None:
+        since = shadow_since
+    elif status.phase != Phase.PROGRESSING or not spec.analysis.metrics or status.step_started_at is None:
+        return False
+    else:
+        since = status.step_started_at
     if status.analysis.last_round_at is not None and status.analysis.last_round_at > since:
         since = status.analysis.last_round_at
     return now - since >= interval
@@ -279,6 +291,8 @@ def _transition(tick: _Tick) -> None:
             _steady(tick)
         case Phase.PREPARING:
             _preparing(tick)
+        case Phase.SHADOWING:
+            _shadowing(tick)
         case Phase.PROGRESSING:
             _progressing(tick)
         case Phase.PAUSED:
@@ -365,6 +379,7 @@ def _start_canary(tick: _Tick, desired: RevisionState) -> None:
     status.analysis = AnalysisCounters()
     status.last_measurements = []
     status.steps = []
+    status.shadow = None
     status.ending = None
     tick.enter(Phase.PREPARING, f"waiting for canary {desired.template.model.version} to become ready")
     tick.event(
@@ -458,7 +473,105 @@ def _preparing(tick: _Tick) -> None:
     if tick.spec.rollout.paused:
         status.message = "canary ready; rollout is paused"
         return
-    _start_step(tick, status.current_step or 1)
+    _after_ready(tick)
+
+
+def _after_ready(tick: _Tick) -> None:
+    """The canary is ready: its gate (the shadow phase) if one is ahead, else step 1 (or the step it
+    was at when it lost readiness)."""
+    if shadow_gate.pending(tick.spec, tick.status):
+        _start_shadow(tick)
+        return
+    _start_step(tick, tick.status.current_step or 1)
+
+
+# --- shadow phase (rules in mlcanary.gates.shadow)
+
+
+def _start_shadow(tick: _Tick) -> None:
+    status = tick.status
+    assert status.canary is not None and tick.spec.shadow is not None
+    status.canary_weight = 0
+    status.shadow = shadow_gate.start(status, tick.now)
+    status.analysis = AnalysisCounters(failures=status.analysis.failures)
+    status.steps = [s for s in status.steps if s.kind != "shadow"]
+    status.steps.insert(0, StepReport(kind="shadow", step=0, weight=0))
+    percent = tick.spec.shadow.mirror_percent
+    tick.enter(Phase.SHADOWING, f"shadow: {percent}% of prediction requests mirrored to the canary")
+    tick.event(
+        "ShadowStarted",
+        f"{status.canary.template.model.version}: {percent}% of prediction requests mirrored for "
+        f"{tick.spec.shadow.duration}, compared with {status.stable.template.model.version if status.stable else '?'}",
+    )
+
+
+def _shadowing(tick: _Tick) -> None:
+    status = tick.status
+    if _interrupted(tick) or _drop_unready_canary(tick, " during the shadow phase"):
+        return
+    if _frozen_hold(tick, "shadow phase"):
+        return
+    if tick.requests.get(PROMOTE):
+        _begin_promotion(tick, "promoted by the mlcanary.io/promote annotation")
+        return
+    if tick.spec.shadow is None:  # spec.shadow removed mid-phase: straight on to step 1
+        _start_step(tick, status.current_step or 1)
+        return
+    if tick.spec.rollout.paused:
+        status.message = "shadow phase; rollout is paused"
+        return
+    shadow = status.shadow
+    assert shadow is not None and status.canary is not None
+    if not tick.obs.traffic.confirmed:
+        if not _router_deadline_passed(tick):
+            status.message = "shadow: waiting for the router to confirm the mirror"
+        return
+    if tick.obs.analysis is not None:
+        round_ = tick.obs.analysis
+        verdict = round_.verdict
+        shadow.rounds += 1
+        shadow.verdict = verdict
+        status.analysis.last_round_at = tick.now
+        status.analysis.last_verdict = verdict
+        status.last_measurements = list(round_.measurements)
+        for report in status.steps:
+            if report.kind == "shadow":
+                report.verdict, report.rounds = verdict, shadow.rounds
+                report.measurements = list(round_.measurements)
+        if verdict == Verdict.FAILED:
+            failed = shadow_gate.failed_text(round_.measurements)
+            shadow.phase, shadow.finished_at, shadow.message = ShadowPhase.FAILED, tick.now, failed
+            status.analysis.failures += 1
+            tick.event("ShadowFailed", f"{status.canary.template.model.version}: {failed}", warning=True)
+            _begin_rollback(tick, RolloutOutcome.ROLLED_BACK, f"shadow phase failed: {failed}")
+            return
+    elapsed = tick.now - shadow.started_at
+    if elapsed >= shadow_gate.duration(tick.spec) and shadow.verdict == Verdict.SUCCESSFUL:
+        text = "; ".join(shadow_gate.describe(m) for m in status.last_measurements if not m.dry_run)
+        shadow.phase, shadow.finished_at, shadow.message = ShadowPhase.PASSED, tick.now, text
+        tick.event("ShadowPassed", f"{status.canary.template.model.version}: {text}")
+        # The canary's pods drop the reference model (one restart at weight 0): ready again -> step 1.
+        tick.enter(Phase.PREPARING, "shadow phase passed; canary restarting without the reference model")
+        return
+    if elapsed > shadow_gate.give_up_after(tick.spec):
+        detail = (
+            f"last round {shadow.verdict}: "
+            + "; ".join(f"{m.metric}: {m.message}" for m in status.last_measurements)
+            if shadow.verdict is not None
+            else "no analysis round completed"
+        )
+        reason = (
+            f"shadow phase found no successful round within duration {tick.spec.shadow.duration} + "
+            f"progressDeadline {tick.spec.rollout.progress_deadline} ({detail})"
+        )[:600]
+        shadow.phase, shadow.finished_at, shadow.message = ShadowPhase.FAILED, tick.now, reason
+        tick.event("ShadowFailed", f"{status.canary.template.model.version}: {reason}", warning=True)
+        _begin_rollback(tick, RolloutOutcome.ROLLED_BACK, reason)
+        return
+    status.message = (
+        f"shadow: {int(elapsed.total_seconds())}s of {tick.spec.shadow.duration}, {shadow.rounds} rounds"
+        + (f", last {shadow.verdict}" if shadow.verdict else "")
+    )
 
 
 def _frozen_hold(tick: _Tick, where: str) -> bool:
@@ -772,7 +885,11 @@ def _sync_summary(tick: _Tick) -> None:
     if not tick.frozen:
         status.observed_generation = tick.obs.generation
     _report_served_share(tick)
-    if tick.obs.traffic.confirmed or status.phase not in (Phase.PROGRESSING, Phase.PROMOTING):
+    if tick.obs.traffic.confirmed or status.phase not in (
+        Phase.SHADOWING,
+        Phase.PROGRESSING,
+        Phase.PROMOTING,
+    ):
         status.router_wait_since = None
     # A router switch completes once the new router confirms; only then do the old objects go.
     if status.router_kind != tick.obs.router_kind and (
@@ -810,7 +927,7 @@ def _set_conditions(tick: _Tick) -> None:
             ready, progressing = ("False", cond.REASON_PAUSED), ("Unknown", cond.REASON_PAUSED)
         case Phase.INITIALIZING:
             ready, progressing = ("False", cond.REASON_INITIALIZING), ("True", cond.REASON_INITIALIZING)
-        case Phase.PREPARING | Phase.PROGRESSING | Phase.PROMOTING | Phase.ROLLING_BACK:
+        case Phase.PREPARING | Phase.SHADOWING | Phase.PROGRESSING | Phase.PROMOTING | Phase.ROLLING_BACK:
             ready, progressing = ("False", str(phase)), ("True", cond.REASON_CANARY_RUNNING)
         case None:
             ready, progressing = ("Unknown", "Unknown"), ("Unknown", "Unknown")
@@ -937,9 +1054,10 @@ def _ensure_actions(tick: _Tick) -> list[Action]:
             hold = autoscaled is not None and kind.follows_ready_pods
     actions.append(EnsureRevision(status.stable, "stable", stable_replicas, hold_scale_down=hold))
     if status.canary is not None:
-        actions.append(EnsureRevision(status.canary, "canary", canary_replicas))
+        reference = shadow_gate.reference_model(tick.spec, status)
+        actions.append(EnsureRevision(status.canary, "canary", canary_replicas, reference=reference))
     canary_name = status.canary.revision if status.canary else None
-    actions.append(SetTraffic(status.stable.revision, canary_name, status.canary_weight))
+    actions.append(traffic_target(tick.spec, status))
     if tick.retired_router is not None:
         actions.append(RemoveRouterObjects(tick.retired_router))
     keep = {status.stable.revision} | ({canary_name} if canary_name else set())
@@ -953,8 +1071,20 @@ def _ensure_actions(tick: _Tick) -> list[Action]:
     return actions
 
 
+def traffic_target(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -> SetTraffic:
+    """What the router must realise for ``status``: the canary's weight, and its mirror share."""
+    assert status.stable is not None
+    canary = status.canary.revision if status.canary else None
+    return SetTraffic(
+        status.stable.revision, canary, status.canary_weight, shadow_gate.mirror_percent(spec, status)
+    )
+
+
 def next_wakeup(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: datetime) -> timedelta | None:
     """How long until something time-based can happen (for logging and tests)."""
+    shadow_since = shadow_gate.round_due_since(status)
+    if shadow_since is not None:
+        return max(timedelta(0), shadow_since + shadow_gate.duration(spec) - now)
     if status.phase == Phase.PROGRESSING and status.step_started_at is not None:
         return max(timedelta(0), status.step_started_at + parse_duration(spec.rollout.step_duration) - now)
     return None
