@@ -42,6 +42,8 @@ HOSTNAME_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*
 HTTP_NAME_PATTERN = r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$"
 _PATH_CHARS = re.compile(r"^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|%[0-9a-fA-F]{2})+$")
 WEIGHTED_RULE = "weighted"
+MIRROR_RULE = "shadow-mirror"  # the shadow phase's route (Istio names its routes)
+MAX_HTTPROUTE_RULES = 16  # Gateway API v1.6.1: spec.rules maxItems
 
 
 def _duration_within(minimum: str, maximum: str) -> Any:
@@ -1253,6 +1255,19 @@ class ModelDeploymentSpec(ApiModel):
             raise ValueError(
                 "shadow: the replicas router cannot mirror requests (a Service sends each request to "
                 "one pod); use the gatewayAPI or istio router, or remove spec.shadow"
+            )
+        router = self.traffic.gateway_api or self.traffic.istio
+        extra = (router.extra_rules or []) if router is not None and self.shadow is not None else []
+        for index, rule in enumerate(extra):
+            if rule.name == MIRROR_RULE:
+                raise ValueError(
+                    f"traffic.{self.traffic.router_kind}.extraRules[{index}].name: {MIRROR_RULE!r} is "
+                    "reserved for the shadow phase's mirror rule"
+                )
+        if self.traffic.gateway_api is not None and len(extra) > MAX_HTTPROUTE_RULES - 2:
+            raise ValueError(
+                f"traffic.gatewayAPI.extraRules: at most {MAX_HTTPROUTE_RULES - 2} with spec.shadow (an "
+                f"HTTPRoute holds {MAX_HTTPROUTE_RULES} rules: these, the mirror rule and the weighted rule)"
             )
         for index, metric in enumerate(self.analysis.metrics):
             if metric.builtin in SHADOW_BUILTINS:
