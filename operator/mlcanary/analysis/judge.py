@@ -602,11 +602,19 @@ def _agreement(metric: Metric, results: Sequence[QueryResult], outcome: _Outcome
     even the upper confidence bound of the share is under ``min - noiseFloor``: a thin sample that
     is merely below the bound is Inconclusive, never a failure nor a pass."""
     compared = _sum(_need(results, "compared", "canary"))
-    agreed = _sum(_need(results, "agreed", "canary"))
+    agreed_result = _need(results, "agreed", "canary")
+    agreed = _sum(agreed_result)
     outcome.sample_size = compared
+    if compared > 0 and agreed_result.series:
+        outcome.value = min(1.0, agreed / compared)
     _require_sample(metric, compared, "compared rows")
+    if not agreed_result.series:
+        raise _Stop(
+            Verdict.ERROR,
+            "rows were compared but no agreement was counted: the model is not a classifier (a "
+            "regressor has no labels to agree on); bound scoreDifference instead",
+        )
     share = min(1.0, agreed / compared)
-    outcome.value = share
     assert metric.min is not None
     bound = metric.min - (metric.tolerance or 0)
     upper = wilson_upper(agreed, compared)
