@@ -248,3 +248,16 @@ def test_shadow_metrics_carry_bounds_noise_floor_and_sample_minimum() -> None:
     assert difference.builtin == BuiltinMetric.SCORE_DIFFERENCE and difference.max == 0.1
     assert difference.quantile == 0.9
     assert NAME  # the simulator's object name
+
+
+def test_mlcanary_report_shows_the_shadow_phase_like_a_step() -> None:
+    from mlcanary.analysis.report import build_report, render_text
+
+    sim = to_shadowing()
+    judged(sim, 60, Verdict.FAILED, value=0.5)
+    sim.run_until(Phase.ROLLED_BACK)
+    (report,) = build_report(sim.status.to_wire())
+    assert report.outcome == "RolledBack" and report.rows[0].kind == "shadow"
+    table = render_text(sim.status.to_wire())
+    shadow_line = next(line for line in table.splitlines() if line.startswith("  shadow"))
+    assert "0% (mirrored)" in shadow_line and "shadow-agreement" in shadow_line and "Failed" in shadow_line
