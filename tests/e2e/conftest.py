@@ -14,7 +14,7 @@ import shutil
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +108,9 @@ class Rollout:
     metrics: list[Obj]
     steps: list[int] = field(default_factory=lambda: list(STEPS))
     on_inconclusive: str = "Hold"
+    router: str = "replicas"
+    shadow: Obj | None = None
+    replicas: int | None = None  # per revision (default TIMING's)
     snapshots: list[Snapshot] = field(default_factory=list)
     loadgen: Any = None
     applied: dict[str, float] = field(default_factory=dict)
@@ -119,7 +122,8 @@ class Rollout:
     async def apply(self, version: str, env: dict[str, str] | None = None) -> None:
         obj = manifest(
             self.bundles[version],
-            TIMING,
+            TIMING if self.replicas is None else replace(TIMING, replicas=self.replicas),
+            self.router,
             env=[{"name": k, "value": v} for k, v in (env or {}).items()],
             name=self.name,
             namespace=self.namespace,
@@ -127,6 +131,7 @@ class Rollout:
             metrics=self.metrics,
             steps=self.steps,
             on_inconclusive=self.on_inconclusive,
+            shadow=self.shadow,
         )
         self.applied[version] = time.time()
         await self.api.create_or_merge(obj)

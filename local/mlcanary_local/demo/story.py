@@ -209,18 +209,22 @@ def manifest(
     metrics: list[dict[str, Any]] | None = None,
     steps: list[int] | None = None,
     on_inconclusive: str = "Hold",
+    shadow: Obj | None = None,
 ) -> Obj:
-    """The ModelDeployment for one version of the story (the README's example, with demo timings)."""
+    """The ModelDeployment for one version of the story (the README's example, with demo timings);
+    ``shadow``: a spec.shadow (a mirroring router only)."""
     traffic: Obj = (
         {"gatewayAPI": {"parentRefs": [{"name": "mlcanary-local", "kind": "Gateway"}]}}
         if router == "gatewayAPI"
         else {"replicas": {}}
     )
+    extra: Obj = {"shadow": shadow} if shadow is not None else {}
     return {
         "apiVersion": "mlcanary.io/v1alpha1",
         "kind": "ModelDeployment",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {
+            **extra,
             "model": {
                 "name": model_name,
                 "version": bundle.version,
