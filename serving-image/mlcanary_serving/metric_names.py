@@ -50,6 +50,8 @@ SHADOW_COMPARED_TOTAL: Final = "mlcanary_shadow_compared_total"
 SHADOW_AGREED_TOTAL: Final = "mlcanary_shadow_agreed_total"
 SHADOW_SCORE_DIFFERENCE: Final = "mlcanary_shadow_score_difference"
 SHADOW_LABELS: Final = (*MODEL_LABELS, LABEL_REFERENCE_VERSION)
+SHADOW_METRICS: Final = (SHADOW_COMPARED_TOTAL, SHADOW_AGREED_TOTAL, SHADOW_SCORE_DIFFERENCE)
+"""Exported only by a server given a reference model (the shadow phase)."""
 
 # Fixed bucket edges of ``mlcanary_prediction_score`` for probability scores (classification):
 # identical in every version, so two versions' histograms can be compared bucket by bucket.
