@@ -10,7 +10,9 @@ real Prometheus, printed live.
 3. applies 1.0.0 and waits until it serves; applies 2.0.0 and follows it through 5 → 20 → 50 → 100
    to promotion; applies 3.0.0 and follows it to its automatic rollback by predictionDrift; applies
    4.0.0 and follows it to its rollback by errorRate — printing each phase, step, weight, the traffic
-   actually served per version and every analysis round;
+   actually served per version and every analysis round; with ``--router gatewayAPI``, applies 5.0.0
+   (degenerate again) with ``spec.shadow`` and follows it to its rollback from the shadow phase,
+   having answered zero user requests (counted in ``requests.csv``);
 4. prints a summary table and writes ``timeline.png`` (traffic per version, error rate, latency and
    drift per version, promotions and rollbacks), ``summary.txt``, ``summary.json``, the request log
    ``requests.csv`` and the stack's logs into ``--out``.
@@ -164,6 +166,11 @@ def build_bundles(out: Path) -> dict[str, Bundle]:
             "degenerate: always answers 'benign' with HTTP 200 (no errors, fast)",
         ),
         ("4.0.0", logreg(1.0), "a sound model, but its server fails 20% of requests (HTTP 500)"),
+        (
+            "5.0.0",
+            Pipeline([("scale", StandardScaler()), ("clf", DummyClassifier(strategy="most_frequent"))]),
+            "degenerate again: caught in the shadow phase (gatewayAPI router)",
+        ),
     ]
     bundles: dict[str, Bundle] = {}
     out.mkdir(parents=True, exist_ok=True)
@@ -415,6 +422,18 @@ class Act:
     expect: str  # "Healthy" (first deploy) | "Promoted" | "RolledBack"
     reason_contains: str = ""
     env: tuple[tuple[str, str], ...] = ()
+    shadow: bool = False  # spec.shadow set: needs a mirroring router; must answer no user request
+
+
+def shadow_spec(timing: Timing) -> Obj:
+    """The shadow phase of the demo: every prediction mirrored for two analysis intervals."""
+    seconds = 2 * int(timing.interval.rstrip("s"))
+    return {
+        "duration": f"{seconds}s",
+        "mirrorPercent": 100,
+        "minSamples": 40,
+        "agreement": {"min": 0.9},
+    }
 
 
 ACTS = [
@@ -433,6 +452,13 @@ ACTS = [
         reason_contains="error-rate",
         env=(("MLCANARY_FAULT_ERROR_RATE", "0.2"), ("MLCANARY_FAULT_SEED", "4")),
     ),
+    Act(
+        "5.0.0",
+        "5.0.0, degenerate again, with spec.shadow: expect rollback from the shadow phase, 0 user requests",
+        "RolledBack",
+        reason_contains="shadow phase failed",
+        shadow=True,
+    ),
 ]
 
 
@@ -442,6 +468,7 @@ class Outcome:
     ok: bool
     detail: str
     steps_seen: list[int] = field(default_factory=list)
+    skipped: bool = False
 
 
 async def run_story(
@@ -458,8 +485,16 @@ async def run_story(
         try:
             for act in ACTS:
                 print(f"\n== {act.title}", flush=True)
+                if act.shadow and router == "replicas":
+                    detail = "skipped: the replicas router cannot mirror requests (mlcanary demo --router gatewayAPI)"
+                    print(f"  -> {detail}", flush=True)
+                    outcomes.append(Outcome(act, True, detail, skipped=True))
+                    continue
                 env = [{"name": k, "value": v} for k, v in act.env]
-                await api.create_or_merge(manifest(bundles[act.version], timing, router, env=env))
+                shadow = shadow_spec(timing) if act.shadow else None
+                await api.create_or_merge(
+                    manifest(bundles[act.version], timing, router, env=env, shadow=shadow)
+                )
                 outcome = await play(follower, act, timing, judged_steps=len(steps) - 1)
                 outcomes.append(outcome)
                 print(
@@ -517,6 +552,13 @@ async def play(follower: Follower, act: Act, timing: Timing, judged_steps: int) 
         return Outcome(act, False, f"{version} ended {outcome}: {reason}", steps_seen)
     if act.reason_contains and act.reason_contains not in reason:
         return Outcome(act, False, f"{version} {outcome}, but for another reason: {reason}", steps_seen)
+    if act.shadow:
+        await asyncio.sleep(1.0)  # the requests in flight are written
+        await follower.poll()
+        answered = sum(1 for r in follower.records if r.version == version)
+        if answered or steps_seen:
+            return Outcome(act, False, f"{version} answered {answered} user requests: {reason}", steps_seen)
+        return Outcome(act, True, f"{version} rolled back having answered 0 user requests: {reason}")
     if act.expect == "Promoted":
         reported = [int(s["step"]) for s in record.get("steps") or [] if s.get("verdict") == "Successful"]
         expected = list(range(1, judged_steps + 1))
@@ -620,7 +662,8 @@ def write_report(
     )
     lines = ["summary", table, "", "story:"]
     for outcome in outcomes:
-        lines.append(f"  {'ok  ' if outcome.ok else 'FAIL'} {outcome.act.title}: {outcome.detail}")
+        mark = "skip" if outcome.skipped else ("ok  " if outcome.ok else "FAIL")
+        lines.append(f"  {mark} {outcome.act.title}: {outcome.detail}")
     for act in ACTS[len(outcomes) :]:
         lines.append(f"  skip {act.title}")
     text = "\n".join(lines)
