@@ -125,6 +125,14 @@ def test_flux_kustomization_health() -> None:
         assert named <= phases, (key, named - phases)
     assert "observedGeneration" in check["current"] and "'Ready'" in check["current"]
     assert "'RolledBack'" in check["failed"] and "'SpecValid'" in check["failed"]
-    in_flight = {"Initializing", "Preparing", "Shadowing", "Progressing", "Paused", "Promoting", "RollingBack"}
+    in_flight = {
+        "Initializing",
+        "Preparing",
+        "Shadowing",
+        "Progressing",
+        "Paused",
+        "Promoting",
+        "RollingBack",
+    }
     assert set(re.findall(r"'([A-Z][A-Za-z]+)'", check["inProgress"])) >= in_flight
     assert in_flight | {"Healthy", "RolledBack"} == phases, "a new phase needs a Flux (and Argo CD) decision"

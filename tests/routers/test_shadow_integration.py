@@ -6,6 +6,7 @@ rolled back from the shadow phase having never been weighted."""
 from __future__ import annotations
 
 import copy
+import time
 from typing import Any
 
 import pytest
@@ -126,3 +127,45 @@ def test_shadow_phase_passes_a_good_version_and_stops_a_degenerate_one(
     reasons = {e.get("reason") for e in cluster.events()}
     assert {"ShadowStarted", "ShadowPassed", "ShadowFailed"} <= reasons
     assert PLURAL[router]
+
+
+def test_operator_killed_mid_shadow_resumes_without_running_it_again(
+    mesh_cluster: Any, route_status: Any, operator: Any
+) -> None:
+    from datetime import datetime
+
+    cluster = mesh_cluster
+    cluster.set_metrics(METRICS)
+    obj = manifest("gatewayAPI", "1.0.0")
+    obj["spec"]["shadow"]["duration"] = "6s"
+    cluster.apply(obj)
+    cluster.wait_for(
+        lambda: cluster.status(NAME).get("phase") == "Healthy", "v1 healthy", operator=operator, timeout=60
+    )
+    set_version(cluster, "2.0.0")
+    cluster.wait_for(
+        lambda: cluster.status(NAME).get("phase") == "Shadowing", "shadowing", operator=operator, timeout=60
+    )
+    started = cluster.status(NAME)["shadow"]["startedAt"]
+    operator.kill()
+    time.sleep(1.5)
+    assert cluster.status(NAME)["phase"] == "Shadowing"
+    operator.start()
+    cluster.wait_for(
+        lambda: (cluster.status(NAME).get("shadow") or {}).get("phase") == "Passed",
+        "shadow passed after the restart",
+        operator=operator,
+        timeout=60,
+    )
+    shadow = cluster.status(NAME)["shadow"]
+    assert shadow["startedAt"] == started  # resumed, not started over
+    lasted = datetime.fromisoformat(shadow["finishedAt"]) - datetime.fromisoformat(started)
+    assert 6.0 <= lasted.total_seconds() < 6.0 + 4.0
+    cluster.wait_for(
+        lambda: cluster.status(NAME).get("stableVersion") == "2.0.0",
+        "promoted",
+        operator=operator,
+        timeout=60,
+    )
+    started_events = [e for e in cluster.events() if e.get("reason") == "ShadowStarted"]
+    assert sum(int(e.get("count") or 1) for e in started_events) == 1, started_events

@@ -672,7 +672,12 @@ def write_report(
         json.dumps(
             {
                 "ok": all(o.ok for o in outcomes) and len(outcomes) == len(ACTS),
-                "acts": [{"version": o.act.version, "ok": o.ok, "detail": o.detail} for o in outcomes],
+                "acts": [
+                    {"version": o.act.version, "ok": o.ok, "detail": o.detail}
+                    for o in outcomes
+                    if not o.skipped
+                ],
+                "skipped": [{"version": o.act.version, "detail": o.detail} for o in outcomes if o.skipped],
                 "versions": [r.__dict__ for r in rows],
                 "requests": len(records),
                 "unanswered": unanswered,
