@@ -514,8 +514,8 @@ def _shadowing(tick: _Tick) -> None:
     if tick.requests.get(PROMOTE):
         _begin_promotion(tick, "promoted by the mlcanary.io/promote annotation")
         return
-    if tick.spec.shadow is None:  # spec.shadow removed mid-phase: straight on to step 1
-        _start_step(tick, status.current_step or 1)
+    if tick.spec.shadow is None:  # removed mid-phase: the canary drops the reference, then step 1
+        tick.enter(Phase.PREPARING, "spec.shadow removed; canary restarting without the reference model")
         return
     if tick.spec.rollout.paused:
         status.message = "shadow phase; rollout is paused"

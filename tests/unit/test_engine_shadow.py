@@ -261,3 +261,15 @@ def test_mlcanary_report_shows_the_shadow_phase_like_a_step() -> None:
     table = render_text(sim.status.to_wire())
     shadow_line = next(line for line in table.splitlines() if line.startswith("  shadow"))
     assert "0% (mirrored)" in shadow_line and "shadow-agreement" in shadow_line and "Failed" in shadow_line
+
+
+def test_removing_spec_shadow_mid_phase_goes_on_to_step_1_without_the_reference() -> None:
+    sim = to_shadowing()
+    wire = sim.spec.to_wire()
+    del wire["shadow"]
+    sim.spec = ModelDeploymentSpec.model_validate(wire)
+    actions = sim.tick(5)
+    assert sim.phase == Phase.PREPARING and ensured(actions)["canary"].reference is None
+    assert traffic(actions).mirror_percent == 0
+    sim.run_until(Phase.PROGRESSING)
+    assert sim.status.current_step == 1
