@@ -273,3 +273,19 @@ def test_removing_spec_shadow_mid_phase_goes_on_to_step_1_without_the_reference(
     assert traffic(actions).mirror_percent == 0
     sim.run_until(Phase.PROGRESSING)
     assert sim.status.current_step == 1
+
+
+def test_kubectl_mlcanary_tree_shows_the_shadow_phase_and_its_round() -> None:
+    from mlcanary.kubectl_plugin import tree
+
+    sim = to_shadowing()
+    judged(sim, 60, Verdict.SUCCESSFUL)
+    obj = {
+        "metadata": {"name": NAME, "namespace": "ml"},
+        "spec": sim.spec.to_wire(),
+        "status": sim.status.to_wire(),
+    }
+    text = tree(obj)
+    assert "Shadowing  shadow phase (requests mirrored, 0% served)" in text
+    assert "└── shadow (mirrored, 0% served): 1 analysis round(s), last verdict Successful" in text
+    assert "shadow-agreement" in text
