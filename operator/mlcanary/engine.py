@@ -520,58 +520,30 @@ def _shadowing(tick: _Tick) -> None:
     if tick.spec.rollout.paused:
         status.message = "shadow phase; rollout is paused"
         return
-    shadow = status.shadow
-    assert shadow is not None and status.canary is not None
     if not tick.obs.traffic.confirmed:
         if not _router_deadline_passed(tick):
             status.message = "shadow: waiting for the router to confirm the mirror"
         return
-    if tick.obs.analysis is not None:
-        round_ = tick.obs.analysis
-        verdict = round_.verdict
-        shadow.rounds += 1
-        shadow.verdict = verdict
-        status.analysis.last_round_at = tick.now
-        status.analysis.last_verdict = verdict
-        status.last_measurements = list(round_.measurements)
-        for report in status.steps:
-            if report.kind == "shadow":
-                report.verdict, report.rounds = verdict, shadow.rounds
-                report.measurements = list(round_.measurements)
-        if verdict == Verdict.FAILED:
-            failed = shadow_gate.failed_text(round_.measurements)
-            shadow.phase, shadow.finished_at, shadow.message = ShadowPhase.FAILED, tick.now, failed
-            status.analysis.failures += 1
-            tick.event("ShadowFailed", f"{status.canary.template.model.version}: {failed}", warning=True)
-            _begin_rollback(tick, RolloutOutcome.ROLLED_BACK, f"shadow phase failed: {failed}")
-            return
-    elapsed = tick.now - shadow.started_at
-    if elapsed >= shadow_gate.duration(tick.spec) and shadow.verdict == Verdict.SUCCESSFUL:
-        text = "; ".join(shadow_gate.describe(m) for m in status.last_measurements if not m.dry_run)
-        shadow.phase, shadow.finished_at, shadow.message = ShadowPhase.PASSED, tick.now, text
-        tick.event("ShadowPassed", f"{status.canary.template.model.version}: {text}")
-        # The canary's pods drop the reference model (one restart at weight 0): ready again -> step 1.
-        tick.enter(Phase.PREPARING, "shadow phase passed; canary restarting without the reference model")
-        return
-    if elapsed > shadow_gate.give_up_after(tick.spec):
-        detail = (
-            f"last round {shadow.verdict}: "
-            + "; ".join(f"{m.metric}: {m.message}" for m in status.last_measurements)
-            if shadow.verdict is not None
-            else "no analysis round completed"
-        )
-        reason = (
-            f"shadow phase found no successful round within duration {tick.spec.shadow.duration} + "
-            f"progressDeadline {tick.spec.rollout.progress_deadline} ({detail})"
-        )[:600]
-        shadow.phase, shadow.finished_at, shadow.message = ShadowPhase.FAILED, tick.now, reason
-        tick.event("ShadowFailed", f"{status.canary.template.model.version}: {reason}", warning=True)
-        _begin_rollback(tick, RolloutOutcome.ROLLED_BACK, reason)
-        return
-    status.message = (
-        f"shadow: {int(elapsed.total_seconds())}s of {tick.spec.shadow.duration}, {shadow.rounds} rounds"
-        + (f", last {shadow.verdict}" if shadow.verdict else "")
+    assert status.canary is not None
+    round_ = tick.obs.analysis
+    step = shadow_gate.advance(
+        tick.spec,
+        status,
+        round_.measurements if round_ else None,
+        round_.verdict if round_ else None,
+        tick.now,
     )
+    version = status.canary.template.model.version
+    match step.outcome:
+        case ShadowPhase.FAILED:
+            tick.event("ShadowFailed", f"{version}: {step.text}", warning=True)
+            _begin_rollback(tick, RolloutOutcome.ROLLED_BACK, step.text)
+        case ShadowPhase.PASSED:
+            tick.event("ShadowPassed", f"{version}: {step.text}")
+            # The canary's pods drop the reference model (one restart at weight 0): ready -> step 1.
+            tick.enter(Phase.PREPARING, "shadow phase passed; canary restarting without the reference model")
+        case ShadowPhase.RUNNING:
+            status.message = step.text
 
 
 def _frozen_hold(tick: _Tick, where: str) -> bool:

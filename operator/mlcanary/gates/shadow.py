@@ -11,6 +11,7 @@ operator resumes the phase where it was and never runs a passed one again.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from mlcanary.durations import parse_duration
@@ -121,6 +122,65 @@ def give_up_after(spec: ModelDeploymentSpec) -> timedelta:
     """A phase without a successful round by duration + progressDeadline is rolled back: thin
     mirrored traffic must not hold a rollout forever, nor ever pass it."""
     return duration(spec) + parse_duration(spec.rollout.progress_deadline)
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one tick of the shadow phase came to: still Running (``text`` is the status message),
+    Passed (``text``: the measured values) or Failed (``text``: the rollback reason)."""
+
+    outcome: ShadowPhase
+    text: str
+
+
+def advance(
+    spec: ModelDeploymentSpec,
+    status: ModelDeploymentStatus,
+    measurements: list[Measurement] | None,
+    verdict: Verdict | None,
+    now: datetime,
+) -> Step:
+    """Record this tick's round (if any) in ``status`` and say where the phase is. Fails at the first
+    Failed round; passes once ``duration`` has elapsed and the last round was Successful; fails when
+    no round succeeded within :func:`give_up_after`. The engine emits the Events and moves phases."""
+    shadow = status.shadow
+    assert shadow is not None and spec.shadow is not None
+    if measurements is not None and verdict is not None:
+        shadow.rounds += 1
+        shadow.verdict = verdict
+        status.analysis.last_round_at = now
+        status.analysis.last_verdict = verdict
+        status.last_measurements = list(measurements)
+        for report in status.steps:
+            if report.kind == "shadow":
+                report.verdict, report.rounds = verdict, shadow.rounds
+                report.measurements = list(measurements)
+        if verdict == Verdict.FAILED:
+            status.analysis.failures += 1
+            return _end(shadow, ShadowPhase.FAILED, now, f"shadow phase failed: {failed_text(measurements)}")
+    elapsed = now - shadow.started_at
+    if elapsed >= duration(spec) and shadow.verdict == Verdict.SUCCESSFUL:
+        text = "; ".join(describe(m) for m in status.last_measurements if not m.dry_run)
+        return _end(shadow, ShadowPhase.PASSED, now, text)
+    if elapsed > give_up_after(spec):
+        detail = (
+            f"last round {shadow.verdict}: "
+            + "; ".join(f"{m.metric}: {m.message}" for m in status.last_measurements)
+            if shadow.verdict is not None
+            else "no analysis round completed"
+        )
+        reason = (
+            f"shadow phase found no successful round within duration {spec.shadow.duration} + "
+            f"progressDeadline {spec.rollout.progress_deadline} ({detail})"
+        )[:600]
+        return _end(shadow, ShadowPhase.FAILED, now, reason)
+    text = f"shadow: {int(elapsed.total_seconds())}s of {spec.shadow.duration}, {shadow.rounds} rounds"
+    return Step(ShadowPhase.RUNNING, text + (f", last {shadow.verdict}" if shadow.verdict else ""))
+
+
+def _end(shadow: ShadowStatus, outcome: ShadowPhase, now: datetime, text: str) -> Step:
+    shadow.phase, shadow.finished_at, shadow.message = outcome, now, text
+    return Step(outcome, text)
 
 
 def failed_text(measurements: list[Measurement]) -> str:
