@@ -132,6 +132,18 @@ def _retraining(change: Callable[[Obj], None]) -> tuple[str, Mutation]:
 TOO_LONG = "1000h"
 CASES: dict[tuple[str, str], tuple[str, Mutation]] = {
     ("", "metadata.name must be a DNS-1035 label"): _bad_name(),
+    ("spec", "shadow: the replicas router cannot mirror requests"): _on(
+        "replicas.yaml", "spec.shadow", {"agreement": {"min": 0.9}}, "spec"
+    ),
+    ("spec.shadow", "give agreement, scoreDifference or both"): _on(
+        "gateway-api.yaml", "spec.shadow", {"duration": "1m"}
+    ),
+    ("spec.shadow.duration", "must be between"): _on(
+        "gateway-api.yaml",
+        "spec.shadow",
+        {"duration": "25h", "agreement": {"min": 0.9}},
+        "spec.shadow.duration",
+    ),
     ("spec.rollout.stepDuration", "must be between"): _on(
         "replicas.yaml", "spec.rollout.stepDuration", TOO_LONG
     ),

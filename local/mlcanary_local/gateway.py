@@ -17,6 +17,12 @@ closed before the server's own idle timeout), a connection failure is retried on
 backend without ready pods is skipped in favour of one that has them (so a weight the router could
 not yet move never turns into errors). Every response carries ``X-Mlcanary-Pod``.
 
+A rule's ``RequestMirror`` filter (the shadow phase) is realised too: that share of the rule's
+requests (``percent`` or ``fraction``) is also sent to a ready pod of the mirror Service, with
+``X-Mlcanary-Shadow: 1``; the copy is sent beside the user's request, its answer is read and
+thrown away, and the user's answer never waits for it (at most ``MAX_MIRRORS_IN_FLIGHT`` copies
+are in flight; beyond that a copy is dropped and counted, never queued).
+
 Run as ``python -m mlcanary_local.gateway --kubeconfig K --port P``.
 """
 
@@ -54,6 +60,9 @@ HOP_BY_HOP = {
     "content-length",
 }
 UPSTREAM_KEEPALIVE = 4.0  # below uvicorn's 5 s idle timeout: never reuse a connection it is closing
+MAX_MIRRORS_IN_FLIGHT = 64
+MIRROR_TIMEOUT = 10.0
+SHADOW_HEADER = "X-Mlcanary-Shadow"
 
 
 class NoBackendError(Exception):
@@ -78,11 +87,14 @@ def pod_endpoint(pod: Obj) -> str | None:
     return f"{ip}:{port}" if port else None
 
 
-def _rule_matches(rule: Obj, path: str, headers: Any) -> tuple[bool, int]:
-    """(matches, specificity) of an HTTPRoute rule for a request; no matches = matches everything."""
+def _rule_matches(rule: Obj, path: str, headers: Any, method: str | None = None) -> tuple[bool, int]:
+    """(matches, specificity) of an HTTPRoute rule for a request; no matches = matches everything.
+    Exact paths outrank prefixes, as the Gateway API's precedence says."""
     matches = rule.get("matches") or [{}]
     best: tuple[bool, int] = (False, -1)
     for match in matches:
+        if method is not None and match.get("method") not in (None, method):
+            continue
         path_match = match.get("path") or {"type": "PathPrefix", "value": "/"}
         value = str(path_match.get("value") or "/")
         kind = path_match.get("type", "PathPrefix")
@@ -95,7 +107,8 @@ def _rule_matches(rule: Obj, path: str, headers: Any) -> tuple[bool, int]:
             if headers.get(header.get("name", "")) != header.get("value"):
                 ok = False
         if ok:
-            specificity = 1000 * len(match.get("headers") or []) + len(value)
+            exact = 100_000 if kind == "Exact" else 0
+            specificity = exact + 1000 * len(match.get("headers") or []) + len(value)
             best = max(best, (True, specificity))
     return best
 
@@ -139,19 +152,43 @@ class RouteTable:
                 return candidate
         return None
 
+    def rule_for(
+        self, namespace: str, name: str, path: str, headers: Any, method: str | None = None
+    ) -> Obj | None:
+        """The HTTPRoute rule a request takes (None: no route, or no rule fits)."""
+        route = self.route_for(namespace, name)
+        if route is None:
+            return None
+        rules = (route.get("spec") or {}).get("rules") or []
+        scored = [(_rule_matches(rule, path, headers, method), i, rule) for i, rule in enumerate(rules)]
+        fitting = sorted(((s, -i, r) for (ok, s), i, r in scored if ok), key=lambda t: t[:2], reverse=True)
+        return fitting[0][2] if fitting else None
+
+    def mirror_pods(self, namespace: str, rule: Obj | None) -> list[str]:
+        """Ready pods to send a copy of this request to: those of the rule's RequestMirror backend,
+        when the filter's share (percent or fraction) draws this request; else none."""
+        for flt in (rule or {}).get("filters") or []:
+            mirror = flt.get("requestMirror") if flt.get("type") == "RequestMirror" else None
+            if not mirror:
+                continue
+            if "fraction" in mirror:
+                fraction = mirror["fraction"]
+                share = int(fraction.get("numerator", 0)) / max(1, int(fraction.get("denominator", 100)))
+            else:
+                share = int(mirror.get("percent", 100)) / 100
+            if random.random() >= share:
+                return []
+            ref = mirror.get("backendRef") or {}
+            return self.service_pods(ref.get("namespace") or namespace, str(ref.get("name"))) or []
+        return []
+
     def backends(
-        self, namespace: str, name: str, path: str, headers: Any
+        self, namespace: str, name: str, path: str, headers: Any, method: str | None = None
     ) -> list[tuple[str, int, list[str]]]:
         """Candidate backends as (service, weight, ready pods), for one request."""
-        route = self.route_for(namespace, name)
-        if route is not None:
-            rules = (route.get("spec") or {}).get("rules") or []
-            scored = [(_rule_matches(rule, path, headers), i, rule) for i, rule in enumerate(rules)]
-            fitting = sorted(
-                ((s, -i, r) for (ok, s), i, r in scored if ok), key=lambda t: t[:2], reverse=True
-            )
-            if fitting:
-                rule = fitting[0][2]
+        if self.route_for(namespace, name) is not None:
+            rule = self.rule_for(namespace, name, path, headers, method)
+            if rule is not None:
                 result = []
                 for ref in rule.get("backendRefs") or []:
                     if ref.get("kind", "Service") != "Service":
@@ -205,6 +242,9 @@ class Gateway:
         self.routes = Informer(api, HTTPROUTES, compact=False, retry_seconds=2.0)
         self.table = RouteTable(self.pods, self.services, self.routes)
         self.client: aiohttp.ClientSession | None = None
+        self.mirrors: set[asyncio.Task[None]] = set()
+        self.mirrors_sent = 0
+        self.mirrors_dropped = 0
 
     async def start(self) -> None:
         for informer in (self.pods, self.services, self.routes):
@@ -217,6 +257,8 @@ class Gateway:
         )
 
     async def stop(self) -> None:
+        for task in list(self.mirrors):
+            task.cancel()
         for informer in (self.pods, self.services, self.routes):
             await informer.stop()
         if self.client is not None:
@@ -230,7 +272,34 @@ class Gateway:
         return app
 
     async def healthz(self, _: web.Request) -> web.Response:
-        return web.json_response({"ok": True})
+        return web.json_response(
+            {"ok": True, "mirrorsSent": self.mirrors_sent, "mirrorsDropped": self.mirrors_dropped}
+        )
+
+    def _send_mirror(self, method: str, url: str, body: bytes, headers: dict[str, str]) -> None:
+        """Fire a copy of the request and forget it: the caller never awaits it."""
+        if len(self.mirrors) >= MAX_MIRRORS_IN_FLIGHT:
+            self.mirrors_dropped += 1
+            return
+        self.mirrors_sent += 1
+        task = asyncio.get_running_loop().create_task(self._mirror(method, url, body, headers))
+        self.mirrors.add(task)
+        task.add_done_callback(self.mirrors.discard)
+
+    async def _mirror(self, method: str, url: str, body: bytes, headers: dict[str, str]) -> None:
+        assert self.client is not None
+        try:
+            async with self.client.request(
+                method,
+                url,
+                data=body or None,
+                headers={**headers, SHADOW_HEADER: "1"},
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=MIRROR_TIMEOUT, connect=2),
+            ) as answer:
+                await answer.read()  # thrown away: users only ever get the stable's answer
+        except (aiohttp.ClientError, TimeoutError) as error:
+            logger.debug("mirror %s %s: %s", method, url, error)
 
     async def describe(self, _: web.Request) -> web.Response:
         return web.json_response(self.table.describe())
@@ -241,11 +310,17 @@ class Gateway:
         path = "/" + request.match_info["tail"]
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        rule = self.table.rule_for(namespace, name, path, request.headers, request.method)
+        mirror_pods = self.table.mirror_pods(namespace, rule)
+        if mirror_pods:
+            endpoint = mirror_pods[next(self.table._rr) % len(mirror_pods)]
+            query = "?" + request.query_string if request.query_string else ""
+            self._send_mirror(request.method, f"http://{endpoint}{path}{query}", body, headers)
         tried: list[str] = []
         last_error = ""
         for _attempt in range(self.retries + 1):
             try:
-                backends = self.table.backends(namespace, name, path, request.headers)
+                backends = self.table.backends(namespace, name, path, request.headers, request.method)
                 endpoint = self.table.pick(backends, exclude=tried)
             except NoBackendError as error:
                 if tried:

@@ -7,7 +7,7 @@ in the status, a restarted operator carries on exactly where the last one stoppe
 
 Phase transitions (every one is in :func:`_transition`)::
 
-    (none) ─► Initializing ─► Healthy ─► Preparing ─► [LoadTesting] ─► Progressing ⇄ Paused
+    (none) ─► Initializing ─► Healthy ─► Preparing ─► [LoadTesting] ─► [Shadowing ─► Preparing] ─► Progressing ⇄ Paused
                                  ▲           │   ▲         │
                                  │           ▼   └─────────┤ (canary unavailable)
                                  │      RollingBack ◄──────┤ (failed analysis, deadline, abort, new version)
@@ -26,6 +26,7 @@ from typing import Literal, assert_never
 from mlcanary import conditions as cond
 from mlcanary.durations import parse_duration
 from mlcanary.gates import loadtest
+from mlcanary.gates import shadow as shadow_gate
 from mlcanary.models import (
     AnalysisCounters,
     InconclusivePolicy,
@@ -34,6 +35,7 @@ from mlcanary.models import (
     Measurement,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
+    ModelRef,
     Phase,
     RetiringRevision,
     RevisionState,
@@ -41,6 +43,7 @@ from mlcanary.models import (
     RolloutOutcome,
     RolloutRecord,
     RouterKind,
+    ShadowPhase,
     StepReport,
     Verdict,
     revision_name,
@@ -125,21 +128,26 @@ class EnsureRevision:
 
     ``replicas`` None: the revision's HPA owns its replica count (the Deployment is written without
     one); a number: the operator sets it and the revision has no HPA. ``hold_scale_down``: the HPA
-    may scale up only (stable behind the replicas router while a canary's share depends on it)."""
+    may scale up only (stable behind the replicas router while a canary's share depends on it).
+    ``reference``: a second model the pods load and score every request with, for comparison (the
+    stable's, while the canary's shadow phase is ahead or running)."""
 
     revision: RevisionState
     role: Role
     replicas: int | None
     hold_scale_down: bool = False
+    reference: ModelRef | None = None
 
 
 @dataclass(frozen=True)
 class SetTraffic:
-    """Point the router at stable (and canary) with the canary's weight in percent."""
+    """Point the router at stable (and canary) with the canary's weight in percent; and mirror
+    ``mirror_percent`` of the prediction requests to the canary (the shadow phase)."""
 
     stable: str
     canary: str | None
     canary_weight: int
+    mirror_percent: int = 0
 
 
 @dataclass(frozen=True)
@@ -206,12 +214,16 @@ def round_verdict(measurements: list[Measurement]) -> Verdict:
 def analysis_due(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: datetime) -> bool:
     """Whether the shell should run an analysis round before calling :func:`decide`.
 
-    A round is due an ``interval`` after the step began (so its window sees the new weight) and an
-    ``interval`` after the previous round."""
-    if status.phase != Phase.PROGRESSING or not spec.analysis.metrics or status.step_started_at is None:
-        return False
+    A round is due an ``interval`` after the step (or the shadow phase) began, so its window sees the
+    new weight (mirroring), and an ``interval`` after the previous round."""
     interval = parse_duration(spec.analysis.interval)
-    since = status.step_started_at
+    shadow_since = shadow_gate.round_due_since(status)
+    if shadow_since is not None:
+        since = shadow_since
+    elif status.phase != Phase.PROGRESSING or not spec.analysis.metrics or status.step_started_at is None:
+        return False
+    else:
+        since = status.step_started_at
     if status.analysis.last_round_at is not None and status.analysis.last_round_at > since:
         since = status.analysis.last_round_at
     return now - since >= interval
@@ -310,6 +322,8 @@ def _transition(tick: _Tick) -> None:
             _preparing(tick)
         case Phase.LOAD_TESTING:
             _load_testing(tick)
+        case Phase.SHADOWING:
+            _shadowing(tick)
         case Phase.PROGRESSING:
             _progressing(tick)
         case Phase.PAUSED:
@@ -396,6 +410,7 @@ def _start_canary(tick: _Tick, desired: RevisionState) -> None:
     status.analysis = AnalysisCounters()
     status.last_measurements = []
     status.steps = []
+    status.shadow = None
     status.ending = None
     status.load_test = None  # a retried version is load-tested afresh
     tick.enter(Phase.PREPARING, f"waiting for canary {desired.template.model.version} to become ready")
@@ -494,14 +509,79 @@ def _preparing(tick: _Tick) -> None:
 
 
 def _after_ready(tick: _Tick) -> None:
-    """The canary is ready: its gates first (spec.loadTest, once per rollout), then step 1 (or the
-    step it was at, when it only lost readiness for a while)."""
+    """The canary is ready: its gates first — the load test (spec.loadTest, once per rollout), then
+    the shadow phase (spec.shadow) — then step 1 (or the step it was at, when it only lost readiness
+    for a while)."""
     status = tick.status
     assert status.canary is not None
     if tick.spec.load_test is not None and not _load_test_passed(tick):
         _start_load_test(tick)
         return
+    if shadow_gate.pending(tick.spec, status):
+        _start_shadow(tick)
+        return
     _start_step(tick, status.current_step or 1)
+
+
+# --- shadow phase (rules in mlcanary.gates.shadow)
+
+
+def _start_shadow(tick: _Tick) -> None:
+    status = tick.status
+    assert status.canary is not None and tick.spec.shadow is not None
+    status.canary_weight = 0
+    status.shadow = shadow_gate.start(status, tick.now)
+    status.analysis = AnalysisCounters(failures=status.analysis.failures)
+    status.steps = [s for s in status.steps if s.kind != "shadow"]
+    status.steps.insert(0, StepReport(kind="shadow", step=0, weight=0))
+    percent = tick.spec.shadow.mirror_percent
+    tick.enter(Phase.SHADOWING, f"shadow: {percent}% of prediction requests mirrored to the canary")
+    tick.event(
+        "ShadowStarted",
+        f"{status.canary.template.model.version}: {percent}% of prediction requests mirrored for "
+        f"{tick.spec.shadow.duration}, compared with {status.stable.template.model.version if status.stable else '?'}",
+    )
+
+
+def _shadowing(tick: _Tick) -> None:
+    status = tick.status
+    if _interrupted(tick) or _drop_unready_canary(tick, " during the shadow phase"):
+        return
+    if _frozen_hold(tick, "shadow phase"):
+        return
+    if tick.requests.get(PROMOTE):
+        _begin_promotion(tick, "promoted by the mlcanary.io/promote annotation")
+        return
+    if tick.spec.shadow is None:  # removed mid-phase: the canary drops the reference, then step 1
+        tick.enter(Phase.PREPARING, "spec.shadow removed; canary restarting without the reference model")
+        return
+    if tick.spec.rollout.paused:
+        status.message = "shadow phase; rollout is paused"
+        return
+    if not tick.obs.traffic.confirmed:
+        if not _router_deadline_passed(tick):
+            status.message = "shadow: waiting for the router to confirm the mirror"
+        return
+    assert status.canary is not None
+    round_ = tick.obs.analysis
+    step = shadow_gate.advance(
+        tick.spec,
+        status,
+        round_.measurements if round_ else None,
+        round_.verdict if round_ else None,
+        tick.now,
+    )
+    version = status.canary.template.model.version
+    match step.outcome:
+        case ShadowPhase.FAILED:
+            tick.event("ShadowFailed", f"{version}: {step.text}", warning=True)
+            _begin_rollback(tick, RolloutOutcome.ROLLED_BACK, step.text)
+        case ShadowPhase.PASSED:
+            tick.event("ShadowPassed", f"{version}: {step.text}")
+            # The canary's pods drop the reference model (one restart at weight 0): ready -> step 1.
+            tick.enter(Phase.PREPARING, "shadow phase passed; canary restarting without the reference model")
+        case ShadowPhase.RUNNING:
+            status.message = step.text
 
 
 # --- load test gate (spec.loadTest; verdicts in mlcanary.gates.loadtest)
@@ -558,7 +638,7 @@ def _load_testing(tick: _Tick) -> None:
         # spec.loadTest was removed mid-test (or status lost it): nothing to wait for.
         if _interrupted(tick):
             return
-        _start_step(tick, status.current_step or 1)
+        _after_ready(tick)
         return
     if _interrupted(tick):
         if test.phase == LoadTestPhase.RUNNING:
@@ -585,7 +665,7 @@ def _load_testing(tick: _Tick) -> None:
     if tick.spec.rollout.paused:
         status.message = "load test passed; rollout is paused"
         return
-    _start_step(tick, status.current_step or 1)
+    _after_ready(tick)  # the next gate (the shadow phase), else step 1
 
 
 def _resolve_rate(tick: _Tick, test: LoadTestStatus) -> None:
@@ -593,7 +673,9 @@ def _resolve_rate(tick: _Tick, test: LoadTestStatus) -> None:
     round reports it the Job waits; the deadline of the whole test still applies."""
     assert tick.spec.load_test is not None and tick.spec.load_test.rps_from_stable is not None
     source = tick.spec.load_test.rps_from_stable
-    measured = loadtest.stable_rate(tick.obs.analysis, source.window)
+    measured = loadtest.stable_rate(
+        tick.obs.analysis.measurements if tick.obs.analysis else None, source.window
+    )
     if tick.obs.analysis is not None:
         tick.status.analysis.last_round_at = tick.now  # paces the retries (stable_rate_due)
     if measured is None:
@@ -968,7 +1050,11 @@ def _sync_summary(tick: _Tick) -> None:
     if not tick.frozen:
         status.observed_generation = tick.obs.generation
     _report_served_share(tick)
-    if tick.obs.traffic.confirmed or status.phase not in (Phase.PROGRESSING, Phase.PROMOTING):
+    if tick.obs.traffic.confirmed or status.phase not in (
+        Phase.SHADOWING,
+        Phase.PROGRESSING,
+        Phase.PROMOTING,
+    ):
         status.router_wait_since = None
     # A router switch completes once the new router confirms; only then do the old objects go.
     if status.router_kind != tick.obs.router_kind and (
@@ -1006,7 +1092,14 @@ def _set_conditions(tick: _Tick) -> None:
             ready, progressing = ("False", cond.REASON_PAUSED), ("Unknown", cond.REASON_PAUSED)
         case Phase.INITIALIZING:
             ready, progressing = ("False", cond.REASON_INITIALIZING), ("True", cond.REASON_INITIALIZING)
-        case Phase.PREPARING | Phase.LOAD_TESTING | Phase.PROGRESSING | Phase.PROMOTING | Phase.ROLLING_BACK:
+        case (
+            Phase.PREPARING
+            | Phase.LOAD_TESTING
+            | Phase.SHADOWING
+            | Phase.PROGRESSING
+            | Phase.PROMOTING
+            | Phase.ROLLING_BACK
+        ):
             ready, progressing = ("False", str(phase)), ("True", cond.REASON_CANARY_RUNNING)
         case None:
             ready, progressing = ("Unknown", "Unknown"), ("Unknown", "Unknown")
@@ -1133,9 +1226,10 @@ def _ensure_actions(tick: _Tick) -> list[Action]:
             hold = autoscaled is not None and kind.follows_ready_pods
     actions.append(EnsureRevision(status.stable, "stable", stable_replicas, hold_scale_down=hold))
     if status.canary is not None:
-        actions.append(EnsureRevision(status.canary, "canary", canary_replicas))
+        reference = shadow_gate.reference_model(tick.spec, status)
+        actions.append(EnsureRevision(status.canary, "canary", canary_replicas, reference=reference))
     canary_name = status.canary.revision if status.canary else None
-    actions.append(SetTraffic(status.stable.revision, canary_name, status.canary_weight))
+    actions.append(traffic_target(tick.spec, status))
     test = status.load_test
     user_job = tick.spec.load_test is not None and tick.spec.load_test.job_template is not None
     if (
@@ -1160,8 +1254,20 @@ def _ensure_actions(tick: _Tick) -> list[Action]:
     return actions
 
 
+def traffic_target(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -> SetTraffic:
+    """What the router must realise for ``status``: the canary's weight, and its mirror share."""
+    assert status.stable is not None
+    canary = status.canary.revision if status.canary else None
+    return SetTraffic(
+        status.stable.revision, canary, status.canary_weight, shadow_gate.mirror_percent(spec, status)
+    )
+
+
 def next_wakeup(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: datetime) -> timedelta | None:
     """How long until something time-based can happen (for logging and tests)."""
+    shadow_since = shadow_gate.round_due_since(status)
+    if shadow_since is not None:
+        return max(timedelta(0), shadow_since + shadow_gate.duration(spec) - now)
     if status.phase == Phase.PROGRESSING and status.step_started_at is not None:
         return max(timedelta(0), status.step_started_at + parse_duration(spec.rollout.step_duration) - now)
     return None

@@ -64,6 +64,9 @@ def tree(obj: Obj) -> str:
     # Counted as the engine counts (the final 100% is a step); unset steps are the operator's defaults.
     total = f"/{len(steps) + (steps[-1] != 100)}" if steps else ""
     where = f"  step {step}{total}" if step is not None and status.get("canaryVersion") else ""
+    shadowing = phase == "Shadowing" and status.get("canaryVersion")
+    if shadowing:
+        where = "  shadow phase (requests mirrored, 0% served)"
     lines = [
         f"ModelDeployment {meta.get('namespace')}/{meta.get('name')}  {phase}{where}  "
         f"(spec version {(spec.get('model') or {}).get('version', '?')})"
@@ -83,6 +86,8 @@ def tree(obj: Obj) -> str:
         revisions.append(("retiring", {"revision": retiring.get("revision")}, 0, ""))
     # The current step's last round (status.steps), not lastMeasurements, which may be the previous step's.
     report = next((s for s in status.get("steps") or [] if s.get("step") == step), None) if canary else None
+    if shadowing:
+        report = next((s for s in status.get("steps") or [] if s.get("kind") == "shadow"), None)
     measurements = (report or {}).get("measurements") or []
     for index, (role, revision, route_weight, note) in enumerate(revisions):
         last = index == len(revisions) - 1 and not measurements
@@ -93,9 +98,9 @@ def tree(obj: Obj) -> str:
         )
     if measurements:
         assert report is not None
+        what = "shadow (mirrored, 0% served)" if shadowing else f"step {step} ({report.get('weight')}%)"
         lines.append(
-            f"└── step {step} ({report.get('weight')}%): {report.get('rounds', 0)} analysis round(s), "
-            f"last verdict {report.get('verdict', '-')}"
+            f"└── {what}: {report.get('rounds', 0)} analysis round(s), last verdict {report.get('verdict', '-')}"
         )
         rows = [
             [

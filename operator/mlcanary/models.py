@@ -44,6 +44,8 @@ HOSTNAME_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*
 HTTP_NAME_PATTERN = r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$"
 _PATH_CHARS = re.compile(r"^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|%[0-9a-fA-F]{2})+$")
 WEIGHTED_RULE = "weighted"
+MIRROR_RULE = "shadow-mirror"  # the shadow phase's route (Istio names its routes)
+MAX_HTTPROUTE_RULES = 16  # Gateway API v1.6.1: spec.rules maxItems
 
 
 def _duration_within(minimum: str, maximum: str) -> Any:
@@ -489,6 +491,12 @@ class BuiltinMetric(enum.StrEnum):
     INPUT_DRIFT = "inputDrift"
     PREDICTION_DRIFT = "predictionDrift"
     ACCURACY = "accuracy"
+    AGREEMENT = "agreement"
+    SCORE_DIFFERENCE = "scoreDifference"
+
+
+SHADOW_BUILTINS = (BuiltinMetric.AGREEMENT, BuiltinMetric.SCORE_DIFFERENCE)
+"""Measured by a canary pod that also scores the stable model: only in the shadow phase."""
 
 
 class Metric(ApiModel):
@@ -514,8 +522,9 @@ class Metric(ApiModel):
     name: str = Field(min_length=1, max_length=63, description="Name shown in status and reports.")
     builtin: BuiltinMetric | None = Field(
         default=None,
-        description="A built-in metric: errorRate, latencyP99, inputDrift, predictionDrift, accuracy. "
-        "Exactly one of builtin and query.",
+        description="A built-in metric: errorRate, latencyP99, inputDrift, predictionDrift, accuracy "
+        "(agreement and scoreDifference are the shadow phase's, set by spec.shadow). Exactly one of "
+        "builtin and query.",
     )
     query: str | None = Field(
         default=None,
@@ -561,7 +570,7 @@ class Metric(ApiModel):
         default=None,
         gt=0,
         lt=1,
-        description="For latencyP99: the quantile to measure (default 0.99).",
+        description="For latencyP99 and scoreDifference: the quantile to measure (default 0.99).",
     )
     confidence: float | None = Field(
         default=None,
@@ -1214,6 +1223,97 @@ class Traffic(ApiModel):
         raise AssertionError("validated: one router is set")
 
 
+MAX_SHADOW_DURATION = "24h"
+ShadowDuration = Annotated[
+    str,
+    _duration_field(MAX_SHADOW_DURATION, "1s"),
+    AfterValidator(_duration_within("1s", MAX_SHADOW_DURATION)),
+]
+
+
+class AgreementBound(ApiModel):
+    """The least share of mirrored rows on which the canary predicts the stable's label."""
+
+    min: float = Field(ge=0, le=1, allow_inf_nan=False, description="Least share of equal labels (0-1).")
+    noise_floor: float = Field(
+        default=0,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="Disagreement a model shows against itself (non-deterministic models): the bound "
+        "applied is min - noiseFloor (0-1, default 0).",
+    )
+
+
+class ScoreDifferenceBound(ApiModel):
+    """The largest |canary score - stable score| allowed at a quantile of the mirrored rows."""
+
+    max: float = Field(
+        ge=0, le=LIMIT, allow_inf_nan=False, description="Largest score difference at the quantile."
+    )
+    quantile: float = Field(
+        default=0.95, gt=0, lt=1, description="Quantile of the per-row differences (default 0.95)."
+    )
+    noise_floor: float = Field(
+        default=0,
+        ge=0,
+        le=LIMIT,
+        allow_inf_nan=False,
+        description="Score difference a model shows against itself: the bound applied is "
+        "max + noiseFloor (default 0).",
+    )
+
+
+class Shadow(ApiModel):
+    """A phase before the first step: a share of live prediction requests is mirrored to the canary,
+    whose pods score each one with both the canary and the stable model; users only ever get the
+    stable's answers. The canary passes when the two models agree within the bounds."""
+
+    # CEL mirror of the validator below, so a real API server refuses these at apply time.
+    model_config = ConfigDict(
+        **ApiModel.model_config,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.agreement) || has(self.scoreDifference)",
+                    "message": "give agreement, scoreDifference or both: a shadow phase with no bound "
+                    "can never fail",
+                }
+            ]
+        },
+    )
+
+    duration: ShadowDuration = Field(
+        default="5m",
+        description="How long the shadow phase lasts at least (1s-24h); it passes once this has "
+        "elapsed and the last round was successful.",
+    )
+    mirror_percent: int = Field(
+        default=100, ge=1, le=100, description="Percent of prediction requests mirrored to the canary."
+    )
+    min_samples: int = Field(
+        default=100,
+        ge=1,
+        le=1_000_000_000,
+        description="Fewer compared rows than this in a round's window make it Inconclusive.",
+    )
+    agreement: AgreementBound | None = Field(
+        default=None, description="Classifiers: least share of mirrored rows with the stable's label."
+    )
+    score_difference: ScoreDifferenceBound | None = Field(
+        default=None,
+        description="Probabilities and regressors: largest |canary - stable| score at a quantile.",
+    )
+
+    @model_validator(mode="after")
+    def _a_bound(self) -> Shadow:
+        if self.agreement is None and self.score_difference is None:
+            raise ValueError(
+                "give agreement, scoreDifference or both: a shadow phase with no bound can never fail"
+            )
+        return self
+
+
 class EventReason(enum.StrEnum):
     """The reason of every Event the rollout engine emits: the contract notifications route on.
 
@@ -1251,6 +1351,9 @@ class EventReason(enum.StrEnum):
     RETRAIN_SUPPRESSED = "RetrainSuppressed"
     RETRAIN_SUCCEEDED = "RetrainSucceeded"
     RETRAIN_FAILED = "RetrainFailed"
+    SHADOW_STARTED = "ShadowStarted"
+    SHADOW_PASSED = "ShadowPassed"
+    SHADOW_FAILED = "ShadowFailed"
 
 
 class NotificationProvider(enum.StrEnum):
@@ -1557,7 +1660,8 @@ class Retraining(ApiModel):
 class ModelDeploymentSpec(ApiModel):
     """Desired state: which model version serves, and how a new version is rolled out and judged."""
 
-    # CEL mirror of _load_test_router, so a real API server refuses this at apply time.
+    # CEL mirrors of _load_test_router and _shadow_needs_a_mirroring_router, so a real API server
+    # refuses these at apply time (an omitted traffic is the replicas router).
     model_config = ConfigDict(
         **ApiModel.model_config,
         json_schema_extra={
@@ -1565,7 +1669,11 @@ class ModelDeploymentSpec(ApiModel):
                 {
                     "rule": "!has(self.loadTest) || (has(self.traffic) && !has(self.traffic.replicas))",
                     "message": "loadTest needs the gatewayAPI or istio router",
-                }
+                },
+                {
+                    "rule": "!has(self.shadow) || (has(self.traffic) && !has(self.traffic.replicas))",
+                    "message": "shadow: the replicas router cannot mirror requests; use gatewayAPI or istio",
+                },
             ]
         },
     )
@@ -1582,6 +1690,11 @@ class ModelDeploymentSpec(ApiModel):
         default_factory=lambda: Traffic(replicas=ReplicaRouter()),
         description="How traffic is split (default: replica ratio).",
     )
+    shadow: Shadow | None = Field(
+        default=None,
+        description="Mirror live prediction requests to each new version before any user traffic "
+        "reaches it, and compare its answers with the stable's (gatewayAPI and istio routers only).",
+    )
     notifications: list[NotificationRoute] = Field(
         default_factory=list,
         max_length=MAX_NOTIFICATION_ROUTES,
@@ -1593,6 +1706,34 @@ class ModelDeploymentSpec(ApiModel):
         description="Request training of a new version on a schedule and when the stable version "
         "drifts (the operator requests, never trains).",
     )
+
+    @model_validator(mode="after")
+    def _shadow_needs_a_mirroring_router(self) -> ModelDeploymentSpec:
+        if self.shadow is not None and self.traffic.router_kind.follows_ready_pods:
+            raise ValueError(
+                "shadow: the replicas router cannot mirror requests (a Service sends each request to "
+                "one pod); use the gatewayAPI or istio router, or remove spec.shadow"
+            )
+        router = self.traffic.gateway_api or self.traffic.istio
+        extra = (router.extra_rules or []) if router is not None and self.shadow is not None else []
+        for index, rule in enumerate(extra):
+            if rule.name == MIRROR_RULE:
+                raise ValueError(
+                    f"traffic.{self.traffic.router_kind}.extraRules[{index}].name: {MIRROR_RULE!r} is "
+                    "reserved for the shadow phase's mirror rule"
+                )
+        if self.traffic.gateway_api is not None and len(extra) > MAX_HTTPROUTE_RULES - 2:
+            raise ValueError(
+                f"traffic.gatewayAPI.extraRules: at most {MAX_HTTPROUTE_RULES - 2} with spec.shadow (an "
+                f"HTTPRoute holds {MAX_HTTPROUTE_RULES} rules: these, the mirror rule and the weighted rule)"
+            )
+        for index, metric in enumerate(self.analysis.metrics):
+            if metric.builtin in SHADOW_BUILTINS:
+                raise ValueError(
+                    f"analysis.metrics[{index}].builtin: {metric.builtin} is measured in the shadow phase "
+                    "only; set it under spec.shadow"
+                )
+        return self
 
     @model_validator(mode="after")
     def _steps_the_router_can_serve(self) -> ModelDeploymentSpec:
@@ -1678,6 +1819,7 @@ class Phase(enum.StrEnum):
     HEALTHY = "Healthy"  # stable serves all traffic, nothing in flight
     PREPARING = "Preparing"  # canary created, waiting for it to be ready (weight 0)
     LOAD_TESTING = "LoadTesting"  # canary ready, load test Job running against it (weight 0)
+    SHADOWING = "Shadowing"  # canary ready at weight 0, gets mirrored requests, compared with stable
     PROGRESSING = "Progressing"  # canary receives the current step's weight and is being judged
     PAUSED = "Paused"  # spec.rollout.paused: nothing advances
     PROMOTING = "Promoting"  # all traffic moving to the canary, then it becomes stable
@@ -1711,7 +1853,10 @@ class Measurement(ApiModel):
 class StepReport(ApiModel):
     """The last analysis round of one step, for the canary report."""
 
-    step: int = Field(description="Step index, from 1.")
+    kind: Literal["shadow"] | None = Field(
+        default=None, description="shadow for the shadow phase (step 0, weight 0); absent for a step."
+    )
+    step: int = Field(description="Step index, from 1 (0: the shadow phase).")
     weight: int = Field(description="Canary weight during the step.")
     verdict: Verdict | None = Field(default=None, description="Verdict of the step's last round.")
     rounds: int = Field(default=0, description="Analysis rounds run during the step.")
@@ -1848,6 +1993,25 @@ class RetrainingStatus(ApiModel):
     requests: int = Field(default=0, description="Training runs requested so far.")
 
 
+class ShadowPhase(enum.StrEnum):
+    RUNNING = "Running"
+    PASSED = "Passed"
+    FAILED = "Failed"
+
+
+class ShadowStatus(ApiModel):
+    """The shadow phase of one canary revision: kept by revision, so a restarted operator neither
+    runs it again nor forgets it."""
+
+    revision: str = Field(description="Canary revision it judges.")
+    phase: ShadowPhase = Field(description="Running, Passed or Failed.")
+    started_at: datetime = Field(description="When mirroring began (the duration counts from here).")
+    finished_at: datetime | None = Field(default=None, description="When it passed or failed.")
+    rounds: int = Field(default=0, description="Analysis rounds run.")
+    verdict: Verdict | None = Field(default=None, description="Verdict of the last round.")
+    message: str | None = Field(default=None, description="Why it passed or failed.")
+
+
 class ModelDeploymentStatus(ApiModel):
     """Observed state, written only by the operator."""
 
@@ -1888,7 +2052,12 @@ class ModelDeploymentStatus(ApiModel):
         default_factory=list, description="Measurements of the last analysis round."
     )
     steps: list[StepReport] = Field(
-        default_factory=list, description="Report of the running rollout, one entry per step."
+        default_factory=list,
+        description="Report of the running rollout, one entry per step (and the shadow phase's, kind "
+        "shadow).",
+    )
+    shadow: ShadowStatus | None = Field(
+        default=None, description="The shadow phase of the current (or last) canary revision."
     )
     load_test: LoadTestStatus | None = Field(
         default=None, description="Load test of the running rollout's canary (spec.loadTest)."

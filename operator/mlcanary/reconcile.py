@@ -41,6 +41,7 @@ from mlcanary.engine import (
     TrafficObservation,
 )
 from mlcanary.gates import loadtest
+from mlcanary.gates import shadow as shadow_gate
 from mlcanary.kube import (
     DEPLOYMENTS,
     HORIZONTAL_POD_AUTOSCALERS,
@@ -401,17 +402,23 @@ async def _tick(obj: dict[str, Any], ctx: OperatorContext) -> TickResult:
     route_ctx = RouteContext(owner=owner, spec=spec, revisions=revisions)
     traffic = TrafficObservation(in_sync=False, verified=False)
     if status.stable is not None:
-        previous = SetTraffic(
-            status.stable.revision, status.canary.revision if status.canary else None, status.canary_weight
-        )
+        previous = engine.traffic_target(spec, status)
         traffic = await router.observe(ctx.kube, route_ctx, previous)
 
     analysis_round = None
-    if invalid is None and status.canary and status.stable and status.phase == Phase.PROGRESSING:
+    shadow_since = shadow_gate.round_due_since(status)
+    if (
+        invalid is None
+        and status.canary
+        and status.stable
+        and status.phase in (Phase.PROGRESSING, Phase.SHADOWING)
+    ):
+        # A shadow round is keyed by step 0 and the phase's start: it is never judged as a step's.
+        started = shadow_since if shadow_since is not None else status.step_started_at
         key: RoundKey = (
             status.canary.revision,
-            status.current_step,
-            status.step_started_at.isoformat() if status.step_started_at else "",
+            0 if shadow_since is not None else status.current_step,
+            started.isoformat() if started else "",
         )
         analysis_round = ctx.rounds.take(uid, key)
         if analysis_round is not None:
@@ -546,8 +553,11 @@ def _start_round(
     query_timeout = ctx.settings.query_timeout_seconds
     if spec.analysis.prometheus is not None:
         query_timeout = parse_duration(spec.analysis.prometheus.timeout).total_seconds()
+    analysis = spec.analysis
+    if shadow_gate.round_due_since(status) is not None:
+        analysis = shadow_gate.shadow_analysis(spec)
     # The provider enforces the query timeout; this outer bound only catches a provider bug.
-    work = run_round(provider, spec.analysis, context, now, timeout_seconds=query_timeout + 5)
+    work = run_round(provider, analysis, context, now, timeout_seconds=query_timeout + 5)
     ctx.rounds.start(uid, key, work, on_done=lambda: ctx.wake(uid))
 
 
@@ -640,9 +650,17 @@ async def _apply(
     await attempt("entry Service", kube.ensure(resources.entry_service(owner, spec, stable), owner))
     for action in actions:
         match action:
-            case EnsureRevision(revision=revision, role=role, replicas=replicas, hold_scale_down=hold):
+            case EnsureRevision(
+                revision=revision, role=role, replicas=replicas, hold_scale_down=hold, reference=reference
+            ):
                 deployment = resources.deployment(
-                    owner, spec, revision, role, replicas, image_pull_policy=ctx.settings.image_pull_policy
+                    owner,
+                    spec,
+                    revision,
+                    role,
+                    replicas,
+                    image_pull_policy=ctx.settings.image_pull_policy,
+                    reference=reference,
                 )
                 await attempt(f"Deployment {revision.revision}", kube.ensure(deployment, owner))
                 service = resources.revision_service(owner, spec, revision, role)

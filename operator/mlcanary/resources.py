@@ -24,6 +24,7 @@ from mlcanary.models import (
     Autoscaling,
     LoadTest,
     ModelDeploymentSpec,
+    ModelRef,
     RevisionState,
     ScalingMetric,
     ScalingMetricType,
@@ -94,6 +95,10 @@ def _label_value(text: str) -> str:
 
 
 WORKERS_ENV = "MLCANARY_WORKERS"
+# The shadow phase's reference model (the serving image's names: mlcanary_serving.settings).
+REFERENCE_URI_ENV = "MLCANARY_REFERENCE_BUNDLE_URI"
+REFERENCE_VERSION_ENV = "MLCANARY_REFERENCE_VERSION"
+REFERENCE_SHA256_ENV = "MLCANARY_REFERENCE_BUNDLE_SHA256"
 MAX_WORKERS = 64
 # Kubernetes quantity suffixes (a CPU limit is usually "2" or "1500m", but any quantity is valid)
 _SUFFIX = {
@@ -131,12 +136,14 @@ def deployment(
     role: str,
     replicas: int | None,
     image_pull_policy: str = "IfNotPresent",
+    reference: ModelRef | None = None,
 ) -> dict[str, Any]:
     """The Deployment running one revision's serving pods (restricted pod security).
 
     ``replicas`` None: the revision's HPA owns the count, so the Deployment carries none (created
     with the API's default of one, which the HPA raises to its floor) and the operator never
-    writes it back."""
+    writes it back. ``reference``: a second model (the stable's, for the shadow phase) the pods
+    load and score every request with, exporting how often the two agree."""
     template = revision.template
     serving, model = template.serving, template.model
     labels = pod_labels(owner, revision)
@@ -148,6 +155,11 @@ def deployment(
     ]
     if model.sha256:
         env.append({"name": "MLCANARY_BUNDLE_SHA256", "value": model.sha256})
+    if reference is not None:
+        env.append({"name": REFERENCE_URI_ENV, "value": reference.uri})
+        env.append({"name": REFERENCE_VERSION_ENV, "value": reference.version})
+        if reference.sha256:
+            env.append({"name": REFERENCE_SHA256_ENV, "value": reference.sha256})
     workers = serving_workers(serving.resources.limits if serving.resources else None)
     if workers is not None and not any(e.name == WORKERS_ENV for e in serving.env or []):
         env.append({"name": WORKERS_ENV, "value": str(workers)})

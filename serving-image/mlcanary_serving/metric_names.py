@@ -20,6 +20,7 @@ LABEL_CLASS: Final = "class"
 LABEL_FEATURE: Final = "feature"
 LABEL_CORRECT: Final = "correct"
 LABEL_FORMAT: Final = "format"
+LABEL_REFERENCE_VERSION: Final = "reference_version"  # the shadow phase's stable model
 
 MODEL_LABELS: Final = (LABEL_MODEL_NAME, LABEL_MODEL_VERSION)
 
@@ -45,12 +46,25 @@ INPUT_DRIFT_WINDOW_ROWS: Final = "mlcanary_input_drift_window_rows"
 INPUT_OUT_OF_RANGE_TOTAL: Final = "mlcanary_input_out_of_range_total"
 FEEDBACK_TOTAL: Final = "mlcanary_feedback_total"
 MODEL_INFO: Final = "mlcanary_model_info"
+SHADOW_COMPARED_TOTAL: Final = "mlcanary_shadow_compared_total"
+SHADOW_AGREED_TOTAL: Final = "mlcanary_shadow_agreed_total"
+SHADOW_SCORE_DIFFERENCE: Final = "mlcanary_shadow_score_difference"
+SHADOW_LABELS: Final = (*MODEL_LABELS, LABEL_REFERENCE_VERSION)
+SHADOW_METRICS: Final = (SHADOW_COMPARED_TOTAL, SHADOW_AGREED_TOTAL, SHADOW_SCORE_DIFFERENCE)
+"""Exported only by a server given a reference model (the shadow phase)."""
 
 # Fixed bucket edges of ``mlcanary_prediction_score`` for probability scores (classification):
 # identical in every version, so two versions' histograms can be compared bucket by bucket.
 PROBABILITY_SCORE_BUCKETS: Final = tuple(round(i * 0.05, 2) for i in range(21))  # 0.0, 0.05, ..., 1.0
 
 # Request latency buckets: fine from 0.5 ms to 2 s (plus 5 s for outliers).
+# |canary score - reference score| buckets: 0 (identical) then 1-2-5 decades, for probabilities and
+# regression outputs alike.
+SCORE_DIFFERENCE_BUCKETS: Final = (
+    0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0,
+    100.0, 200.0, 500.0, 1000.0,
+)  # fmt: skip
+
 LATENCY_BUCKETS: Final = (
     0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05,
     0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0,
@@ -145,6 +159,28 @@ _SPECS: Final = (
         (*MODEL_LABELS, LABEL_FORMAT),
         "Always 1 once a model is loaded; format is onnx or joblib.",
     ),
+    MetricSpec(
+        SHADOW_COMPARED_TOTAL,
+        "counter",
+        SHADOW_LABELS,
+        "Rows scored by both this model and the reference model (the stable's, loaded when "
+        "MLCANARY_REFERENCE_BUNDLE_URI is set for the shadow phase); reference_version is its version.",
+    ),
+    MetricSpec(
+        SHADOW_AGREED_TOTAL,
+        "counter",
+        SHADOW_LABELS,
+        "Compared rows on which this model predicted the reference model's label (classifiers). "
+        "Agreement = agreed / compared.",
+    ),
+    MetricSpec(
+        SHADOW_SCORE_DIFFERENCE,
+        "histogram",
+        SHADOW_LABELS,
+        "|score of this model - score of the reference model| per compared row (the score of "
+        "mlcanary_prediction_score: positive-class probability, predicted-class probability, or "
+        "the regression output).",
+    ),
 )
 
 METRICS: Final[dict[str, MetricSpec]] = {s.name: s for s in _SPECS}
@@ -162,6 +198,9 @@ METRIC_NAMES: Final[dict[str, str]] = {
     "input_out_of_range_total": INPUT_OUT_OF_RANGE_TOTAL,
     "feedback_total": FEEDBACK_TOTAL,
     "model_info": MODEL_INFO,
+    "shadow_compared_total": SHADOW_COMPARED_TOTAL,
+    "shadow_agreed_total": SHADOW_AGREED_TOTAL,
+    "shadow_score_difference": SHADOW_SCORE_DIFFERENCE,
 }
 """Short key -> exposition name (for code that prefers a mapping to constants)."""
 

@@ -30,6 +30,7 @@ __all__ = [
     "METRIC_NAMES",
     "DriftCollector",
     "ServingMetrics",
+    "ShadowMetrics",
     "exposition",
     "multiprocess_dir",
     "new_registry",
@@ -211,6 +212,56 @@ class ServingMetrics:
     def out_of_range_counts(self, counts: npt.NDArray[np.int64]) -> None:
         for i in np.flatnonzero(counts):
             self.out_of_range[i].inc(int(counts[i]))
+
+
+class ShadowMetrics:
+    """Agreement of the served model with a reference model (the stable's) on the same rows."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        model_name: str,
+        model_version: str,
+        reference_version: str,
+        *,
+        classifier: bool,
+    ) -> None:
+        labels = (model_name, model_version, reference_version)
+        self.compared = Counter(
+            _base(mn.SHADOW_COMPARED_TOTAL),
+            METRIC_HELP[mn.SHADOW_COMPARED_TOTAL],
+            list(mn.SHADOW_LABELS),
+            registry=registry,
+        ).labels(*labels)
+        # Only a classifier has labels to agree on: a regressor exports no agreed series at all, so
+        # the agreement builtin says so instead of reading 0 agreement.
+        self.agreed = (
+            Counter(
+                _base(mn.SHADOW_AGREED_TOTAL),
+                METRIC_HELP[mn.SHADOW_AGREED_TOTAL],
+                list(mn.SHADOW_LABELS),
+                registry=registry,
+            ).labels(*labels)
+            if classifier
+            else None
+        )
+        self.difference = Histogram(
+            mn.SHADOW_SCORE_DIFFERENCE,
+            METRIC_HELP[mn.SHADOW_SCORE_DIFFERENCE],
+            list(mn.SHADOW_LABELS),
+            buckets=mn.SCORE_DIFFERENCE_BUCKETS,
+            registry=registry,
+        ).labels(*labels)
+
+    def compare(self, agreed: int, differences: Iterable[float]) -> None:
+        observe = self.difference.observe
+        rows = 0
+        for d in differences:
+            observe(d)
+            rows += 1
+        self.compared.inc(rows)
+        if self.agreed is not None:
+            self.agreed.inc(agreed)
 
 
 __all__ += ["psi"]

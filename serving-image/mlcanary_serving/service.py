@@ -30,7 +30,7 @@ from .bundle.format import Bundle, BundleError
 from .drift import WindowDrift
 from .faults import FaultInjector
 from .fetch import fetch_bundle
-from .metrics import DriftCollector, ServingMetrics, exposition, multiprocess_dir, new_registry
+from .metrics import DriftCollector, ServingMetrics, ShadowMetrics, exposition, multiprocess_dir, new_registry
 from .protocol.errors import InputError
 from .protocol.simple import Row
 from .protocol.v2 import OutputSpec, output_specs
@@ -85,6 +85,25 @@ class NotReady(Exception):
 
 
 @dataclass(frozen=True)
+class Reference:
+    """The shadow phase's second model (the stable's): every row the served model predicts is also
+    scored by it, and how often the two agree is exported (``ShadowMetrics``). Its answers are never
+    served."""
+
+    runtime: Runtime
+    version: str
+    columns: npt.NDArray[np.intp] | None  # the served schema's columns in the reference's order
+    metrics: ShadowMetrics
+
+    def compare(
+        self, X: npt.NDArray[np.float64], labels: Sequence[Any], scores: npt.NDArray[np.float64]
+    ) -> None:
+        ref = self.runtime.predict(X if self.columns is None else X[:, self.columns])
+        agreed = sum(1 for a, b in zip(labels, ref.labels, strict=True) if _same(a, b))
+        self.metrics.compare(agreed, np.abs(scores - ref.scores).tolist())
+
+
+@dataclass(frozen=True)
 class Loaded:
     bundle: Bundle
     runtime: Runtime
@@ -97,6 +116,7 @@ class Loaded:
     outputs: tuple[OutputSpec, ...]  # OIP v2 outputs: what metadata declares and inference returns
     batcher: MicroBatcher[Row] | None
     constant: Row | None  # degenerate-fault answer
+    reference: Reference | None = None  # the shadow phase's stable model, when configured
 
 
 class ModelService:
@@ -173,6 +193,47 @@ class ModelService:
             s.bundle_uri,
         )
 
+    def _load_reference(self, served: Loaded) -> Reference:
+        """The reference bundle, verified like the served one. Its features must be the served
+        model's (in any order): rows are validated against the served schema only."""
+        s = self.settings
+        assert s.reference_uri is not None
+        bundle = fetch_bundle(
+            s.reference_uri,
+            s.cache_dir,
+            expected_sha256=s.reference_sha256,
+            timeout=s.fetch_timeout_s,
+            retries=s.fetch_retries,
+        )
+        man = bundle.manifest
+        if s.reference_version and s.reference_version != man.version:
+            raise BundleError(
+                f"reference bundle version {man.version} does not match MLCANARY_REFERENCE_VERSION="
+                f"{s.reference_version}"
+            )
+        if man.task != served.bundle.manifest.task:
+            raise BundleError(
+                f"reference bundle is a {man.task} model, the served one a {served.bundle.manifest.task}"
+            )
+        ours, theirs = list(served.validator.names), list(bundle.schema.names)
+        if sorted(ours) != sorted(theirs):
+            raise BundleError(
+                f"reference bundle's features {theirs} are not the served model's {ours}: rows cannot be compared"
+            )
+        columns = None if ours == theirs else np.array([ours.index(n) for n in theirs], dtype=np.intp)
+        runtime = load_runtime(bundle, s.threads)
+        metrics = ShadowMetrics(
+            self.registry,
+            served.name,
+            served.version,
+            man.version,
+            classifier=man.task == "classification",
+        )
+        log.info(
+            "REFERENCE: scoring every request with %s version %s too (shadow phase)", man.name, man.version
+        )
+        return Reference(runtime, man.version, columns, metrics)
+
     def _fail(self, reason: str) -> None:
         self.state, self.reason = "failed", reason
         log.error(
@@ -232,6 +293,8 @@ class ModelService:
         loaded = Loaded(
             bundle, runtime, name, version, validator, metrics, inputs, scores, outputs, None, constant
         )
+        if s.reference_uri:  # before the batcher, which binds the Loaded it calls
+            loaded = replace(loaded, reference=self._load_reference(loaded))
         if s.microbatch:
             batcher: MicroBatcher[Row] = MicroBatcher(
                 lambda X: self._run_batch(loaded, X),
@@ -284,6 +347,8 @@ class ModelService:
                 X, scores = X[ok], scores[ok]
                 labels = [lab for lab, k in zip(labels, ok.tolist(), strict=True) if k]
         m.metrics.predictions(labels, scores)
+        if m.reference is not None and X.shape[0]:
+            m.reference.compare(X, labels, np.asarray(scores, dtype=np.float64))
         m.inputs.update(X)
         m.scores.update(scores.reshape(-1, 1))
         if not m.validator.reject_out_of_range:

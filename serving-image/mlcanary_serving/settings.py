@@ -19,6 +19,10 @@ ENV_VARS: dict[str, str] = {
     "MLCANARY_BUNDLE_SHA256": "expected sha256 of the bundle's manifest.json (--expected-sha256)",
     "MLCANARY_MODEL_NAME": "name served and used in metric labels (default: the manifest's name)",
     "MLCANARY_MODEL_VERSION": "expected version; the pod stays unready if the manifest disagrees",
+    "MLCANARY_REFERENCE_BUNDLE_URI": "shadow phase: a second bundle (the stable's) scored on every request "
+    "beside the served one, exporting mlcanary_shadow_* (set by the operator while a shadow phase is ahead)",
+    "MLCANARY_REFERENCE_BUNDLE_SHA256": "expected sha256 of the reference bundle's manifest.json",
+    "MLCANARY_REFERENCE_VERSION": "expected version of the reference bundle (the reference_version label)",
     "MLCANARY_HOST": "listen address (default 127.0.0.1; the image sets 0.0.0.0) (--host)",
     "PORT": "listen port (default 8080) (--port)",
     "MLCANARY_MAX_BODY_BYTES": "largest accepted request body, else 413 (default 1048576)",
@@ -59,6 +63,9 @@ class Settings:
     expected_sha256: str | None = None
     model_name: str | None = None
     model_version: str | None = None
+    reference_uri: str | None = None
+    reference_sha256: str | None = None
+    reference_version: str | None = None
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 1 << 20
@@ -124,6 +131,9 @@ class Settings:
             expected_sha256=get("MLCANARY_BUNDLE_SHA256"),
             model_name=get("MLCANARY_MODEL_NAME"),
             model_version=get("MLCANARY_MODEL_VERSION"),
+            reference_uri=get("MLCANARY_REFERENCE_BUNDLE_URI"),
+            reference_sha256=get("MLCANARY_REFERENCE_BUNDLE_SHA256"),
+            reference_version=get("MLCANARY_REFERENCE_VERSION"),
             host=get("MLCANARY_HOST") or "127.0.0.1",
             port=integer("PORT", 8080),
             max_body_bytes=integer("MLCANARY_MAX_BODY_BYTES", 1 << 20, 1),

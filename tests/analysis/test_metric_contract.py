@@ -45,6 +45,7 @@ def test_label_values_and_names() -> None:
         (q.LABEL_CLASS, serving.LABEL_CLASS),
         (q.LABEL_FEATURE, serving.LABEL_FEATURE),
         (q.LABEL_CORRECT, serving.LABEL_CORRECT),
+        (q.LABEL_REFERENCE_VERSION, serving.LABEL_REFERENCE_VERSION),
     ]:
         assert ours == theirs
 
@@ -63,6 +64,8 @@ def test_the_exposition_carries_every_series_the_queries_select() -> None:
     m.predictions(["1"], np.array([0.93]))
     m.feedback[True].inc()
     m.feedback[False].inc()
+    shadow = serving.ShadowMetrics(registry, "fraud", "2.0.0", "1.0.0", classifier=True)
+    shadow.compare(1, [0.0, 0.3])
     window = WindowDrift(edges=[[0.5]], proportions=[[0.5, 0.5]], window=10)
     window.update(np.array([[0.1], [0.9], [0.7]]))
     registry.register(serving.DriftCollector(("fraud", "2.0.0"), ["age"], window, None, min_rows=1))

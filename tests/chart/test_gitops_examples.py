@@ -129,6 +129,7 @@ def test_flux_kustomization_health() -> None:
         "Initializing",
         "Preparing",
         "LoadTesting",
+        "Shadowing",
         "Progressing",
         "Paused",
         "Promoting",

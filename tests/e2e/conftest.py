@@ -14,7 +14,7 @@ import shutil
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +112,8 @@ class Rollout:
     router: str = "replicas"
     load_test: Obj | None = None
     timing: Timing = TIMING
+    shadow: Obj | None = None
+    replicas: int | None = None  # per revision (default the timing's)
     snapshots: list[Snapshot] = field(default_factory=list)
     loadgen: Any = None
     applied: dict[str, float] = field(default_factory=dict)
@@ -123,7 +125,7 @@ class Rollout:
     async def apply(self, version: str, env: dict[str, str] | None = None) -> None:
         obj = manifest(
             self.bundles[version],
-            self.timing,
+            self.timing if self.replicas is None else replace(self.timing, replicas=self.replicas),
             self.router,
             env=[{"name": k, "value": v} for k, v in (env or {}).items()],
             name=self.name,
@@ -133,6 +135,7 @@ class Rollout:
             steps=self.steps,
             on_inconclusive=self.on_inconclusive,
             load_test=self.load_test,
+            shadow=self.shadow,
         )
         self.applied[version] = time.time()
         await self.api.create_or_merge(obj)

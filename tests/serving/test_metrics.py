@@ -45,7 +45,7 @@ def test_exposition_names_equal_the_constants(client: TestClient) -> None:
     exercise(client)
     text = client.get("/metrics").text
     series = {m.group(1) for m in re.finditer(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)[{ ]", text, re.M)}
-    expected = {s for name in mn.METRICS for s in mn.exposition_series(name)}
+    expected = {s for name in mn.METRICS if name not in mn.SHADOW_METRICS for s in mn.exposition_series(name)}
     assert series == expected
     # label names per metric
     for fam in text_string_to_metric_families(text):
@@ -55,6 +55,21 @@ def test_exposition_names_equal_the_constants(client: TestClient) -> None:
         for s in fam.samples:
             assert set(s.labels) - {"le"} == set(spec.labels), (name, s.labels)
             assert s.labels["model_name"] == MODEL and s.labels["model_version"] == "1.0.0"
+
+
+def test_with_a_reference_model_the_shadow_series_are_exported_with_their_labels(
+    make_client: ClientFactory, bundles: dict[str, BuildResult]
+) -> None:
+    client = make_client(bundles["onnx"].path, reference_uri=str(bundles["hgb"].path))
+    exercise(client)
+    text = client.get("/metrics").text
+    series = {m.group(1) for m in re.finditer(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)[{ ]", text, re.M)}
+    assert series == {s for name in mn.METRICS for s in mn.exposition_series(name)}
+    s = scrape(client)
+    lab = {"model_name": MODEL, "model_version": "1.0.0", "reference_version": "2.0.0"}
+    assert value(s, mn.SHADOW_COMPARED_TOTAL, **lab) == 151  # every predicted row, none of the 422
+    assert 0 < value(s, mn.SHADOW_AGREED_TOTAL, **lab) <= 151
+    assert value(s, mn.SHADOW_SCORE_DIFFERENCE + "_count", **lab) == 151
 
 
 def test_metric_names_module_is_consistent() -> None:

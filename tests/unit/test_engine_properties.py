@@ -42,8 +42,25 @@ from mlcanary.models import ModelDeploymentSpec, ModelDeploymentStatus, Phase, R
 from mlcanary.weights import canary_pods, realisable, served_share, smallest_step
 
 VERSIONS = ["1.0.0", "2.0.0", "3.0.0", "4.0.0"]
-IN_FLIGHT = {Phase.PREPARING, Phase.PROGRESSING, Phase.PAUSED, Phase.PROMOTING, Phase.ROLLING_BACK}
-ZERO_WEIGHT = {Phase.INITIALIZING, Phase.HEALTHY, Phase.PREPARING, Phase.ROLLING_BACK, Phase.ROLLED_BACK}
+IN_FLIGHT = {
+    Phase.PREPARING,
+    Phase.LOAD_TESTING,
+    Phase.SHADOWING,
+    Phase.PROGRESSING,
+    Phase.PAUSED,
+    Phase.PROMOTING,
+    Phase.ROLLING_BACK,
+}
+ZERO_WEIGHT = {
+    Phase.INITIALIZING,
+    Phase.HEALTHY,
+    Phase.PREPARING,
+    Phase.LOAD_TESTING,
+    Phase.SHADOWING,
+    Phase.ROLLING_BACK,
+    Phase.ROLLED_BACK,
+}
+SHADOW = {"duration": "2m", "mirrorPercent": 40, "minSamples": 10, "agreement": {"min": 0.9}}
 
 PROPERTY_SETTINGS = settings(
     max_examples=100,
@@ -57,11 +74,24 @@ steps_st = st.lists(st.integers(1, 100), min_size=1, max_size=5, unique=True).ma
 
 
 def servable(config: dict[str, Any]) -> dict[str, Any]:
-    """Steps the router can serve: the replicas router gives whole pods only (the models refuse others)."""
+    """Steps the router can serve: the replicas router gives whole pods only (the models refuse others),
+    and cannot mirror (no shadow phase)."""
     if config["router"] != "replicas":
         return config
     steps = [w for w in config["steps"] if realisable(config["replicas"], w)]
-    return {**config, "steps": steps or [smallest_step(config["replicas"])]}
+    return {**config, "steps": steps or [smallest_step(config["replicas"])], "shadow": False}
+
+
+def build(config: dict[str, Any], version: str = "1.0.0") -> ModelDeploymentSpec:
+    """The spec of a drawn config; ``shadow`` adds spec.shadow (mesh routers only)."""
+    config = dict(config)
+    shadow = config.pop("shadow", False)
+    spec = make_spec(version, **config)
+    if not shadow:
+        return spec
+    wire = spec.to_wire()
+    wire["shadow"] = dict(SHADOW)
+    return ModelDeploymentSpec.model_validate(wire)
 
 
 spec_st = st.fixed_dictionaries(
@@ -77,6 +107,7 @@ spec_st = st.fixed_dictionaries(
         "inconclusiveLimit": st.integers(1, 3),
         "consecutiveErrorLimit": st.integers(1, 4),
         "onInconclusive": st.sampled_from(["Hold", "Rollback"]),
+        "shadow": st.booleans(),
     }
 ).map(servable)
 
@@ -155,7 +186,21 @@ class Checker:
         assert 0 <= new.canary_weight <= 100
         target = traffic(actions)
         canary = new.canary.revision if new.canary else None
-        assert target == SetTraffic(new.stable.revision, canary, new.canary_weight)
+        mirror = SHADOW["mirrorPercent"] if new.phase == Phase.SHADOWING else 0
+        assert target == SetTraffic(new.stable.revision, canary, new.canary_weight, mirror)
+        # The shadow phase: a version with spec.shadow gets user weight only once it passed its
+        # shadow phase (or was promoted by hand); the canary loads the reference only until then.
+        if sim.spec.shadow is not None and new.canary is not None and new.canary_weight > 0:
+            shadow = new.shadow
+            passed = (
+                shadow is not None and shadow.revision == new.canary.revision and shadow.phase == "Passed"
+            )
+            assert (
+                passed or new.phase == Phase.PROMOTING or promoted_by_hand or old.phase == Phase.PROMOTING
+            ), (
+                new.phase,
+                shadow,
+            )
         assert (100 - target.canary_weight) + target.canary_weight == 100
         if new.canary is None:
             assert new.canary_weight == 0
@@ -389,7 +434,7 @@ def drive_home(checker: Checker) -> None:
 def test_invariants_hold_for_any_sequence_of_events(
     config: dict[str, Any], events: list[tuple[Any, ...]]
 ) -> None:
-    sim = Sim(make_spec("1.0.0", **config), settle=False)
+    sim = Sim(build(config), settle=False)
     checker = Checker(sim)
     counter = [0]
     checker.tick()
@@ -408,7 +453,7 @@ def test_invariants_hold_from_a_running_rollout(
     config: dict[str, Any], events: list[tuple[Any, ...]], new_version: str
 ) -> None:
     """The same, starting where most bugs live: healthy at 1.0.0 with a canary under way."""
-    sim = Sim(make_spec("1.0.0", **config), settle=True)
+    sim = Sim(build(config), settle=True)
     checker = Checker(sim)
     checker.tick()
     for _ in range(4):
@@ -432,8 +477,8 @@ def test_a_healthy_canary_is_promoted_through_every_step_in_order(
     config: dict[str, Any], gaps: list[int]
 ) -> None:
     """With a cooperative world, ticks at any spacing walk the steps one by one and promote."""
-    config = {**config, "metrics": []}
-    sim = Sim(make_spec("1.0.0", **config), settle=True).deploy()
+    config = {**config, "metrics": [], "shadow": False}
+    sim = Sim(build(config), settle=True).deploy()
     checker = Checker(sim)
     sim.new_version("2.0.0")
     weights: list[int] = []

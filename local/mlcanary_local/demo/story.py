@@ -4,16 +4,18 @@ real Prometheus, printed live.
 1. trains small scikit-learn pipelines on the breast_cancer data that ships with scikit-learn and
    bundles them: 1.0.0 (a strongly regularised logistic regression), 2.0.0 (the tuned one: better
    held-out accuracy), 3.0.0 (degenerate: always the same answer, with HTTP 200 — only ML-aware
-   analysis sees it), 4.0.0 (a sound model whose server fails a share of requests) and, with the
-   gatewayAPI router, 5.0.0 (a sound model answering 300 ms late: its load test fails it before any
-   user request reaches it);
+   analysis sees it), 4.0.0 (a sound model whose server fails a share of requests), 5.0.0 (a sound
+   model answering 300 ms late: its load test fails it before any user request reaches it) and 6.0.0
+   (degenerate again: caught in the shadow phase);
 2. starts the local stack (:mod:`mlcanary_local.stack`) and a load generator sending real rows
    through the gateway;
 3. applies 1.0.0 and waits until it serves; applies 2.0.0 and follows it through 5 → 20 → 50 → 100
    to promotion; applies 3.0.0 and follows it to its automatic rollback by predictionDrift; applies
-   4.0.0 and follows it to its rollback by errorRate; applies 5.0.0 with ``spec.loadTest`` and follows
-   it to its rollback by the load test, counting the user requests it answered (0) — printing each
-   phase, step, weight, the traffic actually served per version and every analysis round;
+   4.0.0 and follows it to its rollback by errorRate; with the gatewayAPI router (the default), applies
+   5.0.0 with ``spec.loadTest`` and follows it to its rollback by the load test, then 6.0.0 (degenerate
+   again) with ``spec.shadow`` to its rollback from the shadow phase, each having answered zero user
+   requests (counted in ``requests.csv``) — printing each phase, step, weight, the traffic actually
+   served per version and every analysis round;
 4. prints a summary table and writes ``timeline.png`` (traffic per version, error rate, latency and
    drift per version, promotions and rollbacks), ``summary.txt``, ``summary.json``, the request log
    ``requests.csv`` and the stack's logs into ``--out``.
@@ -171,6 +173,11 @@ def build_bundles(out: Path) -> dict[str, Bundle]:
         ),
         ("4.0.0", logreg(1.0), "a sound model, but its server fails 20% of requests (HTTP 500)"),
         ("5.0.0", logreg(1.0), "a sound model, but its server answers 300 ms late (load test)"),
+        (
+            "6.0.0",
+            Pipeline([("scale", StandardScaler()), ("clf", DummyClassifier(strategy="most_frequent"))]),
+            "degenerate again: caught in the shadow phase (gatewayAPI router)",
+        ),
     ]
     bundles: dict[str, Bundle] = {}
     out.mkdir(parents=True, exist_ok=True)
@@ -218,18 +225,22 @@ def manifest(
     steps: list[int] | None = None,
     on_inconclusive: str = "Hold",
     load_test: Obj | None = None,
+    shadow: Obj | None = None,
 ) -> Obj:
-    """The ModelDeployment for one version of the story (the README's example, with demo timings)."""
+    """The ModelDeployment for one version of the story (the README's example, with demo timings);
+    ``shadow``: a spec.shadow (a mirroring router only)."""
     traffic: Obj = (
         {"gatewayAPI": {"parentRefs": [{"name": "mlcanary-local", "kind": "Gateway"}]}}
         if router == "gatewayAPI"
         else {"replicas": {}}
     )
+    extra: Obj = {"shadow": shadow} if shadow is not None else {}
     return {
         "apiVersion": "mlcanary.io/v1alpha1",
         "kind": "ModelDeployment",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {
+            **extra,
             "model": {
                 "name": model_name,
                 "version": bundle.version,
@@ -433,6 +444,18 @@ class Act:
     reason_contains: str = ""
     env: tuple[tuple[str, str], ...] = ()
     load_test: bool = False  # spec.loadTest set: the version must be stopped having served 0 requests
+    shadow: bool = False  # spec.shadow set: needs a mirroring router; must answer no user request
+
+
+def shadow_spec(timing: Timing) -> Obj:
+    """The shadow phase of the demo: every prediction mirrored for two analysis intervals."""
+    seconds = 2 * int(timing.interval.rstrip("s"))
+    return {
+        "duration": f"{seconds}s",
+        "mirrorPercent": 100,
+        "minSamples": 40,
+        "agreement": {"min": 0.9},
+    }
 
 
 ACTS = [
@@ -451,20 +474,28 @@ ACTS = [
         reason_contains="error-rate",
         env=(("MLCANARY_FAULT_ERROR_RATE", "0.2"), ("MLCANARY_FAULT_SEED", "4")),
     ),
+    # The zero-exposure gates (spec.loadTest, spec.shadow) need a router that keeps users off a ready
+    # canary: with the replicas router they are skipped, and the summary says so.
+    Act(
+        "5.0.0",
+        "5.0.0, sound but 300 ms slow, with spec.loadTest: expect its load test to fail it, 0 user requests",
+        "RolledBack",
+        reason_contains="load test failed: p95 latency",
+        env=(("MLCANARY_FAULT_LATENCY_MS", "300"),),
+        load_test=True,
+    ),
+    Act(
+        "6.0.0",
+        "6.0.0, degenerate again, with spec.shadow: expect rollback from the shadow phase, 0 user requests",
+        "RolledBack",
+        reason_contains="shadow phase failed",
+        shadow=True,
+    ),
 ]
-# Only with a router that keeps users off a ready canary (loadTest refuses the replicas router).
-LOAD_TEST_ACT = Act(
-    "5.0.0",
-    "5.0.0, sound but 300 ms slow: expect its load test to fail it with 0 user requests served",
-    "RolledBack",
-    reason_contains="load test failed: p95 latency",
-    env=(("MLCANARY_FAULT_LATENCY_MS", "300"),),
-    load_test=True,
-)
 
 
 def acts_for(router: str) -> list[Act]:
-    return [*ACTS, LOAD_TEST_ACT] if router == "gatewayAPI" else list(ACTS)
+    return list(ACTS)
 
 
 @dataclass
@@ -473,6 +504,7 @@ class Outcome:
     ok: bool
     detail: str
     steps_seen: list[int] = field(default_factory=list)
+    skipped: bool = False
 
 
 async def run_story(
@@ -489,9 +521,20 @@ async def run_story(
         try:
             for act in acts_for(router):
                 print(f"\n== {act.title}", flush=True)
+                if (act.shadow or act.load_test) and router == "replicas":
+                    detail = (
+                        "skipped: behind the replicas router a ready canary takes user traffic at once "
+                        "(mlcanary demo --router gatewayAPI)"
+                    )
+                    print(f"  -> {detail}", flush=True)
+                    outcomes.append(Outcome(act, True, detail, skipped=True))
+                    continue
                 env = [{"name": k, "value": v} for k, v in act.env]
                 load_test = load_test_for(timing) if act.load_test else None
-                body = manifest(bundles[act.version], timing, router, env=env, load_test=load_test)
+                shadow = shadow_spec(timing) if act.shadow else None
+                body = manifest(
+                    bundles[act.version], timing, router, env=env, load_test=load_test, shadow=shadow
+                )
                 await api.create_or_merge(body)
                 outcome = await play(follower, act, timing, judged_steps=len(steps) - 1)
                 outcomes.append(outcome)
@@ -550,7 +593,7 @@ async def play(follower: Follower, act: Act, timing: Timing, judged_steps: int) 
         return Outcome(act, False, f"{version} ended {outcome}: {reason}", steps_seen)
     if act.reason_contains and act.reason_contains not in reason:
         return Outcome(act, False, f"{version} {outcome}, but for another reason: {reason}", steps_seen)
-    if act.load_test:
+    if act.load_test or act.shadow:
         await asyncio.sleep(1.5)  # the request log is written a little behind the answers
         await follower.poll()
         served = sum(1 for r in follower.records if r.version == version)
@@ -660,7 +703,8 @@ def write_report(
     )
     lines = ["summary", table, "", "story:"]
     for outcome in outcomes:
-        lines.append(f"  {'ok  ' if outcome.ok else 'FAIL'} {outcome.act.title}: {outcome.detail}")
+        mark = "skip" if outcome.skipped else ("ok  " if outcome.ok else "FAIL")
+        lines.append(f"  {mark} {outcome.act.title}: {outcome.detail}")
     for act in acts_for(args.router)[len(outcomes) :]:
         lines.append(f"  skip {act.title}")
     text = "\n".join(lines)
@@ -669,7 +713,12 @@ def write_report(
         json.dumps(
             {
                 "ok": all(o.ok for o in outcomes) and len(outcomes) == len(acts_for(args.router)),
-                "acts": [{"version": o.act.version, "ok": o.ok, "detail": o.detail} for o in outcomes],
+                "acts": [
+                    {"version": o.act.version, "ok": o.ok, "detail": o.detail}
+                    for o in outcomes
+                    if not o.skipped
+                ],
+                "skipped": [{"version": o.act.version, "detail": o.detail} for o in outcomes if o.skipped],
                 "versions": [r.__dict__ for r in rows],
                 "requests": len(records),
                 "unanswered": unanswered,

@@ -298,6 +298,15 @@ def render_png(
         ws = [s.weight if s.canary else 0 for s in story.snapshots]
         ws.append(ws[-1])
         ax.step(rel(ts), ws, where="post", color="black", ls="--", lw=1, label="canary weight (status)")
+        # The shadow phase: requests mirrored to the canary, none of its answers served.
+        labelled = False
+        for snap, following in zip(story.snapshots, ts[1:], strict=False):
+            if snap.phase == "Shadowing":
+                label = None if labelled else "shadow phase (mirrored, 0% served)"
+                ax.axvspan(
+                    snap.t - start, following - start, color="tab:purple", alpha=0.15, lw=0, label=label
+                )
+                labelled = True
     ax.set_ylabel("traffic share %")
     ax.set_ylim(-3, 103)
     ax.legend(loc="center left", fontsize=8, ncol=1, bbox_to_anchor=(1.0, 0.5))

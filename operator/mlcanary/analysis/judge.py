@@ -35,6 +35,8 @@ DEFAULT_MIN_SAMPLES: dict[BuiltinMetric, int] = {
     BuiltinMetric.LATENCY_P99: 100,
     BuiltinMetric.PREDICTION_DRIFT: 100,
     BuiltinMetric.ACCURACY: 100,
+    BuiltinMetric.AGREEMENT: 100,
+    BuiltinMetric.SCORE_DIFFERENCE: 100,
 }
 """Minimum sample (requests, predictions, labels) per window when ``minRequests`` is not set.
 ``minRequests: 0`` turns the minimum off. inputDrift has none: the server publishes PSI only once
@@ -129,6 +131,15 @@ def lower_is_worse(metric: Metric) -> bool:
 
 
 def threshold_text(metric: Metric) -> str | None:
+    if metric.builtin == BuiltinMetric.AGREEMENT and metric.min is not None:
+        return f">= {metric.min - (metric.tolerance or 0):g}" + (
+            f" (min {metric.min:g} - noise floor {metric.tolerance:g})" if metric.tolerance else ""
+        )
+    if metric.builtin == BuiltinMetric.SCORE_DIFFERENCE and metric.max is not None:
+        quantile = metric.quantile if metric.quantile is not None else q.DEFAULT_DIFFERENCE_QUANTILE
+        return f"q{quantile:g} <= {metric.max + (metric.tolerance or 0):g}" + (
+            f" (max {metric.max:g} + noise floor {metric.tolerance:g})" if metric.tolerance else ""
+        )
     parts = []
     if metric.min is not None:
         parts.append(f">= {metric.min:g}")
@@ -566,6 +577,92 @@ def _prediction_drift(metric: Metric, results: Sequence[QueryResult], outcome: _
     outcome.add(verdict, "; ".join([message, detail, *notes]))
 
 
+AGREEMENT_CONFIDENCE_Z = 1.6449  # one-sided 95%
+TAIL_ROWS = 5
+"""scoreDifference is Inconclusive until at least this many compared rows lie above its quantile."""
+
+
+def wilson_upper(hits: float, total: float, z: float = AGREEMENT_CONFIDENCE_Z) -> float:
+    """Upper bound of the Wilson score interval of the share hits/total (one-sided at ``z``).
+
+    >>> round(wilson_upper(50, 100), 3)
+    0.582
+    """
+    if total <= 0:
+        return 1.0
+    p = hits / total
+    denominator = 1 + z * z / total
+    centre = p + z * z / (2 * total)
+    spread = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total))
+    return min(1.0, (centre + spread) / denominator)
+
+
+def _agreement(metric: Metric, results: Sequence[QueryResult], outcome: _Outcome) -> None:
+    """Share of mirrored rows on which the canary predicted the stable's label. Failed only when
+    even the upper confidence bound of the share is under ``min - noiseFloor``: a thin sample that
+    is merely below the bound is Inconclusive, never a failure nor a pass."""
+    compared = _sum(_need(results, "compared", "canary"))
+    agreed_result = _need(results, "agreed", "canary")
+    agreed = _sum(agreed_result)
+    outcome.sample_size = compared
+    if compared > 0 and agreed_result.series:
+        outcome.value = min(1.0, agreed / compared)
+    _require_sample(metric, compared, "compared rows")
+    if not agreed_result.series:
+        raise _Stop(
+            Verdict.ERROR,
+            "rows were compared but no agreement was counted: the model is not a classifier (a "
+            "regressor has no labels to agree on); bound scoreDifference instead",
+        )
+    share = min(1.0, agreed / compared)
+    assert metric.min is not None
+    bound = metric.min - (metric.tolerance or 0)
+    upper = wilson_upper(agreed, compared)
+    if share >= bound:
+        outcome.add(Verdict.SUCCESSFUL, f"agreement {_fmt(share)} over {_fmt(compared)} rows")
+    elif upper < bound:
+        outcome.add(
+            Verdict.FAILED,
+            f"agreement {_fmt(share)} is below {_fmt(bound)} (95% upper bound {_fmt(upper)}) "
+            f"over {_fmt(compared)} rows",
+        )
+    else:
+        outcome.add(
+            Verdict.INCONCLUSIVE,
+            f"agreement {_fmt(share)} is below {_fmt(bound)} but within sampling noise over "
+            f"{_fmt(compared)} rows (95% upper bound {_fmt(upper)})",
+        )
+
+
+def _score_difference(metric: Metric, results: Sequence[QueryResult], outcome: _Outcome) -> None:
+    """A quantile of |canary score - stable score| over the mirrored rows, against max + noiseFloor.
+    Inconclusive until the sample has TAIL_ROWS rows above the quantile (a quantile of a handful of
+    rows is noise)."""
+    compared = _sum(_need(results, "compared", "canary"))
+    outcome.sample_size = compared
+    _require_sample(metric, compared, "compared rows")
+    quantile = metric.quantile if metric.quantile is not None else q.DEFAULT_DIFFERENCE_QUANTILE
+    if compared * (1 - quantile) < TAIL_ROWS:
+        raise _Stop(
+            Verdict.INCONCLUSIVE,
+            f"{_fmt(compared)} compared rows leave fewer than {TAIL_ROWS} above the {quantile:g} quantile",
+        )
+    value = one_number(_need(results, "difference", "canary"), allow_inf=True)
+    outcome.value = value
+    assert metric.max is not None
+    bound = metric.max + (metric.tolerance or 0)
+    if value > bound:
+        above = "above the largest bucket" if math.isinf(value) else _fmt(value)
+        outcome.add(
+            Verdict.FAILED,
+            f"score difference q{quantile:g} {above} is above {_fmt(bound)} over {_fmt(compared)} rows",
+        )
+    else:
+        outcome.add(
+            Verdict.SUCCESSFUL, f"score difference q{quantile:g} {_fmt(value)} over {_fmt(compared)} rows"
+        )
+
+
 def _custom(metric: Metric, results: Sequence[QueryResult], outcome: _Outcome) -> None:
     if metric.min_requests:
         requests = _sum(_need(results, "requests", "canary"))
@@ -593,6 +690,8 @@ _BUILTINS = {
     BuiltinMetric.INPUT_DRIFT: _input_drift,
     BuiltinMetric.PREDICTION_DRIFT: _prediction_drift,
     BuiltinMetric.ACCURACY: _accuracy,
+    BuiltinMetric.AGREEMENT: _agreement,
+    BuiltinMetric.SCORE_DIFFERENCE: _score_difference,
 }
 
 

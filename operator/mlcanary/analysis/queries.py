@@ -46,6 +46,9 @@ PREDICTION_SCORE: Final = "mlcanary_prediction_score"
 INPUT_DRIFT_PSI: Final = "mlcanary_input_drift_psi"
 INPUT_DRIFT_WINDOW_ROWS: Final = "mlcanary_input_drift_window_rows"
 FEEDBACK_TOTAL: Final = "mlcanary_feedback_total"
+SHADOW_COMPARED_TOTAL: Final = "mlcanary_shadow_compared_total"
+SHADOW_AGREED_TOTAL: Final = "mlcanary_shadow_agreed_total"
+SHADOW_SCORE_DIFFERENCE: Final = "mlcanary_shadow_score_difference"
 
 LABEL_MODEL_NAME: Final = "model_name"
 LABEL_MODEL_VERSION: Final = "model_version"
@@ -54,6 +57,7 @@ LABEL_CLASS: Final = "class"
 LABEL_FEATURE: Final = "feature"
 LABEL_CORRECT: Final = "correct"
 LABEL_LE: Final = "le"
+LABEL_REFERENCE_VERSION: Final = "reference_version"
 
 OUTCOME_SERVER_ERROR: Final = "server_error"
 CORRECT_TRUE: Final = "true"
@@ -68,6 +72,13 @@ USED_METRICS: Final[dict[str, tuple[str, str, tuple[str, ...]]]] = {
     INPUT_DRIFT_PSI: ("gauge", "", (LABEL_MODEL_NAME, LABEL_MODEL_VERSION, LABEL_FEATURE)),
     INPUT_DRIFT_WINDOW_ROWS: ("gauge", "", (LABEL_MODEL_NAME, LABEL_MODEL_VERSION)),
     FEEDBACK_TOTAL: ("counter", "", (LABEL_MODEL_NAME, LABEL_MODEL_VERSION, LABEL_CORRECT)),
+    SHADOW_COMPARED_TOTAL: ("counter", "", (LABEL_MODEL_NAME, LABEL_MODEL_VERSION, LABEL_REFERENCE_VERSION)),
+    SHADOW_AGREED_TOTAL: ("counter", "", (LABEL_MODEL_NAME, LABEL_MODEL_VERSION, LABEL_REFERENCE_VERSION)),
+    SHADOW_SCORE_DIFFERENCE: (
+        "histogram",
+        "_bucket",
+        (LABEL_MODEL_NAME, LABEL_MODEL_VERSION, LABEL_REFERENCE_VERSION),
+    ),
 }
 """Every metric and label the built-in queries read, for the contract test."""
 
@@ -77,6 +88,7 @@ USED_LABEL_VALUES: Final[dict[str, tuple[str, ...]]] = {
 }
 
 DEFAULT_QUANTILE: Final = 0.99
+DEFAULT_DIFFERENCE_QUANTILE: Final = 0.95
 
 Role = Literal["canary", "stable"]
 
@@ -157,6 +169,8 @@ def builtin_queries(metric: Metric, context: QueryContext) -> list[QuerySpec]:
     roles: list[Role] = ["canary", "stable"] if compares_with_stable(metric) else ["canary"]
     window = _window(context)
     specs: list[QuerySpec] = []
+    if metric.builtin in (BuiltinMetric.AGREEMENT, BuiltinMetric.SCORE_DIFFERENCE):
+        return shadow_queries(metric, context)
     for role in roles:
         sel = selector(context, role)
         match metric.builtin:
@@ -206,6 +220,29 @@ def builtin_queries(metric: Metric, context: QueryContext) -> list[QuerySpec]:
                     )
                 )
     return specs
+
+
+def shadow_queries(metric: Metric, context: QueryContext) -> list[QuerySpec]:
+    """The shadow builtins read what the canary's pods measured comparing their model with the
+    stable's (the reference) on the same mirrored rows: series of the canary version whose
+    ``reference_version`` is the stable version."""
+    sel = selector(context, "canary", **{LABEL_REFERENCE_VERSION: context.stable_version})
+    window = _window(context)
+    if metric.builtin == BuiltinMetric.AGREEMENT:
+        return [
+            QuerySpec("agreed", "canary", f"sum(increase({SHADOW_AGREED_TOTAL}{sel}[{window}]))"),
+            QuerySpec("compared", "canary", f"sum(increase({SHADOW_COMPARED_TOTAL}{sel}[{window}]))"),
+        ]
+    quantile = metric.quantile if metric.quantile is not None else DEFAULT_DIFFERENCE_QUANTILE
+    return [
+        QuerySpec(
+            "difference",
+            "canary",
+            f"histogram_quantile({quantile!r}, sum by ({LABEL_LE}) "
+            f"(rate({SHADOW_SCORE_DIFFERENCE}_bucket{sel}[{window}])))",
+        ),
+        QuerySpec("compared", "canary", f"sum(increase({SHADOW_SCORE_DIFFERENCE}_count{sel}[{window}]))"),
+    ]
 
 
 def limits_of(settings: Settings) -> QueryLimits:
@@ -312,8 +349,11 @@ def metric_problems(metric: Metric) -> list[str]:
             "predictionDrift already compares the canary with stable: give max (e.g. 0.2), "
             "compareTo and min do not bound it"
         )
-    if metric.quantile is not None and metric.builtin != BuiltinMetric.LATENCY_P99:
-        problems.append("quantile applies to latencyP99 only")
+    if metric.quantile is not None and metric.builtin not in (
+        BuiltinMetric.LATENCY_P99,
+        BuiltinMetric.SCORE_DIFFERENCE,
+    ):
+        problems.append("quantile applies to latencyP99 and scoreDifference only")
     if metric.query is not None:
         try:
             check_template(metric.query)

@@ -39,6 +39,7 @@ class ReportRow:
     dry_run: bool = False
     message: str | None = None
     time: str | None = None
+    kind: str | None = None  # "shadow": the shadow phase (step 0, user weight 0, requests mirrored)
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,10 @@ def _rows(steps: Sequence[Mapping[str, Any]]) -> list[ReportRow]:
     for step in sorted(steps, key=lambda s: int(s.get("step", 0))):
         number, weight = int(step.get("step", 0)), step.get("weight")
         rounds, step_verdict = step.get("rounds"), step.get("verdict")
+        kind = step.get("kind")
         measurements = step.get("measurements") or []
         if not measurements:
-            rows.append(ReportRow(number, weight, rounds, step_verdict, metric=None))
+            rows.append(ReportRow(number, weight, rounds, step_verdict, metric=None, kind=kind))
         for m in measurements:
             rows.append(
                 ReportRow(
@@ -84,6 +86,7 @@ def _rows(steps: Sequence[Mapping[str, Any]]) -> list[ReportRow]:
                     dry_run=bool(m.get("dryRun")),
                     message=m.get("message"),
                     time=m.get("time"),
+                    kind=kind,
                 )
             )
     return rows
@@ -209,8 +212,14 @@ def render_text(
                 verdict += " (dry run)"
             table.append(
                 [
-                    str(row.step) if first else "",
-                    (f"{row.weight}%" if row.weight is not None else "-") if first else "",
+                    (row.kind or str(row.step)) if first else "",
+                    (
+                        ("0% (mirrored)" if row.kind == "shadow" else f"{row.weight}%")
+                        if row.weight is not None
+                        else "-"
+                    )
+                    if first
+                    else "",
                     (str(row.rounds) if row.rounds is not None else "-") if first else "",
                     row.metric or "(no analysis)",
                     _num(row.stable_value),

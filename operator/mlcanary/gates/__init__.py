@@ -1,1 +1,1 @@
-"""Gates a new revision passes before any user traffic reaches it (pure: decided by the engine)."""
+"""Gates a new revision passes before any user traffic reaches it (pure, called by the engine)."""

@@ -19,14 +19,11 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from mlcanary.durations import parse_duration
-from mlcanary.models import LoadTest, LoadTestPhase, LoadTestStatus
+from mlcanary.models import LoadTest, LoadTestPhase, LoadTestStatus, Measurement
 from mlcanary.models import Verdict as MetricVerdict
-
-if TYPE_CHECKING:
-    from mlcanary.engine import AnalysisRound
 
 JOB_SUFFIX = "-lt-"
 MAX_RESULT_BYTES = 4096  # a container's termination message is capped at 4 KiB
@@ -93,13 +90,13 @@ class Verdict:
     message: str
 
 
-def stable_rate(round_: AnalysisRound | None, window: str) -> float | None:
+def stable_rate(measurements: list[Measurement] | None, window: str) -> float | None:
     """The stable's requests per second from its rate round: the errorRate query's request count
     over ``window`` (its sample size) divided by the window; no series is no request (0). None when
     the query failed (Prometheus unreachable: ask again rather than guess)."""
-    if round_ is None:
+    if measurements is None:
         return None
-    for measurement in round_.measurements:
+    for measurement in measurements:
         if measurement.metric == STABLE_RATE_METRIC and measurement.verdict != MetricVerdict.ERROR:
             return (measurement.sample_size or 0) / parse_duration(window).total_seconds()
     return None

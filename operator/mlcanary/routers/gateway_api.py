@@ -25,7 +25,16 @@ from mlcanary.engine import SetTraffic
 from mlcanary.kube import HTTPROUTES
 from mlcanary.models import RouterKind
 from mlcanary.routers.base import RouteContext
-from mlcanary.routers.mesh import MeshRouter, backends, generation, pinned_revision, route_labels, share
+from mlcanary.routers.mesh import (
+    MeshRouter,
+    backends,
+    generation,
+    mirrored_paths,
+    mirroring,
+    pinned_revision,
+    route_labels,
+    share,
+)
 
 API_VERSION = "gateway.networking.k8s.io/v1"
 GATEWAY_GROUP = "gateway.networking.k8s.io"
@@ -93,6 +102,31 @@ def httproute(
         if timeouts:
             rule["timeouts"] = dict(timeouts)
         rules.append(rule)
+    paths = mirrored_paths(ctx, config.path)
+    if mirroring(target) and paths:
+        assert target.canary is not None
+        # Exact paths outrank the weighted rule's prefix; the stable answers, the canary gets a copy.
+        mirror: dict[str, Any] = {
+            "matches": [{"path": {"type": "Exact", "value": p}, "method": "POST"} for p in paths],
+            "filters": [
+                {
+                    "type": "RequestMirror",
+                    "requestMirror": {
+                        "backendRef": {
+                            "group": "",
+                            "kind": "Service",
+                            "name": target.canary,
+                            "port": port(target.canary),
+                        },
+                        "percent": target.mirror_percent,
+                    },
+                }
+            ],
+            "backendRefs": [backend_ref(target.stable, port(target.stable), 100)],
+        }
+        if timeouts:
+            mirror["timeouts"] = dict(timeouts)
+        rules.append(mirror)
     weighted: dict[str, Any] = {
         "matches": [{"path": _path(config.path)}],
         "backendRefs": [backend_ref(rev, port(rev), weight) for rev, weight in backends(target)],

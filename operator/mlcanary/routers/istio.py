@@ -34,10 +34,20 @@ from mlcanary.engine import SetTraffic
 from mlcanary.kube import VIRTUALSERVICES
 from mlcanary.models import RouterKind
 from mlcanary.routers.base import RouteContext
-from mlcanary.routers.mesh import MeshRouter, backends, generation, pinned_revision, route_labels, share
+from mlcanary.routers.mesh import (
+    MeshRouter,
+    backends,
+    generation,
+    mirrored_paths,
+    mirroring,
+    pinned_revision,
+    route_labels,
+    share,
+)
 
 API_VERSION = "networking.istio.io/v1"
 WEIGHTED_ROUTE = models.WEIGHTED_RULE
+MIRROR_ROUTE = models.MIRROR_RULE
 
 
 # ------------------------------------------------------------------------------------ pure building
@@ -102,6 +112,20 @@ def virtualservice(
                 "name": extra.name,
                 "match": [http_match(m, config.path) for m in extra.matches],
                 "route": [destination(revision, port(revision), 100)],
+                **_policies(config),
+            }
+        )
+    paths = mirrored_paths(ctx, config.path)
+    if mirroring(target) and paths:
+        assert target.canary is not None
+        # Before the weighted route (first match wins): the stable answers, the canary gets a copy.
+        routes.append(
+            {
+                "name": MIRROR_ROUTE,
+                "match": [{"uri": {"exact": p}, "method": {"exact": "POST"}} for p in paths],
+                "route": [destination(target.stable, port(target.stable), 100)],
+                "mirror": {"host": target.canary, "port": {"number": port(target.canary)}},
+                "mirrorPercentage": {"value": float(target.mirror_percent)},
                 **_policies(config),
             }
         )

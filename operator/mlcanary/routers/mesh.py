@@ -51,6 +51,29 @@ def backends(target: SetTraffic) -> list[tuple[str, int]]:
     return [(target.stable, 100 - target.canary_weight), (target.canary, target.canary_weight)]
 
 
+PREDICTION_PATHS = ("/predict", "/v2/models/{model}/infer")
+"""The serving image's prediction routes (POST), the only requests ever mirrored: /feedback and
+every other path are not idempotent or not predictions (a mirrored /feedback would count a label
+twice), so mirror rules match these paths exactly instead of the router's prefix."""
+
+
+def mirrored_paths(ctx: RouteContext, router_path: models.PathMatch | None) -> list[str]:
+    """The prediction paths the router's own path match takes (a regular expression cannot be
+    evaluated here: every prediction path is kept)."""
+    paths = [p.format(model=ctx.spec.model.name) for p in PREDICTION_PATHS]
+    if router_path is None or router_path.type == "RegularExpression":
+        return paths
+    if router_path.type == "Exact":
+        return [p for p in paths if p == router_path.value]
+    prefix = router_path.value.rstrip("/")
+    return [p for p in paths if p == prefix or p.startswith(prefix + "/")]
+
+
+def mirroring(target: SetTraffic) -> bool:
+    """Whether ``target`` (made safe: an unavailable canary has weight and mirror 0) mirrors."""
+    return target.canary is not None and target.mirror_percent > 0
+
+
 def pinned_revision(rule: models.RouteRule, ctx: RouteContext, target: SetTraffic) -> str:
     """The revision an extra rule sends to: its backend, or stable while the canary is absent or
     not available (pinning testers must not send them to a revision that cannot answer)."""
