@@ -70,25 +70,33 @@ def test_demo_quick_tells_the_whole_story(tmp_path: Path) -> None:
     text = result.stdout
     for expected in (
         "Healthy      stable 1.0.0",
-        # the replicas router serves whole pods: 1 canary pod beside 4 is 20%, 4 beside 4 is 50%
-        "2.0.0 step 1/3: canary weight 20%",
-        "2.0.0 step 2/3: canary weight 50%",
+        # the default router is gatewayAPI: exact weights, 5 -> 20 -> 50
+        "2.0.0 step 1/4: canary weight 5%",
+        "2.0.0 step 3/4: canary weight 50%",
         "Healthy      stable 2.0.0",
         "3.0.0 rolled back: analysis failed: prediction-drift",
         "4.0.0 rolled back: analysis failed: error-rate",
-        "skipped: the replicas router cannot mirror requests",  # the shadow act needs gatewayAPI
+        "5.0.0 rolled back having answered 0 user requests: load test failed: p95 latency",
+        "Shadowing    shadow: 100% of prediction requests mirrored",
+        "6.0.0 rolled back having answered 0 user requests: shadow phase failed: shadow-agreement",
         "story complete",
     ):
         assert expected in text, f"missing {expected!r} in:\n{text[-3000:]}"
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["ok"] and [a["version"] for a in summary["acts"]] == ["1.0.0", "2.0.0", "3.0.0", "4.0.0"]
-    assert [a["version"] for a in summary["skipped"]] == ["5.0.0"]
-    assert {v["version"]: v["outcome"] for v in summary["versions"]} == {
+    assert summary["ok"] and summary["skipped"] == []
+    assert [a["version"] for a in summary["acts"]] == ["1.0.0", "2.0.0", "3.0.0", "4.0.0", "5.0.0", "6.0.0"]
+    versions = {v["version"]: v for v in summary["versions"]}
+    assert {v: row["outcome"] for v, row in versions.items()} == {
         "1.0.0": "Replaced",
         "2.0.0": "Promoted",
         "3.0.0": "RolledBack",
         "4.0.0": "RolledBack",
+        "5.0.0": "RolledBack",
+        "6.0.0": "RolledBack",
     }
+    # the zero-exposure gates: caught having served no user request (counted in requests.csv)
+    assert versions["5.0.0"]["requests"] == 0 and versions["6.0.0"]["requests"] == 0
+    assert versions["3.0.0"]["requests"] > 0  # the same degenerate model without a gate met users
     png = (out / "timeline.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 50_000
 

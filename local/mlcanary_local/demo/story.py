@@ -486,9 +486,11 @@ ACTS = [
     ),
     Act(
         "6.0.0",
-        "6.0.0, degenerate again, with spec.shadow: expect rollback from the shadow phase, 0 user requests",
+        "6.0.0, degenerate again but fast, with both gates: it passes its load test, then expect rollback "
+        "from the shadow phase, 0 user requests",
         "RolledBack",
         reason_contains="shadow phase failed",
+        load_test=True,
         shadow=True,
     ),
 ]
@@ -619,7 +621,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="the whole story in about two minutes (CI)")
     parser.add_argument("--out", default="out/demo", help="directory for the PNG, summary and logs")
     parser.add_argument(
-        "--router", choices=["replicas", "gatewayAPI"], default="replicas", help="traffic router"
+        "--router",
+        choices=["replicas", "gatewayAPI"],
+        default="gatewayAPI",
+        help="traffic router (the zero-exposure gates, spec.loadTest and spec.shadow, need gatewayAPI)",
     )
     parser.add_argument(
         "--keep", action="store_true", help="keep the stack running at the end (Ctrl-C stops)"
