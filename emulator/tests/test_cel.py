@@ -121,6 +121,7 @@ def _bad_name() -> tuple[str, Mutation]:
 
 
 TOO_LONG = "1000h"
+REGISTRY = {"trackingUri": "http://mlflow:5000", "registeredModel": "fraud", "alias": "champion"}
 CASES: dict[tuple[str, str], tuple[str, Mutation]] = {
     ("", "metadata.name must be a DNS-1035 label"): _bad_name(),
     ("spec.rollout.stepDuration", "must be between"): _on(
@@ -216,6 +217,27 @@ CASES: dict[tuple[str, str], tuple[str, Mutation]] = {
             "name": "queue_depth",
             "targetValue": "10",
             "describedObject": {"apiVersion": "v1", "kind": "Service", "name": "queue"},
+        },
+    ),
+    ("spec.model.registry.pollInterval", "must be between"): _on(
+        "replicas.yaml",
+        "spec.model.registry",
+        {**REGISTRY, "pollInterval": "5s"},
+        "spec.model.registry.pollInterval",
+    ),
+    ("spec.model.registry.timeout", "must be between"): _on(
+        "replicas.yaml", "spec.model.registry", {**REGISTRY, "timeout": "10m"}, "spec.model.registry.timeout"
+    ),
+    ("spec.model.registry", "promotionAlias must differ from alias"): _on(
+        "replicas.yaml", "spec.model.registry", {**REGISTRY, "promotionAlias": "champion"}
+    ),
+    ("spec.model.registry", "give at most one of bearerTokenSecret and basicAuthSecret"): _on(
+        "replicas.yaml",
+        "spec.model.registry",
+        {
+            **REGISTRY,
+            "basicAuthSecret": "mlflow-basic",
+            "bearerTokenSecret": {"name": "mlflow", "key": "token"},
         },
     ),
 }

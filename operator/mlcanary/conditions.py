@@ -14,6 +14,7 @@ READY = "Ready"
 PROGRESSING = "Progressing"
 SPEC_VALID = "SpecValid"
 RECONCILED = "Reconciled"  # False while ticks fail (an API error, a bug): the message says why
+REGISTRY_REACHABLE = "RegistryReachable"  # spec.model.registry: False names why the alias is unresolved
 
 # Reasons
 REASON_HEALTHY = "Healthy"
@@ -27,6 +28,7 @@ REASON_VALID = "Valid"
 REASON_GENERATION_PENDING = "GenerationNotObserved"
 REASON_RECONCILED = "Reconciled"
 REASON_TICK_FAILED = "TickFailed"
+REASON_REGISTRY_RESOLVED = "AliasResolved"
 
 Status = Literal["True", "False", "Unknown"]
 

@@ -111,6 +111,9 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     notifier = memo.get("mlcanary_notifier")
     if notifier is not None:
         await notifier.stop()
+    runner = memo.get("mlcanary")
+    if runner is not None:
+        await runner.ctx.registry.poller.stop()
     client = memo.get("mlcanary_client")
     if client is not None:
         await client.close()

@@ -54,6 +54,7 @@ from mlcanary.kubeapi.informer import newer, resource_version
 from mlcanary.models import ModelDeploymentSpec, ModelDeploymentStatus, Phase, object_name_problem
 from mlcanary.notify.dispatch import Notifier
 from mlcanary.operator_metrics import OperatorMetrics
+from mlcanary.registry.sync import RegistrySync
 from mlcanary.routers import UnknownRouterError, get_router
 from mlcanary.routers.base import RouteContext, safe_target
 from mlcanary.settings import Settings
@@ -129,6 +130,8 @@ class OperatorContext:
     reported_conflicts: dict[str, set[str]] = field(default_factory=dict)
     # Sends the Events that spec.notifications routes, in the background (None: not configured).
     notifier: Notifier | None = None
+    # spec.model.registry: the shared MLflow alias poller and its per-object state.
+    registry: RegistrySync = field(default_factory=RegistrySync)
 
     def notify(
         self,
@@ -156,6 +159,7 @@ class OperatorContext:
         self.rounds.discard(uid)
         self.last_written.pop(uid, None)
         self.reported_conflicts.pop(uid, None)
+        self.registry.forget(uid)
 
 
 @dataclass(frozen=True)
@@ -414,6 +418,9 @@ async def _tick(obj: dict[str, Any], ctx: OperatorContext) -> TickResult:
     new_status.conditions = cond.set_condition(
         new_status.conditions, cond.RECONCILED, "True", cond.REASON_RECONCILED, "", now, generation
     )
+    if spec.model.registry is not None or status.registry is not None:
+        new_status, registry_events = await _follow_registry(ctx, obj, spec, new_status, now, generation)
+        actions = [*actions, *registry_events]
     await _write_status(ctx, obj, old_raw, new_status)
     ctx.notify(obj, spec, new_status, actions, now)  # after the status write: the transition happened
     writes_before = ctx.kube.writes
@@ -426,6 +433,26 @@ async def _tick(obj: dict[str, Any], ctx: OperatorContext) -> TickResult:
         and not ctx.rounds.running(uid)
     )
     return TickResult(new_status, actions, settled=settled)
+
+
+async def _follow_registry(
+    ctx: OperatorContext,
+    obj: dict[str, Any],
+    spec: ModelDeploymentSpec,
+    status: ModelDeploymentStatus,
+    now: datetime,
+    generation: int,
+) -> tuple[ModelDeploymentStatus, list[engine.Action]]:
+    """spec.model.registry: the alias's resolution into status (and, with Apply, into spec.model),
+    outcomes of finished rollouts written back to the registry."""
+    status, events, patch = await ctx.registry.observe(ctx.kube, obj, spec, status, now, generation, ctx.wake)
+    status, written = await ctx.registry.write_back(spec, obj, status)
+    if patch is not None:
+        patched = await ctx.registry.apply_model(ctx.kube, obj, patch)
+        # The status write below is conditional on the object's version, which the patch moved on;
+        # the new spec is acted on at the next tick (the patch's watch event wakes it).
+        obj["metadata"]["resourceVersion"] = patched["metadata"]["resourceVersion"]
+    return status, [*events, *written]
 
 
 def _start_round(
