@@ -8,9 +8,10 @@
 set -euo pipefail
 dest="${1:-.venv/bin}"
 mlflow_venv="$(dirname "$dest")/tools/mlflow"
-if [ ! -x "$mlflow_venv/bin/mlflow" ]; then
+# [auth]: Flask-WTF, which MLflow's basic-auth app (--app-name basic-auth) needs; the tests use it.
+if ! "$mlflow_venv/bin/python" -c "import mlflow, flask_wtf" 2>/dev/null; then
   python3 -m venv "$mlflow_venv"
-  "$mlflow_venv/bin/python" -m pip install -q 'mlflow>=3.1,<4'
+  "$mlflow_venv/bin/python" -m pip install -q 'mlflow[auth]>=3.1,<4'
 fi
 if [ -x "$dest/helm" ] && [ -x "$dest/kubectl" ]; then exit 0; fi
 py="${PYTHON:-.venv/bin/python}"

@@ -12,6 +12,7 @@ returns once ``/health`` answers (about 10 s on a 2-core machine).
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -53,11 +54,13 @@ def find_mlflow() -> str:
 
 @dataclass
 class MlflowProcess:
-    """One MLflow tracking server; ``app_name="basic-auth"`` starts MLflow's own basic-auth app."""
+    """One MLflow tracking server; ``app_name="basic-auth"`` starts MLflow's own basic-auth app with
+    the user ``admin`` / ``admin_password``."""
 
     work_dir: Path
     port: int = 0
     app_name: str | None = None
+    admin_password: str = field(default_factory=lambda: secrets.token_urlsafe(16), repr=False)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -98,10 +101,12 @@ class MlflowProcess:
                 "default_permission = READ\n"
                 f"database_uri = sqlite:///{(self.work_dir / 'basic_auth.db').resolve()}\n"
                 "admin_username = admin\n"
-                "admin_password = password1234\n"
+                f"admin_password = {self.admin_password}\n"
                 "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
             )
             env["MLFLOW_AUTH_CONFIG_PATH"] = str(config)
+            # The auth app's CSRF protection refuses to start without a static key.
+            env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_urlsafe(32))
         # MLflow 3 refuses requests whose Host is not allow-listed; ours is 127.0.0.1:port.
         env.setdefault("MLFLOW_SERVER_ALLOWED_HOSTS", f"{LOCALHOST}:{self.port},localhost:{self.port}")
         self.process = spawn(argv, self.log_file, env=env, cwd=self.work_dir)

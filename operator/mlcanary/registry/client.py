@@ -110,7 +110,13 @@ class MlflowClient:
             body = {}
         if not isinstance(body, dict):
             body = {}
-        if response.status_code == 404 or body.get("error_code") == "RESOURCE_DOES_NOT_EXIST":
+        message = str(body.get("message") or "")
+        if (
+            response.status_code == 404
+            or body.get("error_code") == "RESOURCE_DOES_NOT_EXIST"
+            # MLflow answers an unknown alias with 400 INVALID_PARAMETER_VALUE "... alias x not found."
+            or (response.status_code == 400 and "not found" in message)
+        ):
             raise RegistryError(
                 RegistryProblem(
                     ProblemKind.NOT_FOUND,
