@@ -8,6 +8,7 @@ Skipped with the reason only when the mlflow binary is absent: `make setup` inst
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -61,13 +62,10 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, BuildResult]:
     }
 
 
-_counter = iter(range(1_000_000))
-
-
 @pytest.fixture
 def model_name(request: pytest.FixtureRequest) -> str:
-    """A registered-model name unique to the test (the server is shared by the session)."""
-    return f"{request.node.name[:40]}-{next(_counter)}".replace("[", "-").replace("]", "")
+    """A registered-model name unique to the test run (the server may outlive the session)."""
+    return f"{request.node.name[:40]}-{uuid.uuid4().hex[:8]}".replace("[", "-").replace("]", "")
 
 
 def alias_of(server: MlflowServer, model: str, alias: str) -> dict[str, Any]:

@@ -172,6 +172,11 @@ def test_alias_moves_propose_reports_apply_rolls_out_and_outcome_is_written_back
     assert tags["mlcanary.io/model-deployment"] == "default/applied"
     assert alias_of(mlflow, model_name, "production")["version"] == "2"
     assert alias_of(mlflow, model_name, "champion")["version"] == "2"  # the watched alias: untouched
+    # The serving pods of a registry bundle are told where MLflow is (credentials: unit tests).
+    stable = cluster.status("applied")["stable"]["revision"]
+    [serving] = [d for d in cluster.deployments() if d["metadata"]["name"] == stable]
+    [container] = serving["spec"]["template"]["spec"]["containers"]
+    assert {"name": "MLFLOW_TRACKING_URI", "value": mlflow.tracking_uri} in container["env"]
 
     assert cluster.status("unreachable").get("phase") == "Healthy"
     for name in ("proposed", "applied", "unreachable"):

@@ -263,3 +263,40 @@ def test_write_backs_cover_promotions_and_rollbacks_of_known_versions_once() -> 
     }
     done = core.record_written(status, [w.mark for w in pending])
     assert core.write_backs(registry, done) == []
+
+
+# ------------------------------------------------------------------------------- serving pods
+
+
+def pod_env(manifest_spec: ModelDeploymentSpec) -> dict[str, Any]:
+    from mlcanary import resources
+    from mlcanary.models import RevisionState
+
+    revision = RevisionState(revision="fraud-v1-3-0-abc", template=manifest_spec.revision_template())
+    owner = resources.Owner(name="fraud", namespace="ml", uid="u-1")
+    deployment = resources.deployment(owner, manifest_spec, revision, "stable", 2)
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def on_registry(
+    version: str = "1.3.0", env: list[dict[str, str]] | None = None, **registry: Any
+) -> ModelDeploymentSpec:
+    base = spec(version, **registry).to_wire()
+    base["model"]["uri"] = f"{TRACKING}/api/2.0/mlflow-artifacts/artifacts/1/r/artifacts/bundle/"
+    if env is not None:
+        base["serving"] = {"env": env}
+    return ModelDeploymentSpec.model_validate(base)
+
+
+def test_pods_of_a_registry_bundle_get_mlflow_variables_and_secret_references() -> None:
+    env = pod_env(on_registry(bearerTokenSecret={"name": "mlflow", "key": "token"}))
+    assert env["MLFLOW_TRACKING_URI"] == TRACKING
+    assert env["MLFLOW_TRACKING_TOKEN"] == {"secretKeyRef": {"name": "mlflow", "key": "token"}}
+    env = pod_env(on_registry(basicAuthSecret="mlflow-basic"))
+    assert env["MLFLOW_TRACKING_USERNAME"] == {"secretKeyRef": {"name": "mlflow-basic", "key": "username"}}
+    assert env["MLFLOW_TRACKING_PASSWORD"] == {"secretKeyRef": {"name": "mlflow-basic", "key": "password"}}
+    # The user's own serving.env wins; a bundle stored elsewhere gets nothing (its pods do not restart).
+    env = pod_env(on_registry(env=[{"name": "MLFLOW_TRACKING_URI", "value": "http://proxy:80"}]))
+    assert env["MLFLOW_TRACKING_URI"] == "http://proxy:80"
+    assert not any(name.startswith("MLFLOW_") for name in pod_env(spec()))
