@@ -1,7 +1,7 @@
 """The real operator on the emulator (under the chart's RBAC) following a real MLflow alias.
 
 Two ModelDeployments follow the same alias, one Propose and one Apply; a third points at a registry
-that is not there, with a bearer token from a Secret. Moving the alias: the Propose one reports
+that is not there, with a bearer token from a Secret; a fourth names a Secret that does not exist. Moving the alias: the Propose one reports
 pendingVersion and NewModelVersionAvailable and serves on; the Apply one has spec.model patched and
 starts a canary within one poll interval and a tick, is promoted, and the outcome is written back
 to the registry (tags, the promotion alias; the watched alias untouched). The unreachable one says
@@ -85,6 +85,7 @@ def test_alias_moves_propose_reports_apply_rolls_out_and_outcome_is_written_back
             timeout="1s",
         )
     )
+    cluster.apply(follower("nosecret", mlflow.tracking_uri, model_name, uri, basicAuthSecret="absent"))
     for name in ("proposed", "applied"):
         cluster.wait_for(
             lambda n=name: (
@@ -116,6 +117,20 @@ def test_alias_moves_propose_reports_apply_rolls_out_and_outcome_is_written_back
         e["reason"] == "RegistryUnreachable" and e["involvedObject"]["name"] == "unreachable"
         for e in cluster.events()
     )
+
+    # Its Secret does not exist: named (not its data), the model keeps serving.
+    status = cluster.wait_for(
+        lambda: (
+            (s := cluster.status("nosecret")).get("phase") == "Healthy"
+            and condition(s, "RegistryReachable").get("status") == "False"
+            and s
+        ),
+        "missing Secret reported",
+        60,
+        operator,
+    )
+    assert condition(status, "RegistryReachable")["reason"] == "CredentialsUnavailable"
+    assert "default/absent" in status["registry"]["error"]
 
     # A new version, and the alias moves to it.
     cluster.set_metrics({"1.1.0": GOOD})
@@ -179,7 +194,7 @@ def test_alias_moves_propose_reports_apply_rolls_out_and_outcome_is_written_back
     assert {"name": "MLFLOW_TRACKING_URI", "value": mlflow.tracking_uri} in container["env"]
 
     assert cluster.status("unreachable").get("phase") == "Healthy"
-    for name in ("proposed", "applied", "unreachable"):
+    for name in ("proposed", "applied", "unreachable", "nosecret"):
         assert TOKEN not in str(cluster.mdep(name))
     assert TOKEN not in operator.logs()
     assert TOKEN not in str(cluster.events())
