@@ -196,6 +196,7 @@ _PATTERN_MEANINGS = {
     "Delay": "a duration such as 30s, 5m or 1h30m",
     "Deadline": "a duration such as 30s, 5m or 1h30m",
     "interval": "a duration such as 30s, 5m or 1h30m",
+    "Interval": "a duration such as 30s, 5m or 1h30m",
     "settleTime": "a duration such as 30s, 5m or 1h30m",
 }
 

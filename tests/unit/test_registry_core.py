@@ -300,3 +300,25 @@ def test_pods_of_a_registry_bundle_get_mlflow_variables_and_secret_references() 
     env = pod_env(on_registry(env=[{"name": "MLFLOW_TRACKING_URI", "value": "http://proxy:80"}]))
     assert env["MLFLOW_TRACKING_URI"] == "http://proxy:80"
     assert not any(name.startswith("MLFLOW_") for name in pod_env(spec()))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"pollInterval": "1x"}, "spec.model.registry.pollInterval: '1x' is not a duration such as 30s"),
+        ({"pollInterval": "5s"}, "spec.model.registry.pollInterval: 5s is outside 10s-24h"),
+        ({"promotionAlias": "champion"}, "spec.model.registry: promotionAlias must differ from alias"),
+        ({"alias": "no spaces"}, "spec.model.registry.alias:"),
+    ],
+)
+def test_an_invalid_registry_block_is_named_in_spec_valid(change: dict[str, str], message: str) -> None:
+    from mlcanary.reconcile import read_spec
+    from mlcanary.settings import Settings
+
+    registry = {"trackingUri": TRACKING, "registeredModel": "fraud", "alias": "champion", **change}
+    obj = {
+        "metadata": {"name": "fraud"},
+        "spec": {"model": {"name": "f", "version": "1.0.0", "uri": "file:///m", "registry": registry}},
+    }
+    spec_, problem = read_spec(obj, Settings.from_env({}))
+    assert spec_ is None and problem is not None and problem.startswith(message), problem
