@@ -6,7 +6,7 @@ Prometheus is a separate binary, and everything of ours talks to it over its RES
 
 SQLite backend and ``--serve-artifacts`` (artifacts under the work directory, served through the
 ``/api/2.0/mlflow-artifacts/artifacts`` HTTP API), bound to 127.0.0.1 on a free port. ``start()``
-returns once ``/health`` answers (about 10 s on a 2-core machine).
+returns once ``/health`` answers (10-20 s on a busy 2-core machine).
 """
 
 from __future__ import annotations
@@ -107,6 +107,9 @@ class MlflowProcess:
             env["MLFLOW_AUTH_CONFIG_PATH"] = str(config)
             # The auth app's CSRF protection refuses to start without a static key.
             env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_urlsafe(32))
+        # MLflow 3 starts eight `huey` job consumers by default (GenAI scorers and other server jobs):
+        # nothing the registry needs, and ~8 Python processes more on a 2-core machine.
+        env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
         # MLflow 3 refuses requests whose Host is not allow-listed; ours is 127.0.0.1:port.
         env.setdefault("MLFLOW_SERVER_ALLOWED_HOSTS", f"{LOCALHOST}:{self.port},localhost:{self.port}")
         self.process = spawn(argv, self.log_file, env=env, cwd=self.work_dir)
