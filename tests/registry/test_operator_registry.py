@@ -198,3 +198,65 @@ def test_alias_moves_propose_reports_apply_rolls_out_and_outcome_is_written_back
         assert TOKEN not in str(cluster.mdep(name))
     assert TOKEN not in operator.logs()
     assert TOKEN not in str(cluster.events())
+
+
+def secret(name: str, data: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": "default"},
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+    }
+
+
+def test_refused_credentials_are_reported_and_a_fixed_secret_is_picked_up(
+    cluster: Cluster,
+    operator: OperatorProcess,
+    mlflow_auth_server: tuple[str, str],
+    bundles: dict[str, BuildResult],
+    model_name: str,
+) -> None:
+    """MLflow's own basic-auth app: a wrong password in the Secret is Unauthorized (condition, Event,
+    the model keeps serving, the password nowhere); correcting the Secret is picked up within a poll
+    interval or two, though nothing watches Secrets and the object is idle."""
+    url, password = mlflow_auth_server
+    wrong = "wrong-password-never-logged"
+    admin = MlflowServer(url, username="admin", password=password)
+    first = register_bundle(admin, bundles["1.0.0"].path, model_name, alias="champion")
+    uri = admin.download_url(first.source)
+    cluster.apply(secret("mlflow-basic", {"username": "admin", "password": wrong}))
+    cluster.apply(follower("guarded", url, model_name, uri, basicAuthSecret="mlflow-basic"))
+    status = cluster.wait_for(
+        lambda: (
+            (s := cluster.status("guarded")).get("phase") == "Healthy"
+            and condition(s, "RegistryReachable").get("reason") == "Unauthorized"
+            and s
+        ),
+        "refused credentials reported",
+        60,
+        operator,
+    )
+    assert "refused the credentials (HTTP 401)" in status["registry"]["error"]
+    assert any(e["reason"] == "RegistryUnreachable" for e in cluster.events())
+
+    cluster.apply(secret("mlflow-basic", {"username": "admin", "password": password}))
+    fixed_at = time.monotonic()
+    status = cluster.wait_for(
+        lambda: (
+            (s := cluster.status("guarded")).get("registry", {}).get("resolvedVersion") == first.version and s
+        ),
+        "fixed Secret picked up",
+        40,
+        operator,
+    )
+    print(
+        f"\nFIGURE fixed Secret -> alias resolved: {time.monotonic() - fixed_at:.1f} s (poll interval {POLL})"
+    )
+    assert condition(status, "RegistryReachable")["status"] == "True"
+    [deployment] = cluster.deployments()
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("valueFrom") for e in container["env"]}
+    assert env["MLFLOW_TRACKING_PASSWORD"] == {"secretKeyRef": {"name": "mlflow-basic", "key": "password"}}
+    for text in (wrong, password):
+        assert text not in str(cluster.mdep("guarded")) and text not in str(cluster.events())
+        assert text not in operator.logs()

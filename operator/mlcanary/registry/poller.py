@@ -149,7 +149,11 @@ class RegistryPoller:
                     logger.exception("registry poll of %s@%s failed", model, alias)
                     result = RegistryProblem(ProblemKind.UNREACHABLE, f"{type(error).__name__}")
                 poll = Poll(at=self._clock(), result=result)
-                changed = not _same(loop.latest, poll)
+                # Refused credentials wake the followers at every poll, not only on a change: their
+                # ticks re-read the Secret (at most once per interval), so a fixed Secret is picked
+                # up within an interval even by an idle ModelDeployment.
+                refused = isinstance(result, RegistryProblem) and result.kind == ProblemKind.UNAUTHORIZED
+                changed = not _same(loop.latest, poll) or refused
                 loop.latest = poll
                 if changed:
                     for uid in list(loop.subscribers):

@@ -8,6 +8,7 @@ still costs no API request.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -70,12 +71,16 @@ class RegistrySync:
         self._secret_read_at: dict[str, float] = {}
         self._credentials_problem: dict[str, RegistryProblem] = {}
         self._write_back_reported: dict[str, str] = {}
+        self._retry: dict[str, asyncio.TimerHandle] = {}
 
     def forget(self, uid: str) -> None:
         self.poller.unsubscribe(uid)
         self._secret_read_at.pop(uid, None)
         self._credentials_problem.pop(uid, None)
         self._write_back_reported.pop(uid, None)
+        retry = self._retry.pop(uid, None)
+        if retry is not None:
+            retry.cancel()
 
     async def _ensure_subscribed(
         self, kube: Kube, uid: str, namespace: str, registry: ModelRegistry, wake: Callable[[], None]
@@ -99,6 +104,11 @@ class RegistrySync:
         except CredentialsError as error:
             self.poller.unsubscribe(uid)
             self._credentials_problem[uid] = RegistryProblem(ProblemKind.CREDENTIALS_UNAVAILABLE, str(error))
+            # Nothing watches Secrets: try again after an interval even if the object is idle.
+            previous = self._retry.pop(uid, None)
+            if previous is not None:
+                previous.cancel()
+            self._retry[uid] = asyncio.get_running_loop().call_later(interval + 0.1, wake)
             return
         self._credentials_problem.pop(uid, None)
         key: PollKey = (
