@@ -14,7 +14,8 @@ from mlcanary_serving.bundle import BuildResult
 from mlcanary_serving.fetch import FetchError, fetch_bundle
 from mlcanary_serving.mlflow_registry import MlflowServer, register_bundle
 
-pytestmark = pytest.mark.integration
+# One worker runs them all (make test uses xdist --dist loadgroup): the session's MLflow servers start once.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("mlflow")]
 
 
 async def test_basic_auth_right_wrong_and_missing_credentials(

@@ -19,7 +19,8 @@ from mlcanary_serving.mlflow_registry import MlflowError, MlflowServer, register
 
 from .conftest import alias_of, tags_of
 
-pytestmark = pytest.mark.integration
+# One worker runs them all (make test uses xdist --dist loadgroup): the session's MLflow servers start once.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("mlflow")]
 
 
 async def test_register_then_resolve_the_alias_and_fetch_the_bundle(

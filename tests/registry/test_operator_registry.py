@@ -21,7 +21,8 @@ from mlcanary_serving.mlflow_registry import MlflowServer, register_bundle
 
 from .conftest import alias_of, tags_of
 
-pytestmark = pytest.mark.integration
+# One worker runs them all (make test uses xdist --dist loadgroup): the session's MLflow servers start once.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("mlflow")]
 
 try:
     from integration.conftest import cluster, operator  # noqa: F401 - the shared harness's fixtures
@@ -45,6 +46,14 @@ def follower(name: str, mlflow: str, model: str, uri: str, **registry: Any) -> d
         **registry,
     }
     return manifest
+
+
+def event_of(cluster: Cluster, operator: OperatorProcess, name: str, reason: str) -> dict[str, Any]:
+    def found() -> list[dict[str, Any]]:
+        return [e for e in cluster.events() if e["reason"] == reason and e["involvedObject"]["name"] == name]
+
+    [event] = cluster.wait_for(found, f"{reason} on {name}", 10, operator)
+    return event
 
 
 def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
@@ -113,10 +122,8 @@ def test_alias_moves_propose_reports_apply_rolls_out_and_outcome_is_written_back
     )
     assert condition(status, "RegistryReachable")["reason"] == "Unreachable"
     assert nowhere in status["registry"]["error"]
-    assert any(
-        e["reason"] == "RegistryUnreachable" and e["involvedObject"]["name"] == "unreachable"
-        for e in cluster.events()
-    )
+    # Events are posted after the status write: wait for it rather than race it.
+    event_of(cluster, operator, "unreachable", "RegistryUnreachable")
 
     # Its Secret does not exist: named (not its data), the model keeps serving.
     status = cluster.wait_for(
@@ -164,8 +171,7 @@ def test_alias_moves_propose_reports_apply_rolls_out_and_outcome_is_written_back
     )
     assert status["stableVersion"] == "1.0.0" and "canaryVersion" not in status
     assert cluster.mdep("proposed")["spec"]["model"]["version"] == "1.0.0"  # the spec stays the truth
-    events = [e for e in cluster.events() if e["involvedObject"]["name"] == "proposed"]
-    [proposal] = [e for e in events if e["reason"] == "NewModelVersionAvailable"]
+    proposal = event_of(cluster, operator, "proposed", "NewModelVersionAvailable")
     assert "1.1.0" in proposal["message"]
 
     cluster.wait_for(
@@ -237,7 +243,7 @@ def test_refused_credentials_are_reported_and_a_fixed_secret_is_picked_up(
         operator,
     )
     assert "refused the credentials (HTTP 401)" in status["registry"]["error"]
-    assert any(e["reason"] == "RegistryUnreachable" for e in cluster.events())
+    event_of(cluster, operator, "guarded", "RegistryUnreachable")
 
     cluster.apply(secret("mlflow-basic", {"username": "admin", "password": password}))
     fixed_at = time.monotonic()
