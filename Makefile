@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup test lint typecheck crd-check layers unit demo clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml scripts/install-tools.sh
 	bash scripts/install-system-deps.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

@@ -130,6 +130,7 @@ def _retraining(change: Callable[[Obj], None]) -> tuple[str, Mutation]:
 
 
 TOO_LONG = "1000h"
+REGISTRY = {"trackingUri": "http://mlflow:5000", "registeredModel": "fraud", "alias": "champion"}
 CASES: dict[tuple[str, str], tuple[str, Mutation]] = {
     ("", "metadata.name must be a DNS-1035 label"): _bad_name(),
     ("spec", "shadow: the replicas router cannot mirror requests"): _on(
@@ -308,6 +309,27 @@ CASES: dict[tuple[str, str], tuple[str, Mutation]] = {
     ),
     ("spec.retraining", "action Job needs jobTemplate"): _retraining(
         lambda r: r.update(action="Webhook") or r.pop("schedule")
+    ),
+    ("spec.model.registry.pollInterval", "must be between"): _on(
+        "replicas.yaml",
+        "spec.model.registry",
+        {**REGISTRY, "pollInterval": "5s"},
+        "spec.model.registry.pollInterval",
+    ),
+    ("spec.model.registry.timeout", "must be between"): _on(
+        "replicas.yaml", "spec.model.registry", {**REGISTRY, "timeout": "10m"}, "spec.model.registry.timeout"
+    ),
+    ("spec.model.registry", "promotionAlias must differ from alias"): _on(
+        "replicas.yaml", "spec.model.registry", {**REGISTRY, "promotionAlias": "champion"}
+    ),
+    ("spec.model.registry", "give at most one of bearerTokenSecret and basicAuthSecret"): _on(
+        "replicas.yaml",
+        "spec.model.registry",
+        {
+            **REGISTRY,
+            "basicAuthSecret": "mlflow-basic",
+            "bearerTokenSecret": {"name": "mlflow", "key": "token"},
+        },
     ),
 }
 

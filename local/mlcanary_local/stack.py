@@ -11,7 +11,10 @@ Components, each a process of its own bound to 127.0.0.1 on a free port, started
    objects (HTTPRoute weights, or the ratio of ready pods behind the entry Service), and the
    route-status stand-in (:mod:`mlcanary_local.route_status`) that reports HTTPRoutes Accepted as a
    gateway controller would;
-5. the real operator (``mlcanary run``), configured through its environment only.
+5. the real operator (``mlcanary run``), configured through its environment only;
+6. with ``StackConfig(mlflow=True)`` (``mlcanary local up --mlflow``), a real MLflow tracking server
+   with its Model Registry (:mod:`mlcanary_local.mlflow_proc`; SQLite, artifacts served over HTTP)
+   for ``spec.model.registry`` and ``mlcanary bundle register``; started beside Prometheus.
 
 :class:`LocalStack` is the Python API (the demo and the end-to-end tests use it; each component can
 be stopped, killed and started again). ``mlcanary local up|down|status`` is the command line: ``up``
@@ -43,6 +46,7 @@ from typing import Any
 import yaml
 
 from mlcanary.kubeapi import SERVICE_ACCOUNTS, ApiClient, ApiError, load_connection
+from mlcanary_local.mlflow_proc import MlflowProcess
 from mlcanary_local.process import (
     LOCALHOST,
     alive,
@@ -79,6 +83,7 @@ class StackConfig:
     # ("namespace/name"). Unset: the operator runs as the emulator's admin.
     operator_rbac: tuple[dict[str, Any], ...] = ()
     operator_service_account: str | None = None
+    mlflow: bool = False  # start a real MLflow tracking server (needs .venv/tools/mlflow: make setup)
 
 
 @dataclass
@@ -130,6 +135,7 @@ class LocalStack:
             scrape_interval=self.config.scrape_interval,
             operator_port=self.operator_metrics_port if self.config.operator else None,
         )
+        self.mlflow = MlflowProcess(work_dir=self.work_dir / "mlflow") if self.config.mlflow else None
         self.components: dict[str, Component] = {}
         self._started = False
         self._define_components()
@@ -148,6 +154,10 @@ class LocalStack:
     def prometheus_url(self) -> str:
         return self.prometheus.url
 
+    @property
+    def mlflow_url(self) -> str | None:
+        return self.mlflow.url if self.mlflow is not None else None
+
     def model_url(self, namespace: str, name: str, path: str = "predict") -> str:
         return f"{self.gateway_url}/{namespace}/{name}/{path}"
 
@@ -159,12 +169,14 @@ class LocalStack:
             "api": self.api_url,
             "gateway": self.gateway_url,
             "prometheus": self.prometheus_url,
+            "mlflow": self.mlflow_url,
             "operatorMetrics": f"http://{LOCALHOST}:{self.operator_metrics_port}/metrics"
             if self.config.operator
             else None,
             "components": {
                 **{name: c.pid for name, c in self.components.items()},
                 "prometheus": self.prometheus.process.pid if self.prometheus.process else None,
+                "mlflow": self.mlflow.process.pid if self.mlflow and self.mlflow.process else None,
             },
             "config": asdict(self.config),
         }
@@ -275,6 +287,8 @@ class LocalStack:
             if self.config.operator_service_account:
                 self._install_operator_rbac()
             self.prometheus.start()
+            if self.mlflow is not None:
+                self.mlflow.start()
             # The operator scrape job needs the Prometheus port in the operator's env: known now.
             if "operator" in self.components:
                 self.components["operator"].env = _python_env(self.operator_env())
@@ -354,6 +368,9 @@ class LocalStack:
                     self.stop_component(name)
         with contextlib.suppress(Exception):
             self.prometheus.stop()
+        if self.mlflow is not None:
+            with contextlib.suppress(Exception):
+                self.mlflow.stop()
         with contextlib.suppress(Exception):
             self.stop_component("emulator")
         with contextlib.suppress(ValueError):
@@ -414,6 +431,8 @@ class LocalStack:
                 yield component.pid
         if self.prometheus.process is not None:
             yield self.prometheus.process.pid
+        if self.mlflow is not None and self.mlflow.process is not None:
+            yield self.mlflow.process.pid
 
 
 HTTPROUTE_CRD: dict[str, Any] = {
@@ -480,6 +499,8 @@ def _print_info(state: dict[str, Any]) -> None:
     print(f"  kubeconfig      {state['kubeconfig']}")
     print(f"  gateway         {state['gateway']}/<namespace>/<name>/predict")
     print(f"  Prometheus      {state['prometheus']}")
+    if state.get("mlflow"):
+        print(f"  MLflow          {state['mlflow']}  (MLFLOW_TRACKING_URI)")
     if state.get("operatorMetrics"):
         print(f"  operator        {state['operatorMetrics']}")
     print(f"\n  export KUBECONFIG={state['kubeconfig']}; kubectl get mdep -A")
@@ -487,7 +508,7 @@ def _print_info(state: dict[str, Any]) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     """Run the stack until SIGTERM/SIGINT (the supervisor behind ``local up``)."""
-    config = StackConfig(tick_seconds=args.tick_seconds, operator=not args.no_operator)
+    config = StackConfig(tick_seconds=args.tick_seconds, operator=not args.no_operator, mlflow=args.mlflow)
     stack = LocalStack(Path(args.work_dir), config)
     stopping = False
 
@@ -534,12 +555,15 @@ def _up(args: argparse.Namespace) -> int:
     argv += ["--tick-seconds", str(args.tick_seconds)]
     if args.no_operator:
         argv.append("--no-operator")
+    if args.mlflow:
+        argv.append("--mlflow")
     log = work_dir / "supervisor.log"
     with log.open("ab") as handle:
         supervisor = subprocess.Popen(
             argv, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )
-    deadline = time.monotonic() + 120
+    limit = 240 if args.mlflow else 120  # MLflow alone takes 10-60 s to answer on a busy 2-core machine
+    deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         state = _read_state(work_dir)
         if state and state.get("ready"):
@@ -551,7 +575,7 @@ def _up(args: argparse.Namespace) -> int:
             return 1
         time.sleep(0.2)
     stop_pid(supervisor.pid)
-    print(f"the stack did not start within 120 s; see {log}", file=sys.stderr)
+    print(f"the stack did not start within {limit} s; see {log}", file=sys.stderr)
     return 1
 
 
@@ -605,12 +629,14 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--foreground", action="store_true", help="stay in the terminal; Ctrl-C stops")
     up.add_argument("--tick-seconds", type=float, default=1.0, help="operator reconcile interval")
     up.add_argument("--no-operator", action="store_true", help="do not start the operator")
+    up.add_argument("--mlflow", action="store_true", help="also start an MLflow tracking server")
     sub.add_parser("down", help="stop the stack and everything it started")
     sub.add_parser("status", help="what runs where")
     serve = sub.add_parser("_serve", help=argparse.SUPPRESS)
     serve.add_argument("--foreground", action="store_true")
     serve.add_argument("--tick-seconds", type=float, default=1.0)
     serve.add_argument("--no-operator", action="store_true")
+    serve.add_argument("--mlflow", action="store_true")
     for command in sub.choices.values():  # `--work-dir` may also follow the verb
         command.add_argument("--work-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser

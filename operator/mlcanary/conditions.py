@@ -15,6 +15,7 @@ PROGRESSING = "Progressing"
 SPEC_VALID = "SpecValid"
 RECONCILED = "Reconciled"  # False while ticks fail (an API error, a bug): the message says why
 RETRAINING_IN_PROGRESS = "RetrainingInProgress"  # spec.retraining: a requested training Job runs
+REGISTRY_REACHABLE = "RegistryReachable"  # spec.model.registry: False names why the alias is unresolved
 
 # Reasons
 REASON_HEALTHY = "Healthy"
@@ -30,6 +31,7 @@ REASON_RECONCILED = "Reconciled"
 REASON_TICK_FAILED = "TickFailed"
 REASON_RETRAIN_RUNNING = "TrainingJobRunning"
 REASON_RETRAIN_IDLE = "NoTrainingRunning"
+REASON_REGISTRY_RESOLVED = "AliasResolved"
 
 Status = Literal["True", "False", "Unknown"]
 

@@ -137,6 +137,9 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     retrainer = memo.get("mlcanary_retrainer")
     if retrainer is not None and retrainer.monitor is not None:
         await retrainer.monitor.stop()
+    runner = memo.get("mlcanary")
+    if runner is not None:
+        await runner.ctx.registry.poller.stop()
     client = memo.get("mlcanary_client")
     if client is not None:
         await client.close()

@@ -195,6 +195,103 @@ class ApiModel(BaseModel):
 # --------------------------------------------------------------------------------------------- spec
 
 
+# ------------------------------------------------------------------------- spec.model.registry (MLflow)
+
+MIN_REGISTRY_POLL = "10s"
+MAX_REGISTRY_POLL = "24h"
+RegistryPollInterval = Annotated[
+    str,
+    _duration_field(MAX_REGISTRY_POLL, MIN_REGISTRY_POLL),
+    AfterValidator(_duration_within(MIN_REGISTRY_POLL, MAX_REGISTRY_POLL)),
+]
+# MLflow alias names: letters, digits, '_' and '-'; "latest" and v<digits> are reserved by MLflow.
+MLFLOW_ALIAS_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
+MLFLOW_MODEL_NAME_PATTERN = r"^[A-Za-z0-9][-A-Za-z0-9_. ]*$"
+
+
+class RegistryUpdatePolicy(enum.StrEnum):
+    """What the operator does when the watched alias points at a version the spec does not serve."""
+
+    PROPOSE = "Propose"  # status.registry.pendingVersion + Event NewModelVersionAvailable; spec untouched
+    APPLY = "Apply"  # the operator patches spec.model (field manager mlcanary-registry)
+
+
+class ModelRegistry(ApiModel):
+    """An MLflow Model Registry alias the served version follows (see docs/registry.md)."""
+
+    model_config = ConfigDict(
+        **ApiModel.model_config,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.promotionAlias) || self.promotionAlias != self.alias",
+                    "message": "promotionAlias must differ from alias: the operator never moves the alias it watches",
+                },
+                {
+                    "rule": "!(has(self.bearerTokenSecret) && has(self.basicAuthSecret))",
+                    "message": "give at most one of bearerTokenSecret and basicAuthSecret",
+                },
+            ]
+        },
+    )
+
+    tracking_uri: str = Field(
+        max_length=2048,
+        pattern=r"^https?://[^\s@]+$",
+        description="Base URL of the MLflow tracking server (its REST API is under /api/2.0/mlflow). "
+        "Credentials never go in it: use bearerTokenSecret or basicAuthSecret.",
+    )
+    registered_model: str = Field(
+        min_length=1,
+        max_length=256,
+        pattern=MLFLOW_MODEL_NAME_PATTERN,
+        description="Name of the registered model in MLflow.",
+    )
+    alias: str = Field(
+        min_length=1,
+        max_length=255,
+        pattern=MLFLOW_ALIAS_PATTERN,
+        description="The alias to follow (e.g. champion). Aliases, not the deprecated stages.",
+    )
+    poll_interval: RegistryPollInterval = Field(
+        default="1m",
+        description="How often the alias is resolved (10s-24h). One request per registered model and "
+        "alias per interval, however many ModelDeployments follow it.",
+    )
+    update_policy: RegistryUpdatePolicy = Field(
+        default=RegistryUpdatePolicy.PROPOSE,
+        description="Propose (default, GitOps: status.registry.pendingVersion and an Event; the spec "
+        "stays the truth) or Apply (the operator patches spec.model.version, uri and sha256).",
+    )
+    promotion_alias: str | None = Field(
+        default=None,
+        max_length=255,
+        pattern=MLFLOW_ALIAS_PATTERN,
+        description="Alias the operator sets on a version it promoted (e.g. production). Never the "
+        "alias it watches.",
+    )
+    bearer_token_secret: SecretKeyRef | None = Field(
+        default=None, description="Secret key holding a bearer token (what MLFLOW_TRACKING_TOKEN holds)."
+    )
+    basic_auth_secret: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="Name of a Secret with `username` and `password` keys (MLflow's basic-auth app).",
+    )
+    timeout: QueryTimeout = Field(default="10s", description="Timeout of each registry request (100ms-5m).")
+
+    @model_validator(mode="after")
+    def _alias_rules(self) -> ModelRegistry:
+        if self.promotion_alias is not None and self.promotion_alias == self.alias:
+            raise ValueError(
+                "promotionAlias must differ from alias: the operator never moves the alias it watches"
+            )
+        if self.bearer_token_secret is not None and self.basic_auth_secret is not None:
+            raise ValueError("give at most one of bearerTokenSecret and basicAuthSecret")
+        return self
+
+
 class ModelRef(ApiModel):
     """Which model to serve."""
 
@@ -224,6 +321,21 @@ class ModelRef(ApiModel):
         description="Expected sha256 of the bundle's manifest. When set, serving pods refuse a bundle "
         "whose manifest does not match and stay unready.",
     )
+
+
+class ModelSource(ModelRef):
+    """Which model to serve, and optionally the registry alias its version follows."""
+
+    registry: ModelRegistry | None = Field(
+        default=None,
+        description="Follow an MLflow Model Registry alias: new versions are proposed in "
+        "status.registry (or applied to this spec with updatePolicy Apply). Not part of a revision: "
+        "changing it starts no canary.",
+    )
+
+    def model_ref(self) -> ModelRef:
+        """The model of a revision: where versions come from is not part of it."""
+        return ModelRef.model_validate(self.model_dump(exclude={"registry"}))
 
 
 class EnvVar(ApiModel):
@@ -1354,6 +1466,10 @@ class EventReason(enum.StrEnum):
     SHADOW_STARTED = "ShadowStarted"
     SHADOW_PASSED = "ShadowPassed"
     SHADOW_FAILED = "ShadowFailed"
+    # spec.model.registry (the registry poller, not the rollout engine)
+    NEW_MODEL_VERSION_AVAILABLE = "NewModelVersionAvailable"
+    MODEL_VERSION_APPLIED = "ModelVersionApplied"
+    REGISTRY_UNREACHABLE = "RegistryUnreachable"
 
 
 class NotificationProvider(enum.StrEnum):
@@ -1678,7 +1794,7 @@ class ModelDeploymentSpec(ApiModel):
         },
     )
 
-    model: ModelRef = Field(description="The model and version to serve.")
+    model: ModelSource = Field(description="The model and version to serve.")
     serving: Serving = Field(default_factory=Serving, description="How serving pods run.")
     rollout: Rollout = Field(default_factory=Rollout, description="How traffic moves to a new version.")
     analysis: Analysis = Field(default_factory=Analysis, description="How each step is judged.")
@@ -1775,7 +1891,7 @@ class ModelDeploymentSpec(ApiModel):
         """What defines a revision: the model and how it is served (replica count and autoscaling
         excluded: changing how many pods run starts no canary)."""
         fields = self.serving.model_dump(exclude={"replicas", "autoscaling"})
-        return RevisionTemplate(model=self.model, serving=ServingTemplate(replicas=1, **fields))
+        return RevisionTemplate(model=self.model.model_ref(), serving=ServingTemplate(replicas=1, **fields))
 
 
 class RevisionTemplate(ApiModel):
@@ -2012,6 +2128,40 @@ class ShadowStatus(ApiModel):
     message: str | None = Field(default=None, description="Why it passed or failed.")
 
 
+MAX_REGISTRY_KNOWN_VERSIONS = 16
+
+
+class RegistryStatus(ApiModel):
+    """What the registry alias resolves to, and what the operator did about it."""
+
+    alias: str | None = Field(default=None, description="The alias followed.")
+    resolved_version: str | None = Field(
+        default=None, description="MLflow model version number the alias points at."
+    )
+    resolved_model_version: str | None = Field(
+        default=None, description="That version as a semantic version (see docs/registry.md)."
+    )
+    resolved_uri: str | None = Field(default=None, description="Where serving pods fetch that version.")
+    pending_version: str | None = Field(
+        default=None,
+        description="Propose: the semantic version the alias points at while spec.model.version differs.",
+    )
+    applied_version: str | None = Field(
+        default=None, description="Apply: the MLflow version number last written into spec.model."
+    )
+    last_poll_time: datetime | None = Field(default=None, description="When the alias was last resolved.")
+    error: str | None = Field(default=None, description="Why the last resolution failed (no secret in it).")
+    known_versions: dict[str, str] = Field(
+        default_factory=dict,
+        description="Semantic version -> MLflow version number of versions seen through the alias (the "
+        "last few), so outcomes can be written back to the right model version.",
+    )
+    written_back: list[str] = Field(
+        default_factory=list,
+        description="Outcomes already written to the registry, as <version>/<outcome>/<finishedAt> (last few).",
+    )
+
+
 class ModelDeploymentStatus(ApiModel):
     """Observed state, written only by the operator."""
 
@@ -2080,6 +2230,9 @@ class ModelDeploymentStatus(ApiModel):
     )
     retraining: RetrainingStatus | None = Field(
         default=None, description="Where retraining is (spec.retraining)."
+    )
+    registry: RegistryStatus | None = Field(
+        default=None, description="spec.model.registry: what the alias resolves to (absent without it)."
     )
     conditions: list[Condition] = Field(
         default_factory=list, description="Ready, Progressing, SpecValid, Reconciled."

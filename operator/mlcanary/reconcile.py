@@ -69,6 +69,7 @@ from mlcanary.models import (
 )
 from mlcanary.notify.dispatch import Notifier
 from mlcanary.operator_metrics import OperatorMetrics
+from mlcanary.registry.sync import RegistrySync
 from mlcanary.retraining import shell as retraining
 from mlcanary.routers import UnknownRouterError, get_router
 from mlcanary.routers.base import RouteContext, safe_target
@@ -147,6 +148,8 @@ class OperatorContext:
     notifier: Notifier | None = None
     # spec.retraining: the shared trigger loop and the webhook sender (without them: Jobs only).
     retrainer: retraining.Retrainer = field(default_factory=retraining.Retrainer)
+    # spec.model.registry: the shared MLflow alias poller and its per-object state.
+    registry: RegistrySync = field(default_factory=RegistrySync)
 
     def notify(
         self,
@@ -175,6 +178,7 @@ class OperatorContext:
         self.last_written.pop(uid, None)
         self.reported_conflicts.pop(uid, None)
         self.retrainer.forget(uid)
+        self.registry.forget(uid)
 
 
 @dataclass(frozen=True)
@@ -211,6 +215,7 @@ _PATTERN_MEANINGS = {
     "Delay": "a duration such as 30s, 5m or 1h30m",
     "Deadline": "a duration such as 30s, 5m or 1h30m",
     "interval": "a duration such as 30s, 5m or 1h30m",
+    "Interval": "a duration such as 30s, 5m or 1h30m",
     "settleTime": "a duration such as 30s, 5m or 1h30m",
 }
 
@@ -454,6 +459,9 @@ async def _tick(obj: dict[str, Any], ctx: OperatorContext) -> TickResult:
         retrain_actions = await retraining.step(
             ctx.retrainer, ctx.kube, obj, spec, new_status, owner, now, generation
         )
+    if spec.model.registry is not None or status.registry is not None:
+        new_status, registry_events = await _follow_registry(ctx, obj, spec, new_status, now, generation)
+        actions = [*actions, *registry_events]
     await _write_status(ctx, obj, old_raw, new_status)
     retrain_events = [a for a in retrain_actions if isinstance(a, EmitEvent)]
     # after the status write: the transition happened
@@ -527,6 +535,26 @@ def termination_result(pods: list[dict[str, Any]]) -> dict[str, float] | None:
             if result is not None:
                 return result
     return None
+
+
+async def _follow_registry(
+    ctx: OperatorContext,
+    obj: dict[str, Any],
+    spec: ModelDeploymentSpec,
+    status: ModelDeploymentStatus,
+    now: datetime,
+    generation: int,
+) -> tuple[ModelDeploymentStatus, list[engine.Action]]:
+    """spec.model.registry: the alias's resolution into status (and, with Apply, into spec.model),
+    outcomes of finished rollouts written back to the registry."""
+    status, events, patch = await ctx.registry.observe(ctx.kube, obj, spec, status, now, generation, ctx.wake)
+    status, written = await ctx.registry.write_back(spec, obj, status)
+    if patch is not None:
+        patched = await ctx.registry.apply_model(ctx.kube, obj, patch)
+        # The status write below is conditional on the object's version, which the patch moved on;
+        # the new spec is acted on at the next tick (the patch's watch event wakes it).
+        obj["metadata"]["resourceVersion"] = patched["metadata"]["resourceVersion"]
+    return status, [*events, *written]
 
 
 def _start_round(

@@ -25,6 +25,7 @@ from mlcanary.models import (
     LoadTest,
     ModelDeploymentSpec,
     ModelRef,
+    ModelRegistry,
     RevisionState,
     ScalingMetric,
     ScalingMetricType,
@@ -129,6 +130,42 @@ def serving_workers(limits: dict[str, str] | None) -> int | None:
     return max(1, min(MAX_WORKERS, int(quantity(cpu))))
 
 
+def registry_env(registry: ModelRegistry | None, uri: str) -> list[dict[str, Any]]:
+    """MLflow's variables for a pod whose bundle is on the registry's tracking server: the server, and
+    its credentials by reference to the registry's Secret (the serving image sends them to that
+    server only). None for a bundle stored elsewhere: its pods are not restarted by a registry block.
+
+    >>> from mlcanary.models import ModelRegistry, SecretKeyRef
+    >>> r = ModelRegistry(tracking_uri="http://mlflow:5000", registered_model="m", alias="champion",
+    ...     bearer_token_secret=SecretKeyRef(name="mlflow", key="token"))
+    >>> [e["name"] for e in registry_env(r, "http://mlflow:5000/api/2.0/mlflow-artifacts/artifacts/1/x/")]
+    ['MLFLOW_TRACKING_URI', 'MLFLOW_TRACKING_TOKEN']
+    >>> registry_env(r, "s3://models/m/1/")
+    []
+    """
+    if registry is None:
+        return []
+    server = registry.tracking_uri.rstrip("/")
+    if not uri.startswith(server + "/"):
+        return []
+
+    def secret(name: str, key: str) -> dict[str, Any]:
+        return {"secretKeyRef": {"name": name, "key": key}}
+
+    env: list[dict[str, Any]] = [{"name": "MLFLOW_TRACKING_URI", "value": server}]
+    if registry.bearer_token_secret is not None:
+        ref = registry.bearer_token_secret
+        env.append({"name": "MLFLOW_TRACKING_TOKEN", "valueFrom": secret(ref.name, ref.key)})
+    elif registry.basic_auth_secret is not None:
+        env.append(
+            {"name": "MLFLOW_TRACKING_USERNAME", "valueFrom": secret(registry.basic_auth_secret, "username")}
+        )
+        env.append(
+            {"name": "MLFLOW_TRACKING_PASSWORD", "valueFrom": secret(registry.basic_auth_secret, "password")}
+        )
+    return env
+
+
 def deployment(
     owner: Owner,
     spec: ModelDeploymentSpec,
@@ -163,6 +200,8 @@ def deployment(
     workers = serving_workers(serving.resources.limits if serving.resources else None)
     if workers is not None and not any(e.name == WORKERS_ENV for e in serving.env or []):
         env.append({"name": WORKERS_ENV, "value": str(workers)})
+    own = {e.name for e in serving.env or []}
+    env.extend(e for e in registry_env(spec.model.registry, model.uri) if e["name"] not in own)
     env.extend({"name": e.name, "value": e.value} for e in serving.env or [])
     container: dict[str, Any] = {
         "name": "server",

@@ -1,8 +1,14 @@
-"""``mlcanary bundle build|verify`` (the operator's ``mlcanary`` CLI delegates here).
+"""``mlcanary bundle build|verify|register`` (the operator's ``mlcanary`` CLI delegates here).
 
     mlcanary bundle build --pipeline model.joblib --data train.csv --target label \\
         --name churn --version 1.2.0 --out bundles/churn-1.2.0 [--onnx auto|require|off] [--archive]
     mlcanary bundle verify bundles/churn-1.2.0 [--expected-sha256 HEX] [--json]
+    mlcanary bundle register bundles/churn-1.2.0 --model churn [--alias champion] \
+        [--tracking-uri URL] [--experiment NAME] [--json]
+
+``register`` uploads a bundle directory to an MLflow tracking server (``--serve-artifacts``) and
+registers it as a new model version; credentials come from MLFLOW_TRACKING_TOKEN or
+MLFLOW_TRACKING_USERNAME/PASSWORD, the server from --tracking-uri or MLFLOW_TRACKING_URI.
 
 ``--data``: CSV with a header (feature columns + the target column, ``--target``, default the last
 column) or ``.npz`` with arrays ``X``, ``y`` and optionally ``feature_names``.
@@ -128,6 +134,27 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _register(args: argparse.Namespace) -> int:
+    from .bundle.format import BundleError
+    from .mlflow_registry import MlflowServer, register_bundle
+
+    try:
+        server = MlflowServer.from_env(tracking_uri=args.tracking_uri)
+        done = register_bundle(server, args.bundle, args.model, alias=args.alias, experiment=args.experiment)
+    except BundleError as exc:
+        print(f"bundle register failed: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(done.__dict__))
+    else:
+        alias = f", alias {done.alias!r} -> it" if done.alias else ""
+        print(
+            f"registered {done.name} version {done.version} (bundle {done.model_version}) from "
+            f"{done.source}{alias}"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlcanary", description="mlcanary model bundle tools")
     sub = p.add_subparsers(dest="command", required=True)
@@ -155,6 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--expected-sha256", help="expected sha256 of manifest.json")
     v.add_argument("--json", action="store_true", help="print a JSON summary")
     v.set_defaults(func=_verify)
+
+    r = bsub.add_parser("register", help="upload a bundle to MLflow and register it as a new model version")
+    r.add_argument("bundle", help="bundle directory (verified before upload)")
+    r.add_argument("--model", required=True, help="registered model name (created if absent)")
+    r.add_argument("--alias", help="point this alias at the new version (e.g. champion)")
+    r.add_argument("--tracking-uri", help="MLflow tracking server URL (default: $MLFLOW_TRACKING_URI)")
+    r.add_argument("--experiment", default="mlcanary-bundles", help="experiment of the upload run")
+    r.add_argument("--json", action="store_true", help="print a JSON summary")
+    r.set_defaults(func=_register)
     return p
 
 

@@ -3,7 +3,11 @@
 Supported: a local path or ``file://`` URI (directory or archive), ``http(s)://`` (an archive
 ``.tar.gz``/``.tgz``/``.tar``/``.zip``, or a bundle directory served over HTTP: ``manifest.json`` is
 fetched first, then every file it lists), and ``s3://bucket/key`` (archive or prefix; needs
-boto3, the ``s3`` extra; ``AWS_ENDPOINT_URL`` etc. are honoured by boto3).
+boto3, the ``s3`` extra; ``AWS_ENDPOINT_URL`` etc. are honoured by boto3), and what an MLflow
+tracking server stores (:mod:`.mlflow_registry`): ``mlflow-artifacts:/<path>`` through its artifact
+HTTP API and ``models:/<name>@<alias>`` or ``models:/<name>/<version>`` through its Model Registry,
+with ``MLFLOW_TRACKING_URI`` and MLflow's credential variables; those credentials are also sent
+with http(s) requests to that server (the URLs the operator writes for registry versions).
 
 Every fetched bundle goes through ``verify_bundle`` (manifest sha256 against the pinned value when
 given, sha256 of every file); anything else is an error, never a partial load.
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tarfile
 import tempfile
@@ -26,6 +31,7 @@ from typing import Any
 
 from .bundle.format import MANIFEST, Bundle, BundleError, sha256_bytes
 from .bundle.read import verify_bundle
+from .mlflow_registry import MlflowError, MlflowServer
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +77,22 @@ def extract_archive(archive: Path, dest: Path) -> Path:
     raise FetchError(f"archive {archive.name} holds no manifest.json (at its root or in one top directory)")
 
 
+def _mlflow_headers(url: str) -> dict[str, str]:
+    """MLflow credentials from the environment, for URLs on MLFLOW_TRACKING_URI only."""
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        return {}
+    try:
+        server = MlflowServer.from_env()
+    except MlflowError:
+        return {}
+    return server.headers() if server.owns(url) else {}
+
+
 def _http_get(url: str, dest: Path, *, timeout: float, max_bytes: int) -> None:
     if not url.startswith(("http://", "https://")):
         raise FetchError(f"not an http(s) URL: {url}")
-    req = urllib.request.Request(url, headers={"User-Agent": "mlcanary-serving"})  # noqa: S310
+    headers = {"User-Agent": "mlcanary-serving", **_mlflow_headers(url)}
+    req = urllib.request.Request(url, headers=headers)  # noqa: S310
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp, dest.open("wb") as f:  # noqa: S310
             total = 0
@@ -161,12 +179,18 @@ def fetch_bundle(
     retries: int = 0,
     s3_client: Any | None = None,
 ) -> Bundle:
-    """Fetch ``uri`` (path, file://, http(s)://, s3://), unpack if needed, verify, return the bundle.
+    """Fetch ``uri`` (path, file://, http(s)://, s3://, mlflow-artifacts:, models:), unpack if
+    needed, verify, return the bundle.
 
     Network errors are retried ``retries`` times with backoff; integrity errors never are.
     """
     parsed = urllib.parse.urlparse(uri)
     scheme = parsed.scheme.lower()
+    if scheme in ("mlflow-artifacts", "models"):
+        server = MlflowServer.from_env()
+        server = MlflowServer(server.tracking_uri, server.token, server.username, server.password, timeout)
+        uri = server.download_url(uri) if scheme == "mlflow-artifacts" else server.resolve_models_uri(uri)
+        scheme = urllib.parse.urlparse(uri).scheme.lower()
     if scheme in ("", "file"):
         local = Path(urllib.parse.unquote(parsed.path) if scheme == "file" else uri)
         if local.is_dir():
@@ -176,7 +200,9 @@ def fetch_bundle(
             return verify_bundle(extract_archive(local, work / "bundle"), expected_sha256)
         raise FetchError(f"bundle not found: {local} (a directory or a .tar.gz/.tgz/.tar/.zip archive)")
     if scheme not in ("http", "https", "s3"):
-        raise FetchError(f"unsupported bundle URI scheme {scheme!r} in {uri} (file, http, https, s3)")
+        raise FetchError(
+            f"unsupported bundle URI scheme {scheme!r} in {uri} (file, http, https, s3, mlflow-artifacts, models)"
+        )
     attempt = 0
     while True:
         work = Path(tempfile.mkdtemp(prefix="bundle-", dir=_cache(cache_dir)))
