@@ -9,13 +9,12 @@ environment, ``MODEL``, ``STABLE_VERSION``, ``REASON`` and ``WINDOW`` (docs/retr
    the rows of the last ``WINDOW`` are kept);
 2. fits a scikit-learn pipeline (standardise, logistic regression) on them;
 3. builds a bundle with the serving image's own builder (``mlcanary_serving.bundle.build``, what
-   ``mlcanary bundle build`` runs), as a ``.tar.gz``;
-4. talks to MLflow by its REST API only (no mlflow package): uploads the archive through the
-   artifact proxy (``PUT /api/2.0/mlflow-artifacts/artifacts/<path>``), creates the registered model
-   if missing (``registered-models/create``), a model version whose ``source`` is that
-   ``mlflow-artifacts:/`` path (``model-versions/create``, tagged ``mlcanary.io/version`` with the
-   bundle's semantic version, ``mlcanary.io/reason`` and ``mlcanary.io/trained-from``), waits for it
-   to be ``READY`` (``model-versions/get``) and points ``--alias`` at it (``registered-models/alias``).
+   ``mlcanary bundle build`` runs);
+4. registers it the way ``mlcanary bundle register`` does (``mlcanary_serving.mlflow_registry``,
+   MLflow's REST API only, no mlflow package): the bundle's files uploaded through the artifact proxy
+   into a run, a model version whose ``source`` is that run's ``mlflow-artifacts:`` path, tagged
+   ``mlcanary.io/version`` (the bundle's semantic version) and ``mlcanary.io/sha256``, plus
+   ``mlcanary.io/reason`` and ``mlcanary.io/trained-from`` here, then ``--alias`` pointed at it.
 
 The operator watching that alias (``spec.model.registry``) then proposes or starts the canary, which
 judges the new version like any other. ``--dry-run`` stops after the bundle (no MLflow needed).
@@ -35,10 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
-
-READY_TIMEOUT_SECONDS = 120.0
 
 
 def parse_window(text: str) -> float:
@@ -110,71 +106,8 @@ def train_and_bundle(
         feature_names=features,
         onnx="auto",
         intended_use=f"Retrained by spec.retraining: {reason}"[:500],
-        archive=True,
     )
-    assert result.archive is not None
-    return result.archive
-
-
-class MlflowError(RuntimeError):
-    pass
-
-
-class Mlflow:
-    """The few MLflow REST 2.0 calls a registration needs."""
-
-    def __init__(self, tracking_uri: str, token: str | None = None, timeout: float = 30.0) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=tracking_uri.rstrip("/"), headers=headers, timeout=timeout)
-
-    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        response = self.http.request(method, f"/api/2.0/{path}", **kwargs)
-        body: dict[str, Any] = response.json() if response.content else {}
-        if response.status_code >= 400:
-            raise MlflowError(f"{method} {path}: HTTP {response.status_code} {body.get('error_code', '')}")
-        return body
-
-    def upload(self, artifact_path: str, file: Path) -> str:
-        with file.open("rb") as handle:
-            self._call("PUT", f"mlflow-artifacts/artifacts/{artifact_path}", content=handle.read())
-        return f"mlflow-artifacts:/{artifact_path}"
-
-    def ensure_registered_model(self, name: str) -> None:
-        try:
-            self._call("POST", "mlflow/registered-models/create", json={"name": name})
-        except MlflowError as error:
-            if "RESOURCE_ALREADY_EXISTS" not in str(error):
-                raise
-
-    def create_version(self, name: str, source: str, tags: dict[str, str], description: str) -> str:
-        body = self._call(
-            "POST",
-            "mlflow/model-versions/create",
-            json={
-                "name": name,
-                "source": source,
-                "description": description,
-                "tags": [{"key": k, "value": v} for k, v in tags.items()],
-            },
-        )
-        return str(body["model_version"]["version"])
-
-    def wait_ready(self, name: str, version: str, timeout: float = READY_TIMEOUT_SECONDS) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            status = self._call(
-                "GET", "mlflow/model-versions/get", params={"name": name, "version": version}
-            )["model_version"].get("status", "READY")
-            if status == "READY":
-                return
-            if status == "FAILED_REGISTRATION" or time.monotonic() > deadline:
-                raise MlflowError(f"model version {name}/{version} is {status}")
-            time.sleep(1.0)
-
-    def set_alias(self, name: str, alias: str, version: str) -> None:
-        self._call(
-            "POST", "mlflow/registered-models/alias", json={"name": name, "alias": alias, "version": version}
-        )
+    return result.path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,33 +134,32 @@ def main(argv: list[str] | None = None) -> int:
     window = parse_window(args.window) if args.window else None
     X, y, features = recent_rows(Path(args.data), args.target, window, time.time())
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="retrain-"))
-    archive = train_and_bundle(X, y, features, args.model, version, work / "bundle", args.reason)
+    bundle = train_and_bundle(X, y, features, args.model, version, work / "bundle", args.reason)
     summary: dict[str, Any] = {
         "model": args.model,
         "version": version,
         "rows": len(y),
-        "bundle": str(archive),
+        "bundle": str(bundle),
     }
     if not args.dry_run:
         if not args.tracking_uri:
             parser.error("--tracking-uri (or MLFLOW_TRACKING_URI) is required to register")
-        registered = args.registered_model or args.model
-        mlflow = Mlflow(args.tracking_uri, env.get("MLFLOW_TRACKING_TOKEN"))
-        source = mlflow.upload(f"mlcanary/{registered}/{version}/{archive.name}", archive)
-        mlflow.ensure_registered_model(registered)
-        number = mlflow.create_version(
-            registered,
-            source,
-            {
-                "mlcanary.io/version": version,
-                "mlcanary.io/reason": args.reason[:250],
-                "mlcanary.io/trained-from": args.stable_version,
-            },
-            description=f"retrained from {args.stable_version}: {args.reason}"[:1000],
+        from mlcanary_serving.mlflow_registry import MlflowServer, register_bundle
+
+        server = MlflowServer.from_env(tracking_uri=args.tracking_uri)
+        done = register_bundle(server, bundle, args.registered_model or args.model, alias=args.alias)
+        for key, value in (
+            ("mlcanary.io/reason", args.reason[:250]),
+            ("mlcanary.io/trained-from", args.stable_version),
+        ):
+            server.call(
+                "POST",
+                "model-versions/set-tag",
+                {"name": done.name, "version": done.version, "key": key, "value": value},
+            )
+        summary.update(
+            registered_model=done.name, model_version=done.version, source=done.source, alias=args.alias
         )
-        mlflow.wait_ready(registered, number)
-        mlflow.set_alias(registered, args.alias, number)
-        summary.update(registered_model=registered, model_version=number, source=source, alias=args.alias)
     json.dump(summary, sys.stdout)
     print()
     return 0
