@@ -120,6 +120,7 @@ class LoadGenerator:
         seed: int = 0,
         row_log: Path | None = None,
         row_log_max: int = 5000,
+        append: bool = False,
     ) -> None:
         self.url = url
         self.rate = rate
@@ -135,6 +136,7 @@ class LoadGenerator:
         self.row_log_path = row_log
         self.row_log_max = row_log_max
         self.row_log: RowLog | None = None
+        self.append = append  # continue an existing request log (a restarted generator, new settings)
 
     def bodies(self) -> Iterator[bytes]:
         if not self.rows:
@@ -158,8 +160,10 @@ class LoadGenerator:
         bodies = self.bodies()
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
         timeout = aiohttp.ClientTimeout(total=30)
-        with self.out.open("w", newline="") as handle:
-            csv.writer(handle).writerow(FIELDS)
+        continuing = self.append and self.out.exists() and self.out.stat().st_size > 0
+        with self.out.open("a" if continuing else "w", newline="") as handle:
+            if not continuing:
+                csv.writer(handle).writerow(FIELDS)
             handle.flush()
             async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
                 flusher = asyncio.create_task(self._flush_every(handle, 0.5))
@@ -248,6 +252,7 @@ async def amain(args: argparse.Namespace) -> int:
         seed=args.seed,
         row_log=Path(args.log_rows) if args.log_rows else None,
         row_log_max=args.log_rows_max,
+        append=args.append,
     )
     await generator.run(stop, args.duration)
     return 0
@@ -262,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shift", type=float, default=1.0, help="multiply every feature (input drift)")
     parser.add_argument("--log-rows", help="CSV of the most recent rows sent, with their true labels")
     parser.add_argument("--log-rows-max", type=int, default=5000, help="rows kept in --log-rows")
+    parser.add_argument("--append", action="store_true", help="continue --out instead of starting it afresh")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     return asyncio.run(amain(args))

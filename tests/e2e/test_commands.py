@@ -61,10 +61,11 @@ def wait_gone(pids: set[int], within: float = 20) -> set[int]:
     return alive(pids)
 
 
+@pytest.mark.timeout(540)
 def test_demo_quick_tells_the_whole_story(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     result = subprocess.run(
-        [*MLCANARY, "demo", "--quick", "--out", str(out)], capture_output=True, text=True, timeout=300
+        [*MLCANARY, "demo", "--quick", "--out", str(out)], capture_output=True, text=True, timeout=480
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     text = result.stdout
@@ -79,12 +80,19 @@ def test_demo_quick_tells_the_whole_story(tmp_path: Path) -> None:
         "5.0.0 rolled back having answered 0 user requests: load test failed: p95 latency",
         "Shadowing    shadow: 100% of prediction requests mirrored",
         "6.0.0 rolled back having answered 0 user requests: shadow phase failed: shadow-agreement",
+        # the closed loop: registry -> drift -> retraining Job -> new version in MLflow -> canary
+        "registry: alias champion resolves to 2.0.0",
+        "RetrainRequested: inputDrift",
+        "registry: 2.1.0 registered by the training Job, alias champion moved to it",
+        "2.1.0 retrained on drifted data (Job Succeeded) and promoted",
         "story complete",
     ):
         assert expected in text, f"missing {expected!r} in:\n{text[-3000:]}"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ok"] and summary["skipped"] == []
-    assert [a["version"] for a in summary["acts"]] == ["1.0.0", "2.0.0", "3.0.0", "4.0.0", "5.0.0", "6.0.0"]
+    assert [a["version"] for a in summary["acts"]] == [
+        "1.0.0", "2.0.0", "3.0.0", "4.0.0", "5.0.0", "6.0.0", "2.1.0"
+    ]  # fmt: skip
     versions = {v["version"]: v for v in summary["versions"]}
     assert {v: row["outcome"] for v, row in versions.items()} == {
         "1.0.0": "Replaced",
@@ -93,6 +101,7 @@ def test_demo_quick_tells_the_whole_story(tmp_path: Path) -> None:
         "4.0.0": "RolledBack",
         "5.0.0": "RolledBack",
         "6.0.0": "RolledBack",
+        "2.1.0": "Promoted",
     }
     # the zero-exposure gates: caught having served no user request (counted in requests.csv)
     assert versions["5.0.0"]["requests"] == 0 and versions["6.0.0"]["requests"] == 0

@@ -72,6 +72,7 @@ class Timing:
     act_timeout: float  # seconds an act may take before the story counts as deviated
     baseline_seconds: float  # load on 1.0.0 alone before the first canary
     load_test_duration: str = "6s"  # measured time of the load-tested act's spec.loadTest
+    retrain_for: str = "10s"  # how long the stable's input drift must hold before training is requested
 
 
 QUICK = Timing(
@@ -97,6 +98,7 @@ FULL = Timing(
     act_timeout=420,
     baseline_seconds=10,
     load_test_duration="20s",
+    retrain_for="20s",
 )
 
 
@@ -497,7 +499,69 @@ ACTS = [
 
 
 def acts_for(router: str) -> list[Act]:
-    return list(ACTS)
+    """Every act the story tells, in order (the closed loop last)."""
+    return [*ACTS, CLOSED_LOOP_ACT]
+
+
+# ------------------------------------------------------------------------------ the closed loop
+
+TRAIN_SCRIPT = Path(__file__).resolve().parents[3] / "examples" / "retraining" / "train.py"
+RETRAINED = "2.1.0"  # what examples/retraining/train.py makes of the stable 2.0.0 (minor + 1)
+DRIFT_SHIFT = 1.3  # every feature of live traffic multiplied: the stable's input drift
+# The retrained version is judged without predictionDrift: a model retrained for inputs that moved
+# is expected to answer differently from the stale stable on them (that is why it was trained).
+CLOSED_LOOP_METRICS = [m for m in METRICS if m["builtin"] != "predictionDrift"]
+CLOSED_LOOP_TITLE = (
+    f"closed loop: live inputs drift (x{DRIFT_SHIFT:g}) -> retraining requested -> the example training Job "
+    f"registers {RETRAINED} in MLflow and moves the alias -> the operator canaries it -> promotion"
+)
+
+
+def mlflow_installed() -> bool:
+    from mlcanary_local.mlflow_proc import MlflowMissingError, find_mlflow
+
+    try:
+        find_mlflow()
+    except MlflowMissingError:
+        return False
+    return True
+
+
+def closed_loop_problem(stack: LocalStack) -> str | None:
+    """Why the closed-loop act cannot run here, if it cannot."""
+    if stack.mlflow_url is None:
+        return "no MLflow server in the stack (make setup installs it in .venv/tools/mlflow)"
+    if not TRAIN_SCRIPT.exists():
+        return f"{TRAIN_SCRIPT} not found (run the demo from a clone of the repository)"
+    return None
+
+
+def closed_loop_spec(mlflow_url: str, row_log: Path, timing: Timing) -> Obj:
+    """spec.model.registry (Apply: the operator follows the alias itself, no GitOps here) and
+    spec.retraining (an input-drift trigger running the example training Job on the stack)."""
+    return {
+        "registry": {
+            "trackingUri": mlflow_url,
+            "registeredModel": MODEL,
+            "alias": "champion",
+            "pollInterval": "10s",
+            "updatePolicy": "Apply",
+            "promotionAlias": "production",
+        },
+        "retraining": {
+            "action": "Job",
+            "jobTemplate": {
+                "image": "local",  # the local kubelet runs the command as a process
+                "command": ["python", str(TRAIN_SCRIPT)],
+                "args": ["--data", str(row_log), "--alias", "champion", "--registered-model", MODEL],
+                "env": [{"name": "MLFLOW_TRACKING_URI", "value": mlflow_url}],
+                "activeDeadline": "10m",
+            },
+            "triggers": {"inputDrift": {"threshold": 0.25, "for": timing.retrain_for}},
+            "window": "1h",
+            "cooldown": "1h",
+        },
+    }
 
 
 @dataclass
@@ -509,8 +573,28 @@ class Outcome:
     skipped: bool = False
 
 
+def start_loadgen(
+    stack: LocalStack,
+    timing: Timing,
+    requests_csv: Path,
+    shift: float = 1.0,
+    row_log: Path | None = None,
+) -> Any:
+    """The load generator through the gateway; a restart (new shift) continues the request log."""
+    argv = [sys.executable, "-m", "mlcanary_local.loadgen", "--url", stack.model_url(NAMESPACE, NAME),
+            "--rate", str(timing.rate), "--out", str(requests_csv), "--append", "--shift", str(shift)]  # fmt: skip
+    if row_log is not None:
+        argv += ["--log-rows", str(row_log)]
+    return spawn(argv, stack.logs / "loadgen.log")
+
+
 async def run_story(
-    stack: LocalStack, bundles: dict[str, Bundle], timing: Timing, router: str, out: Path
+    stack: LocalStack,
+    bundles: dict[str, Bundle],
+    timing: Timing,
+    router: str,
+    out: Path,
+    closed_loop: bool = True,
 ) -> tuple[list[Outcome], Story, Path]:
     story = Story(model_name=MODEL, started=time.time())
     requests_csv = out / "requests.csv"
@@ -521,7 +605,7 @@ async def run_story(
         steps = default_steps(router)
         follower = Follower(api, story, RecordTail(requests_csv), steps=len(steps))
         try:
-            for act in acts_for(router):
+            for act in ACTS:
                 print(f"\n== {act.title}", flush=True)
                 if (act.shadow or act.load_test) and router == "replicas":
                     detail = (
@@ -548,21 +632,33 @@ async def run_story(
                 if loadgen is None:
                     url = stack.model_url(NAMESPACE, NAME)
                     print(f"\n== load: {timing.rate:g} requests/s of breast_cancer rows to {url}", flush=True)
-                    loadgen = spawn(
-                        [
-                            sys.executable,
-                            "-m",
-                            "mlcanary_local.loadgen",
-                            "--url",
-                            url,
-                            "--rate",
-                            str(timing.rate),
-                            "--out",
-                            str(requests_csv),
-                        ],
-                        stack.logs / "loadgen.log",
-                    )
+                    loadgen = start_loadgen(stack, timing, requests_csv)
                     await asyncio.sleep(timing.baseline_seconds)
+            if len(outcomes) == len(ACTS) and all(o.ok for o in outcomes):
+                print(f"\n== {CLOSED_LOOP_TITLE}", flush=True)
+                problem = "left out (--no-closed-loop)" if not closed_loop else closed_loop_problem(stack)
+                if problem is not None:
+                    detail = f"skipped: {problem}"
+                    print(f"  -> {detail}", flush=True)
+                    outcomes.append(Outcome(CLOSED_LOOP_ACT, True, detail, skipped=True))
+                else:
+                    row_log = out / "recent-rows.csv"
+                    steady = loadgen
+
+                    def drifted() -> Any:
+                        if steady is not None:
+                            stop_popen(steady, grace=15)
+                        return start_loadgen(stack, timing, requests_csv, shift=DRIFT_SHIFT, row_log=row_log)
+
+                    outcome, restarted = await play_closed_loop(
+                        api, stack, follower, bundles, timing, router, row_log, drifted
+                    )
+                    loadgen = restarted or loadgen
+                    outcomes.append(outcome)
+                    print(
+                        f"  -> {'as expected' if outcome.ok else 'NOT AS EXPECTED'}: {outcome.detail}",
+                        flush=True,
+                    )
             await asyncio.sleep(2)  # the last requests and scrapes
             await follower.poll()
         finally:
@@ -572,6 +668,76 @@ async def run_story(
                 await follower.poll()
             (out / "status.json").write_text(json.dumps(follower.status, indent=2))
     return outcomes, story, requests_csv
+
+
+CLOSED_LOOP_ACT = Act(RETRAINED, CLOSED_LOOP_TITLE, "Promoted")
+
+
+async def play_closed_loop(
+    api: ApiClient,
+    stack: LocalStack,
+    follower: Follower,
+    bundles: dict[str, Bundle],
+    timing: Timing,
+    router: str,
+    row_log: Path,
+    drifted: Any,
+) -> tuple[Outcome, Any]:
+    """Registry -> canary -> monitoring -> retrain -> registry, on the stack: the serving stable 2.0.0
+    is registered as the alias `champion`, the ModelDeployment follows that alias and requests
+    training on input drift; the load generator then shifts every feature. Returns the outcome and
+    the (restarted) load generator."""
+    from mlcanary_serving.mlflow_registry import MlflowServer, register_bundle
+
+    act = CLOSED_LOOP_ACT
+    mlflow_url = stack.mlflow_url
+    assert mlflow_url is not None
+    stable = bundles["2.0.0"]
+    registered = await asyncio.to_thread(
+        register_bundle, MlflowServer(mlflow_url), stable.path, MODEL, alias="champion"
+    )
+    follower.say(f"MLflow: {MODEL} version {registered.version} (2.0.0) registered, alias champion -> it")
+    body = manifest(stable, timing, router, metrics=CLOSED_LOOP_METRICS)
+    spec_extra = closed_loop_spec(mlflow_url, row_log, timing)
+    body["spec"]["model"]["registry"] = spec_extra["registry"]
+    body["spec"]["retraining"] = spec_extra["retraining"]
+    body["spec"]["shadow"] = None  # a merge patch: null removes the previous act's gates
+    body["spec"]["loadTest"] = None
+    await api.create_or_merge(body)
+
+    def resolved(version: str) -> Any:
+        return lambda status: (status.get("registry") or {}).get("resolvedModelVersion") == version
+
+    loadgen = None
+    try:
+        await follower.until(resolved("2.0.0"), 120)
+        follower.say("registry: alias champion resolves to 2.0.0, the version serving: nothing to do")
+        loadgen = drifted()
+        follower.story.notes.append((time.time(), f"inputs x{DRIFT_SHIFT:g}"))
+        follower.say(f"drift injected: every feature of live traffic x{DRIFT_SHIFT:g}")
+        status = await follower.until(lambda st: bool((st.get("retraining") or {}).get("lastRun")), 180)
+        retraining = status.get("retraining") or {}
+        follower.story.notes.append((time.time(), "RetrainRequested"))
+        follower.say(f"RetrainRequested: {retraining.get('lastReason')} -> Job {retraining.get('lastRun')}")
+        await follower.until(resolved(RETRAINED), 300)
+        follower.story.notes.append((time.time(), f"{RETRAINED} registered"))
+        follower.say(f"registry: {RETRAINED} registered by the training Job, alias champion moved to it")
+
+        def finished(st: Obj) -> bool:
+            return record_for(st, RETRAINED) is not None and st.get("phase") in ("Healthy", "RolledBack")
+
+        status = await follower.until(finished, timing.act_timeout)
+    except TimeoutError as error:
+        return Outcome(act, False, f"timed out ({error})"), loadgen
+    record = record_for(status, RETRAINED) or {}
+    outcome, reason = record.get("outcome"), str(record.get("reason", ""))
+    result = (status.get("retraining") or {}).get("lastResult")
+    if outcome != "Promoted":
+        return Outcome(act, False, f"{RETRAINED} ended {outcome}: {reason}"), loadgen
+    return (
+        Outcome(act, True, f"{RETRAINED} retrained on drifted data (Job {result}) and promoted: {reason}"),
+        loadgen,
+    )
 
 
 async def play(follower: Follower, act: Act, timing: Timing, judged_steps: int) -> Outcome:
@@ -629,6 +795,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--keep", action="store_true", help="keep the stack running at the end (Ctrl-C stops)"
     )
+    parser.add_argument(
+        "--no-closed-loop",
+        action="store_true",
+        help="leave out the last act (MLflow registry, drift, retraining, the retrained version's canary)",
+    )
     return parser
 
 
@@ -654,14 +825,17 @@ def main(argv: list[str] | None = None) -> int:
     work_dir = out / "stack"
     if work_dir.exists():
         shutil.rmtree(work_dir)
-    config = StackConfig(tick_seconds=timing.tick_seconds)
+    closed_loop = not args.no_closed_loop and mlflow_installed()
+    config = StackConfig(tick_seconds=timing.tick_seconds, mlflow=closed_loop)
     print("  starting the local stack (API emulator, kubelet, gateway, Prometheus, operator) ...", flush=True)
     try:
         with LocalStack(work_dir, config) as stack:
             print(f"    kubectl:    export KUBECONFIG={stack.kubeconfig}; kubectl get mdep -n {NAMESPACE} -w")
             print(f"    gateway:    {stack.model_url(NAMESPACE, NAME)}")
             print(f"    Prometheus: {stack.prometheus_url}")
-            outcomes, story, requests_csv = asyncio.run(run_story(stack, bundles, timing, args.router, out))
+            outcomes, story, requests_csv = asyncio.run(
+                run_story(stack, bundles, timing, args.router, out, closed_loop=not args.no_closed_loop)
+            )
             end = time.time()
             ok = len(outcomes) == len(acts_for(args.router)) and all(o.ok for o in outcomes)
             records = read_records(requests_csv)

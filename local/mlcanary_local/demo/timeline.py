@@ -66,6 +66,7 @@ class Story:
     snapshots: list[Snapshot] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
     rounds: list[Round] = field(default_factory=list)
+    notes: list[tuple[float, str]] = field(default_factory=list)  # (time, text): drawn as dotted lines
 
     def record_round(self, status: dict[str, Any]) -> None:
         """Keep an analysis round as the operator judged it (canary version, values, verdicts)."""
@@ -355,6 +356,13 @@ def render_png(
             color="tab:green" if good else "tab:red",
             va="top",
         )
+    for t, text in story.notes:  # e.g. the closed loop: drift injected, RetrainRequested, registered
+        for ax in axes:
+            ax.axvline(t - start, color="tab:blue", ls=":", lw=1.0, alpha=0.8)
+        axes[0].annotate(
+            text, (t - start, 50), xytext=(3, 0), textcoords="offset points", fontsize=7,
+            color="tab:blue", rotation=90, va="center",
+        )  # fmt: skip
     axes[-1].set_xlabel("seconds since the story started")
     axes[-1].set_xlim(0, end - start)
     path.parent.mkdir(parents=True, exist_ok=True)
