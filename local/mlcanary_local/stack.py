@@ -176,7 +176,8 @@ class LocalStack:
             "components": {
                 **{name: c.pid for name, c in self.components.items()},
                 "prometheus": self.prometheus.process.pid if self.prometheus.process else None,
-                "mlflow": self.mlflow.process.pid if self.mlflow and self.mlflow.process else None,
+                # only a stack started with MLflow lists it (one without is not missing a component)
+                **({"mlflow": self.mlflow.process.pid if self.mlflow.process else None} if self.mlflow else {}),
             },
             "config": asdict(self.config),
         }

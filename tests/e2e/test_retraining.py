@@ -85,4 +85,4 @@ async def test_drift_on_the_stable_version_runs_one_training_job(
     events, _ = await rollout.api.list(EVENTS, rollout.namespace)
     reasons = [e["reason"] for e in events if e["reason"].startswith("Retrain")]
     assert reasons.count("RetrainRequested") == 1 and "RetrainSucceeded" in reasons
-    assert (tmp_path / "train" / "bundle.tar.gz").exists(), "the training run built its bundle"
+    assert (tmp_path / "train" / "bundle" / "manifest.json").exists(), "the training run built its bundle"
