@@ -177,7 +177,11 @@ class LocalStack:
                 **{name: c.pid for name, c in self.components.items()},
                 "prometheus": self.prometheus.process.pid if self.prometheus.process else None,
                 # only a stack started with MLflow lists it (one without is not missing a component)
-                **({"mlflow": self.mlflow.process.pid if self.mlflow.process else None} if self.mlflow else {}),
+                **(
+                    {"mlflow": self.mlflow.process.pid if self.mlflow.process else None}
+                    if self.mlflow
+                    else {}
+                ),
             },
             "config": asdict(self.config),
         }
