@@ -216,6 +216,14 @@ CASES: dict[tuple[str, str], tuple[str, Mutation]] = {
     ("spec.loadTest", "give exactly one of rps, rpsFromStable and jobTemplate"): _on(
         "gateway-api.yaml", "spec.loadTest", {"rps": 5, "rpsFromStable": {}}
     ),
+    ("spec.loadTest", "bodiesConfigMap is for the built-in generator"): _on(
+        "gateway-api.yaml",
+        "spec.loadTest",
+        {
+            "jobTemplate": {"spec": {"containers": [{"name": "k6", "image": "grafana/k6"}]}},
+            "bodiesConfigMap": {"name": "bodies", "key": "requests.json"},
+        },
+    ),
     ("spec.loadTest.rpsFromStable", "minRps cannot be above maxRps"): _on(
         "gateway-api.yaml",
         "spec.loadTest",

@@ -13,6 +13,11 @@ Each attempt is also a Pod object (labels ``job-name``, ``batch.kubernetes.io/jo
 the container's ``terminationMessagePath`` (a process has no container filesystem, so that path is
 given a file in the pod's work directory, and an argument equal to it is rewritten to that file),
 or with ``terminationMessagePolicy: FallbackToLogsOnError`` and a failed exit, the log's tail.
+
+ConfigMap volumes are what a kubelet makes of them: the keys (or the ``items`` chosen, under their
+``path``) written as files into a directory of the pod's work directory, and an argument under the
+container's ``mountPath`` rewritten to that directory. A missing ConfigMap or key fails the attempt
+(a kubelet would leave the pod ContainerCreating; here the Job's deadline would be the only bound).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from kube_emulator.workloads import finished, job_failed_status, job_succeeded_status
-from mlcanary.kubeapi import JOBS, PODS, ApiError, Informer, Obj, Transport
+from mlcanary.kubeapi import CONFIGMAPS, JOBS, PODS, ApiError, Informer, Obj, Transport
 from mlcanary_local.process import child_kwargs, signal_group
 
 logger = logging.getLogger(__name__)
@@ -68,6 +73,14 @@ def termination_message(container: Obj, exit_code: int, message_file: Path, log:
     if not message and policy == "FallbackToLogsOnError" and exit_code != 0 and log.exists():
         message = log.read_bytes()[-TERMINATION_MESSAGE_BYTES:]
     return message.decode(errors="replace")
+
+
+def _mounted(arg: str, mounts: dict[str, Path]) -> str:
+    """An argument naming a file under a mounted volume, pointed at the volume's local directory."""
+    for mount_path, local in mounts.items():
+        if arg == mount_path or arg.startswith(mount_path + "/"):
+            return str(local) + arg[len(mount_path) :]
+    return arg
 
 
 class JobRunner:
@@ -118,6 +131,35 @@ class JobRunner:
             if task.done():
                 del self.running[uid]
 
+    async def _config_map_volumes(
+        self, namespace: str, pod_spec: Obj, container: Obj, workdir: Path
+    ) -> dict[str, Path]:
+        """Write the ConfigMap volumes the container mounts; mountPath -> local directory."""
+        by_name = {str(v.get("name")): v for v in pod_spec.get("volumes") or [] if v.get("configMap")}
+        mounts: dict[str, Path] = {}
+        for mount in container.get("volumeMounts") or []:
+            volume = by_name.get(str(mount.get("name")))
+            if volume is None:
+                continue
+            source = volume["configMap"]
+            config_map = await self.api.get(CONFIGMAPS, namespace, str(source.get("name")))
+            if config_map is None:
+                raise LookupError(f"configmap {source.get('name')!r} not found (volume {volume['name']!r})")
+            data: dict[str, str] = config_map.get("data") or {}
+            items = source.get("items") or [{"key": key, "path": key} for key in data]
+            target = workdir / "volumes" / str(volume["name"])
+            target.mkdir(parents=True, exist_ok=True)
+            for item in items:
+                key, path = str(item["key"]), str(item.get("path") or item["key"])
+                if key not in data:
+                    raise LookupError(f"configmap {source.get('name')!r} has no key {key!r}")
+                if path.startswith("/") or ".." in Path(path).parts:
+                    raise LookupError(f"volume {volume['name']!r}: item path {path!r} leaves the volume")
+                (target / path).parent.mkdir(parents=True, exist_ok=True)
+                (target / path).write_text(data[key])
+            mounts[str(mount["mountPath"]).rstrip("/")] = target
+        return mounts
+
     async def _status(self, job: Obj, status: dict[str, Any]) -> None:
         meta = job["metadata"]
         with contextlib.suppress(ApiError):  # the Job may be gone already
@@ -145,7 +187,15 @@ class JobRunner:
             await self._status(job, job_failed_status(job, _now(), "BackoffLimitExceeded", failed + 1))
             return
         env["TMPDIR"] = str(workdir)
-        container = (((spec.get("template") or {}).get("spec") or {}).get("containers") or [{}])[0]
+        pod_spec = (spec.get("template") or {}).get("spec") or {}
+        container = (pod_spec.get("containers") or [{}])[0]
+        try:
+            mounts = await self._config_map_volumes(meta["namespace"], pod_spec, container, workdir)
+        except LookupError as error:
+            logger.warning("job %s/%s: %s", meta["namespace"], meta["name"], error)
+            await self._status(job, job_failed_status(job, _now(), "BackoffLimitExceeded", failed + 1))
+            return
+        argv = [_mounted(arg, mounts) for arg in argv]
         while True:
             await self._status(job, {**status, "active": 1, "succeeded": succeeded, "failed": failed})
             timeout = None if ends_at is None else max(0.0, ends_at - loop.time())

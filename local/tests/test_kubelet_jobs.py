@@ -148,3 +148,44 @@ async def test_fallback_to_logs_on_error_takes_the_log_tail_when_the_file_is_emp
     terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
     assert terminated["exitCode"] == 2 and "boom: no bundle" in terminated["message"]
     assert pod["status"]["phase"] == "Failed"
+
+
+READ = "import sys; print(open(sys.argv[1]).read()); sys.exit(0 if open(sys.argv[1]).read() == 'the bodies' else 7)"
+
+
+def with_bodies(name: str, config_map: str, key: str) -> dict[str, Any]:
+    obj = job(name, 0)
+    pod = obj["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    container["args"] = [READ, "/etc/mlcanary/load-test/bodies.json"]
+    container["volumeMounts"] = [{"name": "bodies", "mountPath": "/etc/mlcanary/load-test", "readOnly": True}]
+    pod["volumes"] = [
+        {"name": "bodies", "configMap": {"name": config_map, "items": [{"key": key, "path": "bodies.json"}]}}
+    ]
+    return obj
+
+
+async def test_a_config_map_volume_is_written_as_files_and_the_mount_path_points_at_them(
+    runner: tuple[KubernetesEmulator, Path],
+) -> None:
+    emu, work = runner
+    emu.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "lt", "namespace": "default"},
+               "data": {"rows.json": "the bodies", "other": "x"}})  # fmt: skip
+    emu.apply(with_bodies("mounted", "lt", "rows.json"))
+    done = await until_finished(emu, "mounted")
+    assert types(done)[-1] == "Complete"  # the process read the key's content at the mount path
+    [local] = list((work / "jobs" / "default").glob("mounted-*/volumes/bodies/bodies.json"))
+    assert local.read_text() == "the bodies" and not (local.parent / "other").exists()  # items chosen
+
+
+@pytest.mark.parametrize(("config_map", "key"), [("absent", "rows.json"), ("lt2", "absent-key")])
+async def test_a_missing_config_map_or_key_fails_the_job(
+    runner: tuple[KubernetesEmulator, Path], config_map: str, key: str
+) -> None:
+    emu, _ = runner
+    emu.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "lt2", "namespace": "default"},
+               "data": {"rows.json": "the bodies"}})  # fmt: skip
+    name = f"missing-{config_map}"
+    emu.apply(with_bodies(name, config_map, key))
+    done = await until_finished(emu, name)
+    assert types(done)[-1] == "Failed"

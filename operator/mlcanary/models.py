@@ -735,6 +735,17 @@ class SecretKeyRef(ApiModel):
     )
 
 
+class ConfigMapKeyRef(ApiModel):
+    """A key of a ConfigMap in the ModelDeployment's namespace."""
+
+    name: str = Field(
+        min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN, description="ConfigMap name."
+    )
+    key: str = Field(
+        min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key within the ConfigMap."
+    )
+
+
 class PrometheusSource(ApiModel):
     """Where analysis queries go, when not the operator's default Prometheus."""
 
@@ -890,6 +901,11 @@ class LoadTestStableRate(ApiModel):
         return round(min(self.max_rps, max(self.min_rps, stable_rps * self.headroom)), 1)
 
 
+BODIES_WITH_JOB_TEMPLATE = (
+    "bodiesConfigMap is for the built-in generator: a jobTemplate brings its own bodies"
+)
+
+
 class LoadTest(ApiModel):
     """A load test run once per new revision, after its pods are ready and before any user request
     reaches it, against the revision's own Service. Give rps (the built-in generator, `python -m
@@ -905,7 +921,11 @@ class LoadTest(ApiModel):
                     "rule": "[has(self.rps), has(self.rpsFromStable), has(self.jobTemplate)]"
                     ".filter(x, x).size() == 1",
                     "message": "give exactly one of rps, rpsFromStable and jobTemplate",
-                }
+                },
+                {
+                    "rule": "!has(self.bodiesConfigMap) || !has(self.jobTemplate)",
+                    "message": BODIES_WITH_JOB_TEMPLATE,
+                },
             ]
         },
     )
@@ -943,6 +963,13 @@ class LoadTest(ApiModel):
         max_length=1024,
         description="Image of the built-in generator (default: the revision's serving image).",
     )
+    bodies_config_map: ConfigMapKeyRef | None = Field(
+        default=None,
+        description="The built-in generator's request bodies from a ConfigMap key instead of the rows "
+        "the bundle ships: a JSON array whose items are rows of feature values (sent as "
+        '{"features": [row]}) or whole /predict request objects (sent as they are). Mounted read-only '
+        "into the generator's pod; the operator never reads it.",
+    )
     job_template: dict[str, Any] | None = Field(
         default=None,
         description="Your own load test instead of the built-in one: a pod template (metadata, spec) "
@@ -955,6 +982,8 @@ class LoadTest(ApiModel):
         given = [self.rps is not None, self.rps_from_stable is not None, self.job_template is not None]
         if sum(given) != 1:
             raise ValueError("give exactly one of rps, rpsFromStable and jobTemplate")
+        if self.bodies_config_map is not None and self.job_template is not None:
+            raise ValueError(BODIES_WITH_JOB_TEMPLATE)
         if self.job_template is not None:
             if len(json.dumps(self.job_template)) > MAX_JOB_TEMPLATE_BYTES:
                 raise ValueError(f"jobTemplate is larger than {MAX_JOB_TEMPLATE_BYTES} bytes")

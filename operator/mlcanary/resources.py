@@ -391,6 +391,10 @@ LOAD_TEST_TTL_SECONDS = 3600  # finished load test Jobs stay an hour for `kubect
 TERMINATION_LOG = "/dev/termination-log"
 
 
+LOAD_TEST_BODIES_DIR = "/etc/mlcanary/load-test"
+LOAD_TEST_BODIES_FILE = "bodies.json"
+
+
 def load_test_job(
     owner: Owner,
     spec: ModelDeploymentSpec,
@@ -438,11 +442,14 @@ def load_test_job(
 def _generator_pod(test: LoadTest, revision: RevisionState, target_url: str, rps: float) -> dict[str, Any]:
     model = revision.template.model
     serving = revision.template.serving
+    bodies = test.bodies_config_map
+    source = (
+        ["--bodies", f"{LOAD_TEST_BODIES_DIR}/{LOAD_TEST_BODIES_FILE}"] if bodies else ["--bundle", model.uri]
+    )
     args = [
         "--url",
         target_url,
-        "--bundle",
-        model.uri,
+        *source,
         "--rps",
         f"{rps:g}",
         "--concurrency",
@@ -456,7 +463,7 @@ def _generator_pod(test: LoadTest, revision: RevisionState, target_url: str, rps
         "--termination-log",
         TERMINATION_LOG,
     ]
-    if model.sha256:
+    if model.sha256 and not bodies:
         args += ["--sha256", model.sha256]
     container: dict[str, Any] = {
         "name": LOAD_TEST_CONTAINER,
@@ -466,7 +473,19 @@ def _generator_pod(test: LoadTest, revision: RevisionState, target_url: str, rps
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    return {"metadata": {}, "spec": {"restartPolicy": "Never", "containers": [container]}}
+    pod_spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
+    if bodies:  # the ConfigMap key as one read-only file: the kubelet mounts it, the operator never reads it
+        container["volumeMounts"] = [{"name": "bodies", "mountPath": LOAD_TEST_BODIES_DIR, "readOnly": True}]
+        pod_spec["volumes"] = [
+            {
+                "name": "bodies",
+                "configMap": {
+                    "name": bodies.name,
+                    "items": [{"key": bodies.key, "path": LOAD_TEST_BODIES_FILE}],
+                },
+            }
+        ]
+    return {"metadata": {}, "spec": pod_spec}
 
 
 def _user_load_test_pod(test: LoadTest, target_url: str) -> dict[str, Any]:

@@ -269,7 +269,17 @@ def load_bodies(args: argparse.Namespace) -> list[bytes]:
     if not isinstance(rows, list) or not rows:
         source = args.bodies or f"the bundle {args.bundle} (no sample.json: build it with sample_rows)"
         raise ValueError(f"no request rows in {source}")
-    return [json.dumps({"features": [row]}, separators=(",", ":")).encode() for row in rows]
+    bodies = []
+    for index, item in enumerate(rows):
+        if isinstance(item, dict):  # a whole request body (e.g. a batch, or features by name)
+            bodies.append(json.dumps(item, separators=(",", ":")).encode())
+        elif isinstance(item, list):  # one row of feature values
+            bodies.append(json.dumps({"features": [item]}, separators=(",", ":")).encode())
+        else:
+            raise ValueError(
+                f"{args.bodies}: item {index} is neither a row (an array) nor a request (an object)"
+            )
+    return bodies
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -279,7 +289,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--url", required=True, help="base URL of the revision's own Service")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--bundle", help="bundle URI whose sample.json rows are the request bodies")
-    source.add_argument("--bodies", help="JSON file: a list of rows, or {'rows': [...]}")
+    source.add_argument(
+        "--bodies", help="JSON file: a list of rows or of request objects, or {'rows': [...]}"
+    )
     parser.add_argument("--sha256", default=None, help="expected manifest sha256 of the bundle")
     parser.add_argument("--endpoint", default="/predict", help="path under --url (default /predict)")
     parser.add_argument("--rps", type=float, required=True, help=f"requests per second (at most {MAX_RPS:g})")

@@ -123,6 +123,34 @@ def test_errors_and_timeouts_count_as_errors(
     assert reported["error_rate"] == 1.0 and reported["requests"] > 0
 
 
+def test_bodies_from_a_file_mix_rows_and_whole_requests_and_all_reach_the_server(
+    start_server: Start, bundles: dict[str, BuildResult], tmp_path: Path
+) -> None:
+    """What spec.loadTest.bodiesConfigMap mounts: rows are sent as {"features": [row]}, objects as
+    they are (here a two-row batch); the server answers them all, so nothing is an error."""
+    from mlcanary_serving.bundle.read import verify_bundle
+
+    rows = verify_bundle(bundles["onnx"].path).sample_rows()[:2]
+    bodies = tmp_path / "bodies.json"
+    bodies.write_text(json.dumps([rows[0], {"features": rows}]))
+    server = start_server(["--bundle", str(bundles["onnx"].path)])
+    server.wait_state("ready")
+    log = tmp_path / "termination-log"
+    argv = ["--url", server.url, "--bodies", str(bodies), "--rps", "30", "--duration", "2s", "--warmup", "0s",
+            "--termination-log", str(log)]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "mlcanary_serving.loadtest", *argv], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    reported = json.loads(done.stdout)
+    assert reported["bodies"] == 2 and reported["errors"] == 0 and reported["requests"] > 0
+    bodies.write_text(json.dumps([rows[0], "not a row"]))
+    refused = subprocess.run(
+        [sys.executable, "-m", "mlcanary_serving.loadtest", *argv], capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode == 2 and "item 1 is neither a row" in refused.stderr
+
+
 def test_a_bundle_without_sample_rows_is_refused_with_a_message(tmp_path: Path) -> None:
     from mlcanary_serving.testing import make_demo_bundle
 

@@ -359,6 +359,48 @@ def test_the_job_runs_the_users_template_with_the_target_and_never_restarts() ->
     ]["containers"][0]["env"] == [{"name": "MLCANARY_TARGET_URL", "value": "x"}]  # the spec is not mutated
 
 
+def test_bodies_from_a_config_map_are_mounted_into_the_generator_and_never_read_by_the_operator() -> None:
+    from mlcanary.models import RevisionState
+    from mlcanary.resources import LOAD_TEST_BODIES_DIR, Owner, load_test_job
+
+    spec = load_tested_spec(V2, bodiesConfigMap={"name": "fraud-bodies", "key": "requests.json"})
+    state = RevisionState(revision=rev(spec), template=spec.revision_template())
+    job = load_test_job(Owner("fraud", "ml", "uid-1"), spec, state, "j", "http://t:8080", 130, rps=50)
+    pod = job["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    args = container["args"]
+    assert args[args.index("--bodies") + 1] == f"{LOAD_TEST_BODIES_DIR}/bodies.json"
+    assert "--bundle" not in args and "--sha256" not in args  # the bundle's rows are not used
+    assert container["volumeMounts"] == [
+        {"name": "bodies", "mountPath": LOAD_TEST_BODIES_DIR, "readOnly": True}
+    ]
+    assert pod["volumes"] == [
+        {
+            "name": "bodies",
+            "configMap": {"name": "fraud-bodies", "items": [{"key": "requests.json", "path": "bodies.json"}]},
+        }
+    ]
+    plain = load_test_job(
+        Owner("fraud", "ml", "uid-1"), load_tested_spec(V2), state, "j", "http://t:8080", 130, rps=50
+    )
+    assert (
+        "volumes" not in plain["spec"]["template"]["spec"]
+        and "--bundle" in plain["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
+
+
+def test_bodies_from_a_config_map_are_refused_beside_a_job_template_naming_the_field() -> None:
+    wire = spec_wire(V2, router="gatewayAPI")
+    wire["loadTest"] = {
+        "jobTemplate": {"spec": {"containers": [{"name": "k6", "image": "grafana/k6"}]}},
+        "bodiesConfigMap": {"name": "b", "key": "k"},
+    }
+    with pytest.raises(ValidationError) as error:
+        ModelDeploymentSpec.model_validate(wire)
+    message = format_validation_error(error.value)
+    assert "spec.loadTest" in message and "bodiesConfigMap is for the built-in generator" in message
+
+
 def test_the_target_url_setting_must_name_the_service() -> None:
     from mlcanary.settings import Settings
 
