@@ -147,6 +147,14 @@ def test_operator_killed_mid_shadow_resumes_without_running_it_again(
         lambda: cluster.status(NAME).get("phase") == "Shadowing", "shadowing", operator=operator, timeout=60
     )
     started = cluster.status(NAME)["shadow"]["startedAt"]
+    # Events are posted after the status write: kill mid-phase once ShadowStarted is out, so the
+    # restart is what could post it a second time (a kill in between would lose it, at most once).
+    cluster.wait_for(
+        lambda: any(e.get("reason") == "ShadowStarted" for e in cluster.events()),
+        "ShadowStarted posted",
+        operator=operator,
+        timeout=30,
+    )
     operator.kill()
     time.sleep(1.5)
     assert cluster.status(NAME)["phase"] == "Shadowing"
