@@ -44,7 +44,7 @@ unit: setup
 # suite takes ~7 minutes instead of ~10 on this 2-core machine. loadgroup keeps the Docker image
 # tests (xdist_group "docker") in one worker: they share one dockerd, socket and base image.
 test: lint typecheck crd-check layers
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH MLCANARY_DOCKER_TESTS=1 $(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup --durations=25
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH MLCANARY_DOCKER_TESTS=1 $(PY) -m pytest -q -p no:cacheprovider -n 3 --dist loadgroup --durations=25
 
 demo: setup
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/mlcanary demo
