@@ -40,11 +40,12 @@ unit: setup
 # test (unit, emulator, serving, analysis on a real Prometheus, routers, chart with real helm,
 # integration with the real operator, end-to-end on the local stack) and the serving image built
 # with Docker and answering one request (MLCANARY_DOCKER_TESTS=1; the script installs and starts
-# dockerd itself). Two pytest workers (pytest-xdist): most tests wait on real processes, so the
-# suite takes ~7 minutes instead of ~10 on this 2-core machine. loadgroup keeps the Docker image
-# tests (xdist_group "docker") in one worker: they share one dockerd, socket and base image.
+# dockerd itself). Two pytest workers (pytest-xdist): most tests wait on real processes (about 14
+# minutes on this 2-core machine; three workers were slower and flakier). loadgroup keeps the Docker
+# image tests (xdist_group "docker") in one worker, as the MLflow tests ("mlflow"): they share one
+# dockerd and base image, one MLflow server per session.
 test: lint typecheck crd-check layers
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH MLCANARY_DOCKER_TESTS=1 $(PY) -m pytest -q -p no:cacheprovider -n 3 --dist loadgroup --durations=25
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH MLCANARY_DOCKER_TESTS=1 $(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup --durations=25
 
 demo: setup
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/mlcanary demo
