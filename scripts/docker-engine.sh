@@ -56,7 +56,15 @@ docker_engine_stop() {
   if [ -n "$STARTED_DOCKERD" ] && [ "$KEEP_DOCKERD" != 1 ]; then
     log "stopping the dockerd this script started (pid $STARTED_DOCKERD)"
     kill "$STARTED_DOCKERD" 2>/dev/null || true
-    for _ in $(seq 60); do kill -0 "$STARTED_DOCKERD" 2>/dev/null || break; sleep 0.5; done
+    # Gone before we return: the next image test starts a dockerd of its own only when none answers,
+    # and one still shutting down (slow on a loaded machine) would answer, then die under it.
+    for _ in $(seq 120); do kill -0 "$STARTED_DOCKERD" 2>/dev/null || break; sleep 0.5; done
+    if kill -0 "$STARTED_DOCKERD" 2>/dev/null; then
+      log "dockerd still running after 60s: SIGKILL"
+      kill -9 "$STARTED_DOCKERD" 2>/dev/null || true
+      for _ in $(seq 20); do kill -0 "$STARTED_DOCKERD" 2>/dev/null || break; sleep 0.5; done
+    fi
+    rm -f "$DOCKER_SOCK"
   fi
 }
 
